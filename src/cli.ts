@@ -1,0 +1,78 @@
+/** The `herald` command. Each subcommand lives in src/cli/; errors are turned into messages here, once. */
+import { Command, InvalidArgumentError } from 'commander'
+import { ConfigError } from './config.ts'
+import { DataFolderBusy } from './db/embedded.ts'
+import { migrate } from './db/migrate.ts'
+import { generateEclrs } from './ingest/generate.ts'
+import { filesCommand, ingestCommand, inspectCommand } from './cli/ingest.ts'
+import { runCommand } from './cli/run.ts'
+import { withDb } from './cli/context.ts'
+
+const positive = (v: string) => {
+  if (!/^\d+$/.test(v) || Number(v) < 1) throw new InvalidArgumentError('must be a whole number of at least 1')
+  return Number(v)
+}
+const fraction = (v: string) => {
+  const n = Number(v)
+  if (!(n >= 0 && n <= 1)) throw new InvalidArgumentError('must be a number from 0 to 1')
+  return n
+}
+
+const program = new Command('herald')
+  .description('Lab results in, cases synced, residents notified. Configuration: environment variables (see README).')
+  .showHelpAfterError()
+
+program.command('start').description('run Herald on its embedded default: serve the database to other herald commands and run every engine')
+  .action(() => runCommand({}, true))
+
+program.command('run').description('run engines in the foreground')
+  .option('--engines <list>', 'comma-separated engine names (default: all)')
+  .option('--until-idle', 'exit once no engine has work left')
+  .action((opts) => runCommand(opts))
+
+program.command('migrate').description('apply database migrations that are missing')
+  .action(() => withDb(async ({ db }) => {
+    const applied = await migrate(db)
+    console.log(applied.length ? `applied ${applied.join(', ')}` : 'nothing to apply: the schema is current')
+  }))
+
+program.command('ingest').description('ingest export files: a file, a folder or s3://bucket/prefix')
+  .argument('<paths...>')
+  .option('--json', 'print a machine-readable summary per file')
+  .action((paths, opts) => ingestCommand(paths, opts))
+
+program.command('files').description('list ingested files and their statistics')
+  .option('--json', 'print JSON')
+  .option('--limit <n>', 'how many, newest first', '50')
+  .action((opts) => filesCommand(opts))
+
+program.command('inspect').description("validate an export without ingesting it: each row's line, version and v1/v2/v3 checksums, and each error")
+  .argument('<file>')
+  .option('--json', 'one JSON object per line')
+  .action((file, opts) => inspectCommand(file, opts))
+
+const generate = program.command('generate').description('write synthetic data for demos and benchmarks')
+generate.command('eclrs').description('a realistic synthetic ECLRS export (fake people)')
+  .requiredOption('--rows <n>', 'data rows', positive)
+  .requiredOption('--out <file>', 'where to write it')
+  .option('--version <v>', 'header version 1, 2 or 3', (v) => {
+    if (!['1', '2', '3'].includes(v)) throw new InvalidArgumentError('must be 1, 2 or 3')
+    return Number(v)
+  }, 3)
+  .option('--repeat-from <file>', 'an earlier export whose rows this one repeats')
+  .option('--repeat-fraction <f>', 'share of rows taken from --repeat-from', fraction, 0.9)
+  .option('--seed <n>', 'random seed (a different seed gives different people)', positive, 1)
+  .action(async (opts) => {
+    const r = await generateEclrs({ rows: opts.rows, version: opts.version, out: opts.out, repeatFrom: opts.repeatFrom,
+      repeatFraction: opts.repeatFrom ? opts.repeatFraction : undefined, seed: opts.seed })
+    console.log(`wrote ${opts.out}: ${r.rows} rows (v${opts.version}), ${r.repeated} repeated from ${opts.repeatFrom ?? 'nothing'}`)
+  })
+
+try {
+  await program.parseAsync()
+} catch (err) {
+  const e = err as Error
+  const prefix = e instanceof ConfigError ? 'configuration error' : e instanceof DataFolderBusy ? 'busy' : 'error'
+  console.error(`herald: ${prefix}: ${e.message}`)
+  process.exitCode = e instanceof ConfigError ? 2 : 1
+}

@@ -1,0 +1,134 @@
+/** `herald ingest`, `herald files`, `herald inspect`: files in, and what became of them. */
+import { createReadStream } from 'node:fs'
+import { isUtf8 } from 'node:buffer'
+import cliProgress from 'cli-progress'
+import type { Queryable } from '../db/types.ts'
+import { checksums } from '../ingest/eclrs/checksum.ts'
+import { headerVersion } from '../ingest/eclrs/columns.ts'
+import { readRecords } from '../ingest/eclrs/records.ts'
+import { typeRow } from '../ingest/eclrs/row.ts'
+import { ingestOptions, processInboxFile } from '../ingest/index.ts'
+import { claim, register } from '../ingest/inbox.ts'
+import { storeFor } from '../storage/index.ts'
+import { displayName } from '../storage/local.ts'
+import { table, withDb } from './context.ts'
+
+export interface FileSummary {
+  file: string
+  sha256: string
+  version: number | null
+  status: string
+  rows: number
+  new: number
+  seen: number
+  duplicate: number
+  error: number
+  errors: { line: number; reason: string }[]
+  rejection?: string
+  by_county?: Record<string, unknown>
+}
+
+export async function fileSummary(db: Queryable, fileId: number, name?: string): Promise<FileSummary> {
+  const [f] = await db.query(
+    `SELECT name, encode(sha256, 'hex') AS sha256, version, status, error, total_rows, new_rows, seen_rows,
+            duplicate_rows, error_rows, by_county FROM files WHERE id = $1`, [fileId])
+  const errors = await db.query<{ line: number; reason: string }>(
+    'SELECT line, reason FROM ingest_errors WHERE file_id = $1 ORDER BY line', [fileId])
+  return {
+    file: name ?? f.name, sha256: f.sha256, version: f.version, status: f.status, rows: f.total_rows, new: f.new_rows,
+    seen: f.seen_rows, duplicate: f.duplicate_rows, error: f.error_rows, errors, rejection: f.error ?? undefined,
+    by_county: f.by_county,
+  }
+}
+
+export async function ingestCommand(paths: string[], opts: { json?: boolean }) {
+  return withDb(async ({ config, db, log }) => {
+    const summaries: (FileSummary & { outcome: string })[] = []
+    const bar = !opts.json && process.stderr.isTTY
+      ? new cliProgress.SingleBar({ format: '{file} [{bar}] {percentage}% | {rows} rows | {rate} rows/s', hideCursor: true }, cliProgress.Presets.shades_classic)
+      : undefined
+    for (const path of paths) {
+      const store = storeFor(path, config)
+      const objects = []
+      for await (const o of store.list()) objects.push(o)
+      if (objects.length === 0) throw new Error(`${path}: no files there`)
+      const ids = await register(db, objects)
+      for (const [i, id] of ids.entries()) {
+        const name = objects[i].uri
+        const [item] = await claim(db, config.workerId, config.claimLeaseSeconds, 1, [id])
+        if (!item) {
+          const [row] = await db.query('SELECT state, file_id, outcome FROM inbox_files WHERE id = $1', [id])
+          if (row.file_id) summaries.push({ ...(await fileSummary(db, row.file_id, name)), outcome: 'already_ingested' })
+          else summaries.push({ ...emptySummary(name), outcome: row.state === 'failed' ? 'failed' : 'busy' })
+          continue
+        }
+        const started = Date.now()
+        bar?.start(item.size, 0, { file: displayName(name), rows: 0, rate: 0 })
+        const result = await processInboxFile(db, store, item, {
+          ...ingestOptions(config),
+          onProgress: (p) => bar?.update(p.bytesRead, { rows: p.rows, rate: Math.round(p.rows / ((Date.now() - started) / 1000)) }),
+        }, log).finally(() => bar?.stop())
+        summaries.push({ ...(await fileSummary(db, result.fileId, name)), outcome: result.outcome })
+      }
+    }
+    if (opts.json) console.log(JSON.stringify(summaries.map(({ by_county, ...s }) => s), null, 2))
+    else {
+      console.log(table(summaries.map((s) => ({
+        file: displayName(s.file), outcome: s.outcome, version: s.version ? `v${s.version}` : '', rows: s.rows, new: s.new,
+        seen: s.seen, duplicate: s.duplicate, error: s.error,
+      }))))
+      for (const s of summaries) {
+        if (s.rejection) console.log(`${displayName(s.file)}: rejected: ${s.rejection}`)
+        for (const e of s.errors.slice(0, 20)) console.log(`${displayName(s.file)}:${e.line}: ${e.reason}`)
+        if (s.errors.length > 20) console.log(`${displayName(s.file)}: ... and ${s.errors.length - 20} more errors (herald files --errors)`)
+      }
+    }
+    const bad = summaries.filter((s) => ['rejected', 'failed', 'busy'].includes(s.outcome) || s.status === 'rejected')
+    process.exitCode = bad.length > 0 ? 1 : 0
+  })
+}
+
+function emptySummary(file: string): FileSummary {
+  return { file, sha256: '', version: null, status: 'unknown', rows: 0, new: 0, seen: 0, duplicate: 0, error: 0, errors: [] }
+}
+
+export async function filesCommand(opts: { json?: boolean; limit: string }) {
+  return withDb(async ({ db }) => {
+    const rows = await db.query(
+      `SELECT id, name, version, status, total_rows, new_rows, seen_rows, duplicate_rows, error_rows, by_county,
+              started_at, finished_at, error FROM files ORDER BY id DESC LIMIT $1`, [Number(opts.limit)])
+    if (opts.json) return console.log(JSON.stringify(rows, null, 2))
+    console.log(table(rows.map((r) => ({
+      id: r.id, file: displayName(r.name), version: r.version ? `v${r.version}` : '', status: r.status, rows: r.total_rows,
+      new: r.new_rows, seen: r.seen_rows, duplicate: r.duplicate_rows, error: r.error_rows, counties: Object.keys(r.by_county).length,
+      started: new Date(r.started_at).toISOString().slice(0, 19).replace('T', ' '),
+      seconds: r.finished_at ? ((new Date(r.finished_at).getTime() - new Date(r.started_at).getTime()) / 1000).toFixed(1) : '',
+    }))))
+  })
+}
+
+/** Validates a file without ingesting it: each row's line, version and checksums, and each error. */
+export async function inspectCommand(path: string, opts: { json?: boolean }) {
+  const records = readRecords(createReadStream(path))
+  const first = await records.next()
+  const version = first.done ? undefined : headerVersion(first.value.fields.join('|'))
+  const out = (o: Record<string, unknown>) => console.log(opts.json ? JSON.stringify(o) : Object.values(o).join('\t'))
+  if (!version) {
+    out({ line: 1, error: first.done ? 'empty file: there is no header line' : 'unknown header (not ECLRS v1, v2 or v3)' })
+    process.exitCode = 1
+    return
+  }
+  let errors = 0
+  for await (const r of records) {
+    const typed = r.error ? undefined : typeRow(r.fields, version)
+    const problem = r.error ?? (typed && !typed.ok ? typed.reason : undefined)
+    if (problem) {
+      errors++
+      out({ line: r.line, version: `v${version}`, error: problem })
+      continue
+    }
+    const [v1, v2, v3] = checksums(r, version).map((b) => b.toString('base64'))
+    out({ line: r.line, version: `v${version}`, v1, v2, v3, ...(isUtf8(r.bytes) ? {} : { encoding: 'latin1' }) })
+  }
+  process.exitCode = errors > 0 ? 1 : 0
+}

@@ -1,0 +1,42 @@
+/** `herald start` (the embedded default, served to other terminals) and `herald run` (engines in the foreground). */
+import { mkdirSync } from 'node:fs'
+import { describeDb } from '../db/connect.ts'
+import type { Engine } from '../engine/engine.ts'
+import { Counters } from '../engine/engine.ts'
+import { runEngines } from '../engine/runner.ts'
+import { ingestEngine } from '../ingest/index.ts'
+import type { Config } from '../config.ts'
+import type { Logger } from '../log.ts'
+import { stopSignal, withDb } from './context.ts'
+
+/** Every engine Herald has, in pipeline order. Later engines join this list. */
+const ENGINES: Record<string, (config: Config, log: Logger) => Engine<any>> = {
+  ingest: (config, log) => ingestEngine(config, log),
+}
+
+export function engineNames(list: string | undefined): string[] {
+  const names = list ? list.split(',').map((s) => s.trim()).filter(Boolean) : Object.keys(ENGINES)
+  const unknown = names.filter((n) => !ENGINES[n])
+  if (unknown.length > 0) throw new Error(`unknown engine ${unknown.join(', ')}; engines: ${Object.keys(ENGINES).join(', ')}`)
+  return names
+}
+
+export async function runCommand(opts: { engines?: string; untilIdle?: boolean }, serve = false) {
+  const names = engineNames(opts.engines)
+  await withDb(async ({ config, db, log }) => {
+    if (!config.inbox.startsWith('s3://')) mkdirSync(config.inbox, { recursive: true })
+    const signal = stopSignal(log)
+    const counters = new Counters()
+    if (serve) {
+      console.log(`Herald is running: engines ${names.join(', ')}.`)
+      console.log(`  database  ${describeDb(db, config)}`)
+      console.log(`  inbox     ${config.inbox}  (drop ECLRS export files here)`)
+      console.log(`  commands  in another terminal: npx herald files | npx herald ingest FILE | npx herald --help`)
+      console.log('  stop      Ctrl-C')
+    }
+    await runEngines(db, names.map((n) => ENGINES[n](config, log)), {
+      untilIdle: opts.untilIdle, pollIntervalMs: config.pollIntervalMs, signal, counters, log,
+    })
+    log.info({ counts: counters.snapshot() }, 'engines stopped')
+  }, { serve })
+}

@@ -1,0 +1,82 @@
+/**
+ * Configuration: environment variables → one frozen, typed object, validated at start.
+ * A bad value stops Herald with a message naming the variable and what is wrong with it.
+ */
+import { hostname } from 'node:os'
+import { resolve } from 'node:path'
+
+export class ConfigError extends Error {
+  constructor(variable: string, problem: string) {
+    super(`${variable}: ${problem}`)
+    this.name = 'ConfigError'
+  }
+}
+
+export interface Config {
+  /** PostgreSQL server; when absent Herald runs on PGlite in `dataDir`. */
+  databaseUrl: string | undefined
+  /** Folder of the embedded database, the default inbox and runtime files. */
+  dataDir: string
+  /** Where export files arrive: a folder or s3://bucket/prefix. */
+  inbox: string
+  pollIntervalMs: number
+  /** Data rows per ingest transaction. */
+  ingestBatchRows: number
+  /** How long a claimed inbox file stays ours without a heartbeat before another worker may take it. */
+  claimLeaseSeconds: number
+  s3: { endpoint: string | undefined; region: string }
+  logLevel: string
+  workerId: string
+}
+
+type Env = Record<string, string | undefined>
+
+function int(env: Env, name: string, fallback: number, min: number): number {
+  const raw = env[name]
+  if (raw === undefined || raw === '') return fallback
+  if (!/^\d+$/.test(raw.trim())) throw new ConfigError(name, `must be a whole number, got "${raw}"`)
+  const value = Number(raw)
+  if (value < min) throw new ConfigError(name, `must be at least ${min}, got ${value}`)
+  return value
+}
+
+function url(env: Env, name: string, protocols: string[]): string | undefined {
+  const raw = env[name]
+  if (raw === undefined || raw === '') return undefined
+  let parsed: URL
+  try {
+    parsed = new URL(raw)
+  } catch {
+    throw new ConfigError(name, 'is not a URL')
+  }
+  if (!protocols.includes(parsed.protocol)) {
+    throw new ConfigError(name, `must start with ${protocols.join(' or ')}, got ${parsed.protocol}`)
+  }
+  return raw
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
+
+export function loadConfig(env: Env = process.env): Config {
+  const dataDir = resolve(env.HERALD_DATA_DIR || '.herald')
+  const inboxRaw = env.HERALD_INBOX || resolve(dataDir, 'inbox')
+  const inbox = inboxRaw.startsWith('s3://') ? inboxRaw : resolve(inboxRaw)
+  if (inbox.startsWith('s3://') && !/^s3:\/\/[a-z0-9.-]{3,63}(\/.*)?$/.test(inbox)) {
+    throw new ConfigError('HERALD_INBOX', `"${inbox}" is not s3://bucket[/prefix] with a valid bucket name`)
+  }
+  const logLevel = (env.HERALD_LOG_LEVEL || 'info').toLowerCase()
+  if (!LOG_LEVELS.includes(logLevel)) {
+    throw new ConfigError('HERALD_LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}`)
+  }
+  return Object.freeze({
+    databaseUrl: url(env, 'DATABASE_URL', ['postgres:', 'postgresql:']),
+    dataDir,
+    inbox,
+    pollIntervalMs: int(env, 'HERALD_POLL_INTERVAL_MS', 5000, 100),
+    ingestBatchRows: int(env, 'HERALD_INGEST_BATCH_ROWS', 20000, 1),
+    claimLeaseSeconds: int(env, 'HERALD_CLAIM_LEASE_SECONDS', 300, 1),
+    s3: Object.freeze({ endpoint: url(env, 'S3_ENDPOINT', ['http:', 'https:']), region: env.AWS_REGION || 'us-east-1' }),
+    logLevel,
+    workerId: env.HERALD_WORKER_ID || `${hostname()}:${process.pid}`,
+  })
+}

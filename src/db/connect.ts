@@ -1,0 +1,15 @@
+/** Opens Herald's database as configured: PostgreSQL when DATABASE_URL is set, else the embedded PGlite. */
+import type { Config } from '../config.ts'
+import { openEmbedded } from './embedded.ts'
+import { PostgresDb } from './postgres.ts'
+import type { Db } from './types.ts'
+
+export async function connect(config: Config, opts: { serve?: boolean } = {}): Promise<Db> {
+  if (config.databaseUrl) return new PostgresDb('postgres', { connectionString: config.databaseUrl, max: 8 })
+  return openEmbedded(config.dataDir, opts)
+}
+
+export function describeDb(db: Db, config: Config): string {
+  if (db.kind === 'postgres') return `PostgreSQL ${new URL(config.databaseUrl!).host}${new URL(config.databaseUrl!).pathname}`
+  return `PGlite in ${config.dataDir}/pgdata${db.kind === 'pglite-server' ? ' (through the running herald)' : ''}`
+}

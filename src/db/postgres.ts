@@ -1,0 +1,87 @@
+/** Db over a PostgreSQL server (node-postgres pool); bulk loads stream COPY FROM STDIN. */
+import pg from 'pg'
+import { from as copyFrom } from 'pg-copy-streams'
+import { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { copyText, jsonRows } from './copy-format.ts'
+import type { Db, Queryable, Row } from './types.ts'
+
+// bigint (ids, counts) as JS numbers: Herald's ids and counts stay far below 2^53.
+pg.types.setTypeParser(20, (v) => Number(v))
+
+function queryable(client: pg.PoolClient | pg.Pool, useCopy: boolean): Queryable {
+  return {
+    async query<R extends Row>(sql: string, params: unknown[] = []) {
+      return (await client.query(sql, params)).rows as R[]
+    },
+    async exec(sql: string) {
+      await client.query(sql)
+    },
+    async copyInto(table, columns, rows) {
+      if (rows.length === 0) return
+      const cols = columns.join(', ')
+      if (!useCopy) {
+        // pglite-socket cannot carry the COPY sub-protocol: send the batch as one JSON parameter instead.
+        await client.query(
+          `INSERT INTO ${table} (${cols}) SELECT ${cols} FROM json_populate_recordset(NULL::${table}, $1::json)`,
+          [jsonRows(columns, rows)],
+        )
+        return
+      }
+      if (!('release' in client)) throw new Error('copyInto needs a transaction or a checked-out client')
+      await pipeline(Readable.from([copyText(rows)]), client.query(copyFrom(`COPY ${table} (${cols}) FROM STDIN`)))
+    },
+  }
+}
+
+export class PostgresDb implements Db {
+  private readonly pool: pg.Pool
+  private readonly base: Queryable
+  private readonly useCopy: boolean
+
+  constructor(
+    readonly kind: 'postgres' | 'pglite-server',
+    config: pg.PoolConfig,
+  ) {
+    this.pool = new pg.Pool({ max: 4, ...config })
+    // A server that went away must not crash an idle process; the next query reports it.
+    this.pool.on('error', () => {})
+    this.useCopy = kind === 'postgres'
+    this.base = queryable(this.pool, this.useCopy)
+  }
+
+  query<R extends Row = Row>(sql: string, params?: unknown[]) {
+    return this.base.query<R>(sql, params)
+  }
+  exec(sql: string) {
+    return this.base.exec(sql)
+  }
+  async copyInto(table: string, columns: string[], rows: unknown[][]) {
+    if (!this.useCopy) return this.base.copyInto(table, columns, rows)
+    const client = await this.pool.connect()
+    try {
+      await queryable(client, true).copyInto(table, columns, rows)
+    } finally {
+      client.release()
+    }
+  }
+
+  async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
+    const client = await this.pool.connect()
+    try {
+      await client.query('BEGIN')
+      const result = await fn(queryable(client, this.useCopy))
+      await client.query('COMMIT')
+      return result
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => {})
+      throw err
+    } finally {
+      client.release()
+    }
+  }
+
+  async close() {
+    await this.pool.end()
+  }
+}

@@ -1,0 +1,182 @@
+/**
+ * One batch of an export's rows → new / seen / duplicate / error, committed in one transaction
+ * together with the file's counters, which double as the resume checkpoint.
+ *
+ * Identity (EXTERNAL_APIS.md §1): a row is seen before when its checksum in the version of an
+ * earlier row equals that row's checksum. lab_row_keys holds each stored row's own-version checksum;
+ * most rows of an export repeat one of the same version, so the batch is first probed with its own
+ * checksums, and only the rest with their other two. A row matching a row that this same file has
+ * already stored or sighted is a duplicate inside the file.
+ */
+import { isUtf8 } from 'node:buffer'
+import type { Queryable } from '../db/types.ts'
+import { checksums } from './eclrs/checksum.ts'
+import { COLUMNS, type Version } from './eclrs/columns.ts'
+import type { RawRecord } from './eclrs/records.ts'
+import { countyOf, LAB_ROW_COLUMNS, typeRow } from './eclrs/row.ts'
+
+export type Outcome = 'new' | 'seen' | 'duplicate' | 'error'
+export const OUTCOMES: Outcome[] = ['new', 'seen', 'duplicate', 'error']
+
+export interface Tally {
+  new: number
+  seen: number
+  duplicate: number
+  error: number
+}
+export const emptyTally = (): Tally => ({ new: 0, seen: 0, duplicate: 0, error: 0 })
+
+export interface RowError {
+  line: number
+  reason: string
+}
+
+export interface FileProgress {
+  fileId: number
+  version: Version
+  inboxId: number
+  workerId: string
+  leaseSeconds: number
+  /** Rows accounted for so far; the database must agree before a batch is added. */
+  accounted: number
+  totals: Tally
+  byCounty: Record<string, Tally>
+}
+
+export class IngestConflict extends Error {
+  constructor(message: string) {
+    super(message)
+    this.name = 'IngestConflict'
+  }
+}
+
+// Row identity is one global question (has any file brought this row?). Batches of different files
+// take this lock in turn so that two of them can never both store the same new row; one ingest
+// worker already keeps the database busy, so little parallelism is given up.
+const IDENTITY_LOCK = 0x68726c64
+
+interface Item {
+  record: RawRecord
+  county: number | null
+  outcome?: Outcome
+  reason?: string
+  sums?: Buffer[]
+  /** For a repeat inside the batch: the first occurrence, whose fate it shares if that is an error. */
+  firstIndex?: number
+  values?: unknown[]
+}
+
+const ensureTemp = `
+  CREATE TEMP TABLE IF NOT EXISTS ingest_probe (rec int, ck bytea) ON COMMIT DELETE ROWS;
+  CREATE TEMP TABLE IF NOT EXISTS ingest_rest (rec int, ck bytea, alt1 bytea, alt2 bytea) ON COMMIT DELETE ROWS;`
+
+export async function ingestBatch(tx: Queryable, p: FileProgress, records: RawRecord[]): Promise<{ errors: RowError[] }> {
+  const v = p.version
+  const width = COLUMNS[v].length
+  const items: Item[] = records.map((record) => ({ record, county: countyOf(record.fields, v) }))
+  const firstByKey = new Map<string, number>()
+  const candidates: number[] = []
+  items.forEach((item, i) => {
+    const { record } = item
+    if (record.error || record.fields.length !== width) {
+      item.outcome = 'error'
+      item.reason = record.error ?? `has ${record.fields.length} fields, the v${v} header has ${width}`
+      return
+    }
+    item.sums = checksums(record, v)
+    const key = item.sums[v - 1].toString('latin1')
+    const first = firstByKey.get(key)
+    if (first !== undefined) {
+      item.outcome = 'duplicate'
+      item.firstIndex = first
+    } else {
+      firstByKey.set(key, i)
+      candidates.push(i)
+    }
+  })
+
+  const [file] = await tx.query<{ total_rows: number }>('SELECT total_rows FROM files WHERE id = $1 FOR UPDATE', [p.fileId])
+  if (file.total_rows !== p.accounted) {
+    throw new IngestConflict(`file ${p.fileId} moved from row ${p.accounted} to ${file.total_rows} under another worker`)
+  }
+  const lease = await tx.query(
+    `UPDATE inbox_files SET lease_until = now() + make_interval(secs => $3) WHERE id = $1 AND claimed_by = $2 RETURNING id`,
+    [p.inboxId, p.workerId, p.leaseSeconds],
+  )
+  if (lease.length === 0) throw new IngestConflict(`inbox file ${p.inboxId} is no longer claimed by ${p.workerId}`)
+  await tx.query('SELECT pg_advisory_xact_lock($1)', [IDENTITY_LOCK])
+  await tx.exec(ensureTemp)
+  // A batch touches a sliver of lab_row_keys: probing its index row by row scales with the batch;
+  // a hash or merge join would read the whole history on every batch.
+  await tx.exec('SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off')
+
+  await tx.copyInto('ingest_probe', ['rec', 'ck'], candidates.map((i) => [i, items[i].sums![v - 1]]))
+  const seen = await tx.query<{ rec: number }>(
+    `UPDATE lab_row_keys k SET last_file_id = $1, last_seen_at = now()
+       FROM ingest_probe s WHERE k.checksum = s.ck AND k.last_file_id <> $1 RETURNING s.rec`,
+    [p.fileId],
+  )
+  for (const { rec } of seen) items[rec].outcome = 'seen'
+
+  const rest = candidates.filter((i) => items[i].outcome === undefined)
+  for (const i of rest) {
+    const typed = typeRow(items[i].record.fields, v)
+    if (typed.ok) items[i].values = typed.values
+    else Object.assign(items[i], { outcome: 'error', reason: typed.reason })
+  }
+  const valid = rest.filter((i) => items[i].outcome === undefined)
+  if (valid.length > 0) {
+    const others = ([0, 1, 2] as const).filter((k) => k !== v - 1)
+    await tx.copyInto('ingest_rest', ['rec', 'ck', 'alt1', 'alt2'],
+      valid.map((i) => [i, items[i].sums![v - 1], items[i].sums![others[0]], items[i].sums![others[1]]]))
+    // Rows matching, in another version's form, a row not yet sighted in this file: seen.
+    const altSeen = await tx.query<{ rec: number }>(
+      `UPDATE lab_row_keys k SET last_file_id = $1, last_seen_at = now()
+         FROM ingest_rest r WHERE k.checksum IN (r.alt1, r.alt2) AND k.last_file_id <> $1 RETURNING r.rec`,
+      [p.fileId],
+    )
+    for (const { rec } of altSeen) items[rec].outcome = 'seen'
+    // Rows matching only rows this file already stored or sighted: duplicates inside the file.
+    const dups = await tx.query<{ rec: number }>(
+      `SELECT DISTINCT r.rec FROM ingest_rest r JOIN lab_row_keys k ON k.checksum IN (r.ck, r.alt1, r.alt2)
+        WHERE k.last_file_id = $1`,
+      [p.fileId],
+    )
+    for (const { rec } of dups) items[rec].outcome ??= 'duplicate'
+  }
+  const fresh = valid.filter((i) => items[i].outcome === undefined)
+  for (const i of fresh) items[i].outcome = 'new'
+  await tx.copyInto('lab_rows', ['checksum', 'version', 'file_id', 'line', 'fields', ...LAB_ROW_COLUMNS],
+    fresh.map((i) => [items[i].sums![v - 1], v, p.fileId, items[i].record.line, items[i].record.fields, ...items[i].values!]))
+  await tx.copyInto('lab_row_keys', ['checksum', 'last_file_id', 'last_seen_at'],
+    fresh.map((i) => [items[i].sums![v - 1], p.fileId, new Date()]))
+
+  // A repeat of an error row is the same error, as it would be had it fallen in a later batch.
+  for (const item of items) {
+    if (item.firstIndex !== undefined && items[item.firstIndex].outcome === 'error') {
+      Object.assign(item, { outcome: 'error', reason: items[item.firstIndex].reason })
+    }
+  }
+  const errors = items.filter((it) => it.outcome === 'error')
+  await tx.copyInto('ingest_errors', ['file_id', 'line', 'county_fips', 'reason', 'raw'],
+    errors.map((it) => [p.fileId, it.record.line, it.county, it.reason, it.record.bytes.toString(isUtf8(it.record.bytes) ? 'utf8' : 'latin1')]))
+
+  const batch = emptyTally()
+  const byCounty = structuredClone(p.byCounty)
+  for (const item of items) {
+    const outcome = item.outcome!
+    batch[outcome]++
+    ;(byCounty[String(item.county ?? 'unknown')] ??= emptyTally())[outcome]++
+  }
+  await tx.query(
+    `UPDATE files SET total_rows = total_rows + $2, new_rows = new_rows + $3, seen_rows = seen_rows + $4,
+            duplicate_rows = duplicate_rows + $5, error_rows = error_rows + $6, by_county = $7 WHERE id = $1`,
+    [p.fileId, items.length, batch.new, batch.seen, batch.duplicate, batch.error, JSON.stringify(byCounty)],
+  )
+  // The caller drops this progress if the transaction does not commit, and starts again from the database.
+  p.accounted += items.length
+  p.byCounty = byCounty
+  for (const o of OUTCOMES) p.totals[o] += batch[o]
+  return { errors: errors.map((it) => ({ line: it.record.line, reason: it.reason! })) }
+}
+

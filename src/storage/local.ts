@@ -1,0 +1,48 @@
+/** A folder (searched recursively) or a single file as an object store. */
+import { createReadStream } from 'node:fs'
+import { readdir, stat } from 'node:fs/promises'
+import { join, resolve, basename } from 'node:path'
+import type { ObjectStore, StoredObject } from './types.ts'
+
+// Files still being written are named like this by most copy tools, or should be by the sender.
+const IN_PROGRESS = /^\.|\.(tmp|part|partial|crdownload|filepart)$/i
+
+export class LocalStore implements ObjectStore {
+  constructor(
+    private readonly root: string,
+    /** Files modified more recently than this are left for the next poll: they may still be growing. */
+    private readonly settleMs = 0,
+  ) {}
+
+  async *list(): AsyncIterable<StoredObject> {
+    const root = resolve(this.root)
+    const info = await stat(root)
+    if (info.isFile()) {
+      yield { uri: root, size: info.size, modifiedAt: info.mtime }
+      return
+    }
+    yield* this.walk(root)
+  }
+
+  private async *walk(dir: string): AsyncIterable<StoredObject> {
+    const entries = (await readdir(dir, { withFileTypes: true })).sort((a, b) => a.name.localeCompare(b.name))
+    for (const entry of entries) {
+      if (IN_PROGRESS.test(entry.name)) continue
+      const path = join(dir, entry.name)
+      if (entry.isDirectory()) yield* this.walk(path)
+      else if (entry.isFile()) {
+        const info = await stat(path).catch(() => undefined) // removed since readdir
+        if (!info || Date.now() - info.mtimeMs < this.settleMs) continue
+        yield { uri: path, size: info.size, modifiedAt: info.mtime }
+      }
+    }
+  }
+
+  async open(uri: string) {
+    return createReadStream(uri, { highWaterMark: 1 << 20 })
+  }
+}
+
+export function displayName(uri: string): string {
+  return uri.startsWith('s3://') ? uri : basename(uri)
+}
