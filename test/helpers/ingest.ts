@@ -1,0 +1,29 @@
+/** Drives the ingest engine's pieces directly, as the engine and `herald ingest` do. */
+import type { Db } from '../../src/db/types.ts'
+import { ingestFile, type IngestOptions, type IngestResult } from '../../src/ingest/file.ts'
+import { claim, register } from '../../src/ingest/inbox.ts'
+import { storeFor } from '../../src/storage/index.ts'
+
+export const testConfig = { s3: { endpoint: undefined, region: 'us-east-1' } }
+
+export function options(extra: Partial<IngestOptions> = {}): IngestOptions {
+  return { workerId: 'test-worker', leaseSeconds: 60, batchRows: 1000, ...extra }
+}
+
+/** Registers, claims and ingests every file at `location`, in name order. */
+export async function ingestPath(db: Db, location: string, extra: Partial<IngestOptions> = {}): Promise<IngestResult[]> {
+  const store = storeFor(location, testConfig)
+  const objects = []
+  for await (const o of store.list()) objects.push(o)
+  const ids = await register(db, objects)
+  const results: IngestResult[] = []
+  for (const id of ids) {
+    const opts = options(extra)
+    const [item] = await claim(db, opts.workerId, opts.leaseSeconds, 1, [id])
+    if (!item) throw new Error(`inbox file ${id} could not be claimed`)
+    results.push(await ingestFile(db, store, item, opts))
+  }
+  return results
+}
+
+export const counts = (r: IngestResult) => ({ rows: r.rows, ...r.totals })

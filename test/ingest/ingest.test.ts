@@ -1,0 +1,165 @@
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { join } from 'node:path'
+import type { Db } from '../../src/db/types.ts'
+import { ingestFile } from '../../src/ingest/file.ts'
+import { claim, register } from '../../src/ingest/inbox.ts'
+import { storeFor } from '../../src/storage/index.ts'
+import { createTestDb, type TestDb } from '../helpers/db.ts'
+import { copyFixture, exportText, row, tempDir, writeExport } from '../helpers/files.ts'
+import { counts, ingestPath, options, testConfig } from '../helpers/ingest.ts'
+
+let t: TestDb
+let db: Db
+let dir: string
+let cleanup: () => void
+
+beforeAll(async () => {
+  t = await createTestDb()
+  db = t.db
+})
+afterAll(async () => t.drop())
+beforeEach(async () => {
+  await db.exec('TRUNCATE inbox_files, files, lab_rows, lab_row_keys, ingest_errors RESTART IDENTITY CASCADE')
+  ;({ dir, cleanup } = tempDir())
+  return cleanup
+})
+
+const one = async (path: string, extra = {}) => (await ingestPath(db, path, extra))[0]
+
+describe('ingest', () => {
+  it('stores each new row once with typed fields, and recognises a later export of the same rows as seen', async () => {
+    const first = await one(copyFixture('new_records.txt', dir))
+    expect(counts(first)).toEqual({ rows: 3, new: 3, seen: 0, duplicate: 0, error: 0 })
+    const [r] = await db.query(`SELECT last_name, date_of_birth::text AS dob, county_fips, phone, accession_number,
+      collected_at, result_created_at, result_positive, array_length(fields, 1) AS n FROM lab_rows WHERE line = 2`)
+    expect(r).toMatchObject({ last_name: 'LASTNAME', dob: '1947-03-01', county_fips: 1111, phone: '(555) 123-4567',
+      accession_number: '102695116', result_positive: 'POSITIVE', n: 45 })
+    expect(new Date(r.result_created_at).toISOString()).toBe('2020-03-20T10:03:36.589Z')
+
+    // v2 and v3 exports of the same people: seen, in the version of the earlier rows.
+    expect(counts(await one(copyFixture('v2_new_records.txt', dir)))).toEqual({ rows: 3, new: 0, seen: 3, duplicate: 0, error: 0 })
+    expect(counts(await one(copyFixture('v3_new_records.txt', dir)))).toEqual({ rows: 3, new: 0, seen: 3, duplicate: 0, error: 0 })
+    const keys = await db.query('SELECT last_file_id FROM lab_row_keys ORDER BY last_file_id')
+    expect(keys.map((k) => k.last_file_id)).toEqual([3, 3, 3])
+  })
+
+  it('counts a row repeated inside one file as a duplicate', async () => {
+    const r = await one(copyFixture('duplicate_rows.txt', dir))
+    expect(counts(r)).toEqual({ rows: 3, new: 2, seen: 0, duplicate: 1, error: 0 })
+  })
+
+  it('counts duplicates across batch boundaries, and totals per county', async () => {
+    const rows = [row(3, { PIDCOUNTYCODE: '61' }), row(3, { PIDCOUNTYCODE: '47' })]
+    const path = writeExport(dir, 'x.txt', exportText(3, [rows[0], rows[1], rows[0], rows[1], rows[0]]))
+    const r = await one(path, { batchRows: 2 })
+    expect(counts(r)).toEqual({ rows: 5, new: 2, seen: 0, duplicate: 3, error: 0 })
+    const [f] = await db.query('SELECT by_county FROM files')
+    expect(f.by_county).toEqual({ 61: { new: 1, seen: 0, duplicate: 2, error: 0 }, 47: { new: 1, seen: 0, duplicate: 1, error: 0 } })
+  })
+
+  it('keeps rows it cannot use as errors with line and reason, and still takes the rest', async () => {
+    const good = row(1)
+    const short = row(1).slice(0, 40)
+    const noCounty = row(1, { PIDCOUNTYCODE: '' })
+    const badDate = row(1, { OBRCOLLECTIONDATE: '32MAR2020:00:00:00.000000' })
+    const path = writeExport(dir, 'bad.txt', exportText(1, [good, short, noCounty, badDate]))
+    const r = await one(path)
+    expect(counts(r)).toEqual({ rows: 4, new: 1, seen: 0, duplicate: 0, error: 3 })
+    expect(r.errors).toEqual([
+      { line: 3, reason: 'has 40 fields, the v1 header has 45' },
+      { line: 4, reason: 'no county: PIDCOUNTYCODE is empty' },
+      { line: 5, reason: 'OBRCOLLECTIONDATE is not a date like 20MAR2020:06:03:36.589000' },
+    ])
+    const stored = await db.query('SELECT line, raw FROM ingest_errors ORDER BY line')
+    expect(stored[0].raw).toBe(short.join('|'))
+  })
+
+  it('takes quoted fields holding | and doubled quotes, CRLF endings and a byte-order mark', async () => {
+    const quoted = row(2, { PIDADDRESSLINE1: '12 "B" ST|REAR' })
+    const line = quoted.map((f) => (f.includes('|') || f.includes('"') ? `"${f.replaceAll('"', '""')}"` : f))
+    const text = exportText(2, [line, row(2)], '\r\n')
+    const r = await one(writeExport(dir, 'q.txt', Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(text)])))
+    expect(counts(r)).toEqual({ rows: 2, new: 2, seen: 0, duplicate: 0, error: 0 })
+    const [stored] = await db.query('SELECT address1, last_name FROM lab_rows ORDER BY line LIMIT 1')
+    expect(stored.address1).toBe('12 "B" ST|REAR')
+  })
+
+  it('stores a row that is not UTF-8 as Latin-1 text', async () => {
+    const text = Buffer.from(exportText(1, [row(1, { PIDLASTNAME: 'MUNOZ' })]).replace('MUNOZ', 'MU\u00d1OZ'), 'latin1')
+    const r = await one(writeExport(dir, 'latin1.txt', text))
+    expect(r.totals.new).toBe(1)
+    expect((await db.query('SELECT last_name FROM lab_rows'))[0].last_name).toBe('MUÑOZ')
+  })
+
+  it('counts a truncated last line as an error and keeps the rows before it', async () => {
+    const text = exportText(1, [row(1), row(1)])
+    const r = await one(writeExport(dir, 'cut.txt', text.slice(0, text.length - 120)))
+    expect(counts(r)).toMatchObject({ rows: 2, new: 1, error: 1 })
+    expect(r.errors[0].line).toBe(3)
+  })
+
+  it('rejects an empty file and an unknown header with a recorded reason, and accepts a header-only file', async () => {
+    const empty = await one(writeExport(dir, 'empty.txt', ''))
+    expect(empty).toMatchObject({ outcome: 'rejected', rejection: 'empty file: there is no header line' })
+    const unknown = await one(writeExport(dir, 'unknown.txt', 'PIDLASTNAME|SOMETHING|ELSE\na|b|c\n'))
+    expect(unknown.outcome).toBe('rejected')
+    expect(unknown.rejection).toMatch(/^line 1: unknown header.*column 2 is "SOMETHING", expected PIDMIDDLENAME/)
+    const headerOnly = await one(writeExport(dir, 'header.txt', exportText(3, [])))
+    expect(headerOnly).toMatchObject({ outcome: 'ingested', version: 3, rows: 0 })
+    const files = await db.query('SELECT status, error FROM files ORDER BY id')
+    expect(files.map((f) => f.status)).toEqual(['rejected', 'rejected', 'ingested'])
+  })
+
+  it('never ingests the same content twice, under another name or path', async () => {
+    copyFixture('new_records.txt', dir, 'a.txt')
+    copyFixture('new_records.txt', dir, 'b.txt')
+    const [a, b] = await ingestPath(db, dir)
+    expect(a.outcome).toBe('ingested')
+    expect(b).toMatchObject({ outcome: 'already_ingested', fileId: a.fileId })
+    expect((await db.query('SELECT count(*) AS n FROM lab_rows'))[0].n).toBe(3)
+    // Registering the folder again finds the same inbox entries, already done: nothing is claimed twice.
+    const store = storeFor(dir, testConfig)
+    const objects = []
+    for await (const o of store.list()) objects.push(o)
+    await register(db, objects)
+    expect(await claim(db, 'again', 60, 10)).toEqual([])
+  })
+
+  it('after a crash mid-file, a rerun counts every row exactly once', async () => {
+    const rows = Array.from({ length: 50 }, () => row(3))
+    const path = writeExport(dir, 'big.txt', exportText(3, [...rows, rows[3], rows[40]]))
+    const store = storeFor(path, testConfig)
+    const objects = []
+    for await (const o of store.list()) objects.push(o)
+    const [id] = await register(db, objects)
+    const [item] = await claim(db, 'doomed', 1, 1, [id])
+    // The connection dies during the fourth batch: three batches (30 rows) are committed.
+    let n = 0
+    const dying: Db = { ...db, kind: db.kind, query: db.query.bind(db), exec: db.exec.bind(db), copyInto: db.copyInto.bind(db), close: db.close.bind(db),
+      transaction: (fn) => (++n === 4 ? Promise.reject(new Error('connection lost')) : db.transaction(fn)) }
+    await expect(ingestFile(dying, store, item, options({ workerId: 'doomed', leaseSeconds: 1, batchRows: 10 }))).rejects.toThrow('connection lost')
+    expect((await db.query('SELECT total_rows FROM files'))[0].total_rows).toBe(30)
+
+    // Nobody renews the dead worker's lease; once it runs out another worker takes the file.
+    expect(await claim(db, 'rescuer', 60, 1)).toEqual([])
+    await new Promise((r) => setTimeout(r, 1100))
+    const [again] = await claim(db, 'rescuer', 60, 1)
+    const r = await ingestFile(db, store, again, options({ workerId: 'rescuer', batchRows: 10 }))
+    expect(counts(r)).toEqual({ rows: 52, new: 50, seen: 0, duplicate: 2, error: 0 })
+    expect((await db.query('SELECT count(*) AS n FROM lab_rows'))[0].n).toBe(50)
+  })
+
+  it('stops between batches when asked, and the next run resumes where it stopped', async () => {
+    const path = writeExport(dir, 'stop.txt', exportText(1, Array.from({ length: 25 }, () => row(1))))
+    const controller = new AbortController()
+    const first = await one(path, {
+      batchRows: 10, signal: controller.signal, onProgress: () => controller.abort(),
+    })
+    expect(first.outcome).toBe('released')
+    expect(first.rows).toBeLessThan(25)
+    await db.query(`UPDATE inbox_files SET state = 'pending', claimed_by = NULL, lease_until = NULL`)
+    const [item] = await claim(db, 'w2', 60, 1)
+    const second = await ingestFile(db, storeFor(path, testConfig), item, options({ workerId: 'w2', batchRows: 10 }))
+    expect(counts(second)).toEqual({ rows: 25, new: 25, seen: 0, duplicate: 0, error: 0 })
+  })
+})
