@@ -4,15 +4,15 @@ import { ingestFile, type IngestOptions, type IngestResult } from '../../src/ing
 import { claim, register } from '../../src/ingest/inbox.ts'
 import { storeFor } from '../../src/storage/index.ts'
 
-export const testConfig = { s3: { endpoint: undefined, region: 'us-east-1' } }
+export const testConfig: { s3: { endpoint: string | undefined; region: string } } = { s3: { endpoint: undefined, region: 'us-east-1' } }
 
 export function options(extra: Partial<IngestOptions> = {}): IngestOptions {
   return { workerId: 'test-worker', leaseSeconds: 60, batchRows: 1000, ...extra }
 }
 
 /** Registers, claims and ingests every file at `location`, in name order. */
-export async function ingestPath(db: Db, location: string, extra: Partial<IngestOptions> = {}): Promise<IngestResult[]> {
-  const store = storeFor(location, testConfig)
+export async function ingestPath(db: Db, location: string, extra: Partial<IngestOptions> = {}, config = testConfig): Promise<IngestResult[]> {
+  const store = storeFor(location, config)
   const objects = []
   for await (const o of store.list()) objects.push(o)
   const ids = await register(db, objects)

@@ -1,0 +1,51 @@
+/** The README's quick start, as a newcomer runs it: `herald start`, drop a file, look from a second terminal. */
+import { afterAll, describe, expect, it } from 'vitest'
+import { spawn, execFile } from 'node:child_process'
+import { copyFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import { FIXTURES, tempDir } from './helpers/files.ts'
+
+const run = promisify(execFile)
+const tmp = tempDir()
+afterAll(() => tmp.cleanup())
+const BIN = new URL('../bin/herald.js', import.meta.url).pathname
+// The embedded default, whatever DATABASE_URL the suite runs with.
+const env = { ...process.env, DATABASE_URL: '', HERALD_DATA_DIR: join(tmp.dir, '.herald'), HERALD_POLL_INTERVAL_MS: '200' }
+
+describe('herald start', () => {
+  it('ingests a file dropped in the inbox, while other herald commands share its database', async () => {
+    const start = spawn(process.execPath, [BIN, 'start'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    let logs = ''
+    start.stdout.on('data', (d) => (out += d))
+    start.stderr.on('data', (d) => (logs += d))
+    const exited = new Promise<number | null>((resolve) => start.on('exit', resolve))
+    try {
+      for (let i = 0; i < 300 && !out.includes('Herald is running'); i++) await new Promise((r) => setTimeout(r, 100))
+      expect(out).toContain(`inbox     ${join(tmp.dir, '.herald', 'inbox')}`)
+      copyFileSync(FIXTURES + 'duplicate_rows.txt', join(tmp.dir, '.herald', 'inbox', 'duplicate_rows.txt'))
+      let files: any[] = []
+      for (let i = 0; i < 100 && files.length === 0; i++) {
+        await new Promise((r) => setTimeout(r, 300))
+        files = JSON.parse((await run(process.execPath, [BIN, 'files', '--json'], { env })).stdout)
+      }
+      expect(files[0]).toMatchObject({ status: 'ingested', total_rows: 3, new_rows: 2, duplicate_rows: 1 })
+      // A second terminal can ingest too: through the running instance, not by opening the folder.
+      const { stdout } = await run(process.execPath, [BIN, 'ingest', '--json', FIXTURES + 'v3_new_records.txt'], { env })
+      expect(JSON.parse(stdout)[0]).toMatchObject({ outcome: 'ingested', version: 3, rows: 3, seen: 1, new: 2 })
+    } finally {
+      start.kill('SIGTERM')
+    }
+    expect(await exited).toBe(0)
+    expect(logs).toContain('"outcome":"ingested"')
+  })
+
+  it('inspect prints each row\'s checksums and each error without touching the database', async () => {
+    const { stdout } = await run(process.execPath, [BIN, 'inspect', '--json', FIXTURES + 'new_records.txt'], { env })
+    const lines = stdout.trim().split('\n').map((l) => JSON.parse(l))
+    expect(lines).toHaveLength(3)
+    expect(lines[0]).toMatchObject({ line: 2, version: 'v1' })
+    expect(lines[0].v1).toMatch(/^[A-Za-z0-9+/]{43}=$/)
+  })
+})

@@ -1,0 +1,36 @@
+/** Logs never contain PII: ingest the fixtures through the engine and scan everything it logged. */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { Writable } from 'node:stream'
+import { readdirSync, readFileSync } from 'node:fs'
+import { loadConfig } from '../src/config.ts'
+import { runEngines } from '../src/engine/runner.ts'
+import { ingestEngine } from '../src/ingest/index.ts'
+import { createLogger } from '../src/log.ts'
+import { createTestDb, type TestDb } from './helpers/db.ts'
+import { FIXTURES, copyFixture, tempDir, writeExport } from './helpers/files.ts'
+
+let t: TestDb
+const tmp = tempDir()
+beforeAll(async () => (t = await createTestDb()))
+afterAll(async () => {
+  await t.drop()
+  tmp.cleanup()
+})
+
+describe('logs', () => {
+  it('name files and counts, never the people in them', async () => {
+    for (const f of readdirSync(FIXTURES)) copyFixture(f, tmp.dir)
+    writeExport(tmp.dir, 'bad.txt', readFileSync(FIXTURES + 'new_records.txt', 'utf8').replace('MAIN St|', 'MAIN St|x|'))
+    let captured = ''
+    const sink = new Writable({ write(chunk, _e, done) { captured += chunk; done() } })
+    const log = createLogger('debug', sink)
+    log.info({ phone: '5551234567', row: { last_name: 'SMITH' } }, 'a careless line is censored')
+    const config = loadConfig({ HERALD_INBOX: tmp.dir, HERALD_WORKER_ID: 'log-test' })
+    await new Promise((r) => setTimeout(r, 2100)) // past the settle delay for fresh files
+    await runEngines(t.db, [ingestEngine(config, log)], { untilIdle: true, pollIntervalMs: 100, signal: new AbortController().signal, log })
+    expect(captured).toContain('"outcome":"ingested"')
+    for (const pii of ['SMITH', 'AGENT', 'GOODE', 'JOHNNY', 'LASTNAME', 'FIRSTNAME', '5551234567', '123-4567', '456 OTHER', '01MAR1947', '15200000000001']) {
+      expect(captured, pii).not.toContain(pii)
+    }
+  })
+})
