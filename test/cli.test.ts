@@ -26,7 +26,7 @@ describe('herald start', () => {
       expect(out).toContain(`inbox     ${join(tmp.dir, '.herald', 'inbox')}`)
       copyFileSync(FIXTURES + 'duplicate_rows.txt', join(tmp.dir, '.herald', 'inbox', 'duplicate_rows.txt'))
       let files: any[] = []
-      for (let i = 0; i < 100 && files.length === 0; i++) {
+      for (let i = 0; i < 100 && files[0]?.status !== 'ingested'; i++) {
         await new Promise((r) => setTimeout(r, 300))
         files = JSON.parse((await run(process.execPath, [BIN, 'files', '--json'], { env })).stdout)
       }

@@ -120,7 +120,7 @@ export async function inspectCommand(path: string, opts: { json?: boolean }) {
   }
   let errors = 0
   for await (const r of records) {
-    const typed = r.error ? undefined : typeRow(r.fields, version)
+    const typed = r.error ? undefined : typeRow(r, version)
     const problem = r.error ?? (typed && !typed.ok ? typed.reason : undefined)
     if (problem) {
       errors++

@@ -2,17 +2,30 @@
  * Serialises rows for COPY ... FROM in PostgreSQL's text format (tab-separated, \N for null),
  * and for the JSON fallback used where COPY is unavailable.
  */
+import { HexBytes } from './types.ts'
+
+const SPECIAL = /[\\\t\n\r]/
 
 function escapeCopy(text: string): string {
-  // Backslash first, then the three characters that would end a field or a row.
+  if (!SPECIAL.test(text)) return text // the common case: nothing to escape, no new string
+  // Backslash, and the three characters that would end a field or a row.
   return text.replace(/[\\\t\n\r]/g, (c) => (c === '\\' ? '\\\\' : c === '\t' ? '\\t' : c === '\n' ? '\\n' : '\\r'))
 }
 
+const QUOTE_OR_BACKSLASH = /["\\]/
+
 function arrayLiteral(items: unknown[]): string {
-  const parts = items.map((item) =>
-    item === null || item === undefined ? 'NULL' : `"${String(item).replace(/["\\]/g, (c) => `\\${c}`)}"`,
-  )
-  return `{${parts.join(',')}}`
+  let out = '{'
+  for (let i = 0; i < items.length; i++) {
+    const item = items[i]
+    if (i > 0) out += ','
+    if (item === null || item === undefined) out += 'NULL'
+    else {
+      const text = String(item)
+      out += QUOTE_OR_BACKSLASH.test(text) ? `"${text.replace(/["\\]/g, (c) => `\\${c}`)}"` : `"${text}"`
+    }
+  }
+  return out + '}'
 }
 
 export function copyValue(value: unknown): string {
@@ -22,6 +35,7 @@ export function copyValue(value: unknown): string {
   if (typeof value === 'boolean') return value ? 't' : 'f'
   if (value instanceof Date) return value.toISOString()
   if (value instanceof Uint8Array) return `\\\\x${Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('hex')}`
+  if (value instanceof HexBytes) return `\\\\x${value.hex}`
   if (Array.isArray(value)) return escapeCopy(arrayLiteral(value))
   return escapeCopy(JSON.stringify(value))
 }
@@ -42,7 +56,7 @@ export function jsonRows(columns: string[], rows: unknown[][]): string {
       const obj: Record<string, unknown> = {}
       columns.forEach((col, i) => {
         const v = row[i]
-        obj[col] = v instanceof Uint8Array ? `\\x${Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('hex')}` : v
+        obj[col] = v instanceof Uint8Array ? `\\x${Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('hex')}` : v instanceof HexBytes ? `\\x${v.hex}` : v
       })
       return obj
     }),

@@ -9,8 +9,8 @@
  * already stored or sighted is a duplicate inside the file.
  */
 import { isUtf8 } from 'node:buffer'
-import type { Queryable } from '../db/types.ts'
-import { checksums } from './eclrs/checksum.ts'
+import { HexBytes, type Queryable } from '../db/types.ts'
+import { checksums, ownChecksum } from './eclrs/checksum.ts'
 import { COLUMNS, type Version } from './eclrs/columns.ts'
 import type { RawRecord } from './eclrs/records.ts'
 import { countyOf, LAB_ROW_COLUMNS, typeRow } from './eclrs/row.ts'
@@ -55,11 +55,15 @@ export class IngestConflict extends Error {
 // worker already keeps the database busy, so little parallelism is given up.
 const IDENTITY_LOCK = 0x68726c64
 
+const hexBytes = (hex: string) => new HexBytes(hex)
+
 interface Item {
   record: RawRecord
   county: number | null
   outcome?: Outcome
   reason?: string
+  /** The checksum in the file's own version; the other two are computed only if it is not found. */
+  own?: string
   sums?: Buffer[]
   /** For a repeat inside the batch: the first occurrence, whose fate it shares if that is an error. */
   firstIndex?: number
@@ -73,18 +77,17 @@ const ensureTemp = `
 export async function ingestBatch(tx: Queryable, p: FileProgress, records: RawRecord[]): Promise<{ errors: RowError[] }> {
   const v = p.version
   const width = COLUMNS[v].length
-  const items: Item[] = records.map((record) => ({ record, county: countyOf(record.fields, v) }))
+  const items: Item[] = records.map((record) => ({ record, county: countyOf(record) }))
   const firstByKey = new Map<string, number>()
   const candidates: number[] = []
   items.forEach((item, i) => {
     const { record } = item
-    if (record.error || record.fields.length !== width) {
+    if (record.error || record.ends.length !== width) {
       item.outcome = 'error'
-      item.reason = record.error ?? `has ${record.fields.length} fields, the v${v} header has ${width}`
+      item.reason = record.error ?? `has ${record.ends.length} fields, the v${v} header has ${width}`
       return
     }
-    item.sums = checksums(record, v)
-    const key = item.sums[v - 1].toString('latin1')
+    const key = (item.own = ownChecksum(record))
     const first = firstByKey.get(key)
     if (first !== undefined) {
       item.outcome = 'duplicate'
@@ -108,9 +111,9 @@ export async function ingestBatch(tx: Queryable, p: FileProgress, records: RawRe
   await tx.exec(ensureTemp)
   // A batch touches a sliver of lab_row_keys: probing its index row by row scales with the batch;
   // a hash or merge join would read the whole history on every batch.
-  await tx.exec('SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off')
+  await tx.exec('SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; SET LOCAL jit = off')
 
-  await tx.copyInto('ingest_probe', ['rec', 'ck'], candidates.map((i) => [i, items[i].sums![v - 1]]))
+  await tx.copyInto('ingest_probe', ['rec', 'ck'], candidates.map((i) => [i, hexBytes(items[i].own!)]))
   const seen = await tx.query<{ rec: number }>(
     `UPDATE lab_row_keys k SET last_file_id = $1, last_seen_at = now()
        FROM ingest_probe s WHERE k.checksum = s.ck AND k.last_file_id <> $1 RETURNING s.rec`,
@@ -120,15 +123,16 @@ export async function ingestBatch(tx: Queryable, p: FileProgress, records: RawRe
 
   const rest = candidates.filter((i) => items[i].outcome === undefined)
   for (const i of rest) {
-    const typed = typeRow(items[i].record.fields, v)
+    const typed = typeRow(items[i].record, v)
     if (typed.ok) items[i].values = typed.values
     else Object.assign(items[i], { outcome: 'error', reason: typed.reason })
   }
   const valid = rest.filter((i) => items[i].outcome === undefined)
+  for (const i of valid) items[i].sums = checksums(items[i].record, v)
   if (valid.length > 0) {
     const others = ([0, 1, 2] as const).filter((k) => k !== v - 1)
     await tx.copyInto('ingest_rest', ['rec', 'ck', 'alt1', 'alt2'],
-      valid.map((i) => [i, items[i].sums![v - 1], items[i].sums![others[0]], items[i].sums![others[1]]]))
+      valid.map((i) => [i, hexBytes(items[i].own!), items[i].sums![others[0]], items[i].sums![others[1]]]))
     // Rows matching, in another version's form, a row not yet sighted in this file: seen.
     const altSeen = await tx.query<{ rec: number }>(
       `UPDATE lab_row_keys k SET last_file_id = $1, last_seen_at = now()
@@ -147,9 +151,9 @@ export async function ingestBatch(tx: Queryable, p: FileProgress, records: RawRe
   const fresh = valid.filter((i) => items[i].outcome === undefined)
   for (const i of fresh) items[i].outcome = 'new'
   await tx.copyInto('lab_rows', ['checksum', 'version', 'file_id', 'line', 'fields', ...LAB_ROW_COLUMNS],
-    fresh.map((i) => [items[i].sums![v - 1], v, p.fileId, items[i].record.line, items[i].record.fields, ...items[i].values!]))
+    fresh.map((i) => [hexBytes(items[i].own!), v, p.fileId, items[i].record.line, items[i].record.fields, ...items[i].values!]))
   await tx.copyInto('lab_row_keys', ['checksum', 'last_file_id', 'last_seen_at'],
-    fresh.map((i) => [items[i].sums![v - 1], p.fileId, new Date()]))
+    fresh.map((i) => [hexBytes(items[i].own!), p.fileId, new Date()]))
 
   // A repeat of an error row is the same error, as it would be had it fallen in a later batch.
   for (const item of items) {

@@ -43,7 +43,7 @@ ALTER TABLE inbox_files ADD FOREIGN KEY (file_id) REFERENCES files (id);
 -- Each distinct row, stored once, with its fields typed. Insert-only: the link engine reads it.
 CREATE TABLE lab_rows (
   id                 bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-  checksum           bytea NOT NULL UNIQUE,  -- SHA-256 of the row in its own version's form
+  checksum           bytea NOT NULL,         -- SHA-256 of the row in its own version's form (unique: see lab_row_keys)
   version            smallint NOT NULL,
   file_id            bigint NOT NULL REFERENCES files (id),
   line               int NOT NULL,           -- line of the file where the row starts (header = 1)
@@ -88,8 +88,10 @@ CREATE INDEX lab_rows_file ON lab_rows (file_id, line);
 
 -- Row identity and its last sighting, kept apart from lab_rows so that marking the ~90% of each
 -- export already seen rewrites narrow tuples (HOT updates, room left by fillfactor), not wide ones.
+-- Ingest writes a lab_rows row and its key in one transaction; the primary key here is what makes
+-- a row unique. No foreign key to lab_rows: its per-row check cost as much as the rest of the insert.
 CREATE TABLE lab_row_keys (
-  checksum      bytea PRIMARY KEY REFERENCES lab_rows (checksum),
+  checksum      bytea PRIMARY KEY,
   last_file_id  bigint NOT NULL REFERENCES files (id),
   last_seen_at  timestamptz NOT NULL
 ) WITH (fillfactor = 70);

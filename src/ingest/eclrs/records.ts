@@ -17,9 +17,39 @@ export interface RawRecord {
   bytes: Buffer
   /** ends[i]: offset in `bytes` just past field i (its separator, or the end for the last field). */
   ends: number[]
-  fields: string[]
+  /** The values, decoded on first use: most rows of an export are seen before and never need them. */
+  readonly fields: string[]
   /** Set when the record's quoting is broken; fields then hold what could be read. */
   error?: string
+}
+
+/**
+ * A line without quotes: its fields are the text between separators. Field positions and values are
+ * worked out on first use; a row that turns out to be seen before needs neither.
+ */
+class PlainRecord implements RawRecord {
+  private decoded?: string[]
+  private positions?: number[]
+  constructor(
+    readonly line: number,
+    readonly bytes: Buffer,
+  ) {}
+  get fields(): string[] {
+    return (this.decoded ??= decode(this.bytes, isUtf8(this.bytes)).split('|'))
+  }
+  get ends(): number[] {
+    if (!this.positions) {
+      const ends: number[] = []
+      let p = this.bytes.indexOf(PIPE)
+      while (p !== -1) {
+        ends.push(p)
+        p = this.bytes.indexOf(PIPE, p + 1)
+      }
+      ends.push(this.bytes.length)
+      this.positions = ends
+    }
+    return this.positions
+  }
 }
 
 const LF = 10
@@ -52,17 +82,6 @@ export function serialise(fields: Buffer[]): { bytes: Buffer; ends: number[] } {
     ends.push(length)
   })
   return { bytes: Buffer.concat(parts, length), ends }
-}
-
-function fastRecord(line: number, bytes: Buffer): RawRecord {
-  const ends: number[] = []
-  let p = bytes.indexOf(PIPE)
-  while (p !== -1) {
-    ends.push(p)
-    p = bytes.indexOf(PIPE, p + 1)
-  }
-  ends.push(bytes.length)
-  return { line, bytes, ends, fields: decode(bytes, isUtf8(bytes)).split('|') }
 }
 
 interface Parsed {
@@ -189,7 +208,7 @@ export async function* readRecords(input: AsyncIterable<Buffer | string>): Async
       continue
     }
     const end = nl > pos && buf[nl - 1] === CR ? nl - 1 : nl
-    if (end > pos) yield fastRecord(line, buf.subarray(pos, end))
+    if (end > pos) yield new PlainRecord(line, buf.subarray(pos, end))
     line++
     pos = nl + 1
   }

@@ -3,6 +3,7 @@
  */
 import { COLUMNS, columnIndex, type Version } from './columns.ts'
 import { isoDate, parseEclrsDate, zonedToUtc } from './dates.ts'
+import type { RawRecord } from './records.ts'
 
 export const LAB_ROW_COLUMNS = [
   'patient_key', 'last_name', 'first_name', 'middle_name', 'date_of_birth', 'sex', 'address1', 'address2', 'city', 'zip',
@@ -32,21 +33,42 @@ const TIMESTAMPS: Record<string, string> = {
 export type Typed = { ok: true; countyFips: number; values: unknown[] } | { ok: false; countyFips: number | null; reason: string }
 
 const indexes = new Map<Version, Record<string, number>>()
+const COUNTY = columnIndex(1).PIDCOUNTYCODE // the same position in every version
+const PIPE = 124
+const QUOTE = 34
 
 /** The county of a record, when its FIPS field holds a number; used for per-county totals even of errors. */
-export function countyOf(fields: string[], version: Version): number | null {
-  const text = fields[columnIndex(version).PIDCOUNTYCODE]?.trim()
-  return text && /^\d{1,5}$/.test(text) ? Number(text) : null
+export function countyOf(record: Pick<RawRecord, 'bytes' | 'ends'>): number | null {
+  // Read from the bytes: splitting the whole row just for this would cost more than the rest of a seen row.
+  const { bytes } = record
+  let start = 0
+  let end: number
+  if (bytes.indexOf(QUOTE) !== -1) {
+    // A quoted field may hold `|`: take the field's bounds from the parser instead of counting.
+    const { ends } = record
+    if (ends.length <= COUNTY) return null
+    start = ends[COUNTY - 1] + 1
+    end = ends[COUNTY]
+  } else {
+    for (let i = 0; i < COUNTY; i++) {
+      start = bytes.indexOf(PIPE, start) + 1
+      if (start === 0) return null
+    }
+    end = bytes.indexOf(PIPE, start)
+  }
+  const text = bytes.toString('latin1', start, end === -1 ? bytes.length : end).trim()
+  return /^\d{1,5}$/.test(text) ? Number(text) : null
 }
 
-export function typeRow(fields: string[], version: Version): Typed {
+export function typeRow(record: RawRecord, version: Version): Typed {
   let idx = indexes.get(version)
   if (!idx) indexes.set(version, (idx = columnIndex(version)))
+  const fields = record.fields
   const expected = COLUMNS[version].length
-  const county = fields.length === expected ? countyOf(fields, version) : null
   if (fields.length !== expected) {
-    return { ok: false, countyFips: county, reason: `has ${fields.length} fields, the v${version} header has ${expected}` }
+    return { ok: false, countyFips: null, reason: `has ${fields.length} fields, the v${version} header has ${expected}` }
   }
+  const county = countyOf(record)
   const get = (col: string) => {
     const v = fields[idx![col]].trim()
     return v === '' ? null : v
