@@ -9,7 +9,7 @@ import { FIXTURES, tempDir } from './helpers/files.ts'
 const run = promisify(execFile)
 const tmp = tempDir()
 afterAll(() => tmp.cleanup())
-const BIN = new URL('../bin/herald.js', import.meta.url).pathname
+const BIN = new URL('../bin/herald.js', import.meta.url).pathname // run as node BIN: the shebang's heap flag is not needed here
 // The embedded default, whatever DATABASE_URL the suite runs with.
 const env = { ...process.env, DATABASE_URL: '', HERALD_DATA_DIR: join(tmp.dir, '.herald'), HERALD_POLL_INTERVAL_MS: '200' }
 

@@ -11,7 +11,7 @@ import { Transform, type Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { Db } from '../db/types.ts'
 import type { ObjectStore } from '../storage/index.ts'
-import { emptyTally, ingestBatch, type FileProgress, type RowError, type Tally } from './batch.ts'
+import { ingestBatch, prepareBatch, type FileProgress, type RowError, type Tally } from './batch.ts'
 import { COLUMNS, headerVersion, type Version } from './eclrs/columns.ts'
 import { readRecords, type RawRecord } from './eclrs/records.ts'
 import { finish, type InboxFile } from './inbox.ts'
@@ -33,10 +33,12 @@ export interface IngestResult {
   version: Version | null
   rows: number
   totals: Tally
-  /** Errors found by this run (a resumed run reports those of its own part; `herald files` has all). */
+  /** The first errors found by this run (at most MAX_REPORTED_ERRORS); ingest_errors has every one. */
   errors: RowError[]
   rejection?: string
 }
+
+const MAX_REPORTED_ERRORS = 1000
 
 async function sha256Of(stream: Readable): Promise<Buffer> {
   const hash = createHash('sha256')
@@ -104,11 +106,12 @@ export async function ingestFile(db: Db, store: ObjectStore, inbox: InboxFile, o
     let inFlight: Promise<void> | undefined
     // One batch is written while the next is parsed: the database and this process work at once.
     const submit = async (records: RawRecord[]) => {
+      const prepared = prepareBatch(records, version)
       await inFlight
       inFlight = db
-        .transaction((tx) => ingestBatch(tx, progress, records))
+        .transaction((tx) => ingestBatch(tx, progress, prepared))
         .then(({ errors }) => {
-          result.errors.push(...errors)
+          result.errors.push(...errors.slice(0, MAX_REPORTED_ERRORS - result.errors.length))
           opts.onProgress?.({ bytesRead, size: inbox.size, totals: progress.totals, rows: progress.accounted })
         })
       inFlight.catch(() => {}) // observed by the next await

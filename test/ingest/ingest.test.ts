@@ -31,9 +31,11 @@ describe('ingest', () => {
     const first = await one(copyFixture('new_records.txt', dir))
     expect(counts(first)).toEqual({ rows: 3, new: 3, seen: 0, duplicate: 0, error: 0 })
     const [r] = await db.query(`SELECT last_name, date_of_birth::text AS dob, county_fips, phone, accession_number,
-      collected_at, result_created_at, result_positive, array_length(fields, 1) AS n FROM lab_rows WHERE line = 2`)
+      collected_at, result_created_at, result_positive, raw, sha256(convert_to(raw, 'UTF8')) = checksum AS raw_hashes_to_checksum
+      FROM lab_rows WHERE line = 2`)
     expect(r).toMatchObject({ last_name: 'LASTNAME', dob: '1947-03-01', county_fips: 1111, phone: '(555) 123-4567',
-      accession_number: '102695116', result_positive: 'POSITIVE', n: 45 })
+      accession_number: '102695116', result_positive: 'POSITIVE', raw_hashes_to_checksum: true })
+    expect(r.raw.split('|')).toHaveLength(45)
     expect(new Date(r.result_created_at).toISOString()).toBe('2020-03-20T10:03:36.589Z')
 
     // v2 and v3 exports of the same people: seen, in the version of the earlier rows.

@@ -47,7 +47,7 @@ CREATE TABLE lab_rows (
   version            smallint NOT NULL,
   file_id            bigint NOT NULL REFERENCES files (id),
   line               int NOT NULL,           -- line of the file where the row starts (header = 1)
-  fields             text[] NOT NULL,        -- every column as received, in the header's order
+  raw                text NOT NULL,          -- the row in checksum form: checksum = sha256(raw); every column kept
   patient_key        text,
   last_name          text,
   first_name         text,

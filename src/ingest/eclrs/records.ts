@@ -16,7 +16,8 @@ export interface RawRecord {
   /** The record in checksum form: fields joined by `|`, quoted only where needed. */
   bytes: Buffer
   /** ends[i]: offset in `bytes` just past field i (its separator, or the end for the last field). */
-  ends: number[]
+  readonly ends: number[]
+  readonly fieldCount: number
   /** The values, decoded on first use: most rows of an export are seen before and never need them. */
   readonly fields: string[]
   /** Set when the record's quoting is broken; fields then hold what could be read. */
@@ -36,6 +37,12 @@ class PlainRecord implements RawRecord {
   ) {}
   get fields(): string[] {
     return (this.decoded ??= decode(this.bytes, isUtf8(this.bytes)).split('|'))
+  }
+  get fieldCount(): number {
+    if (this.positions) return this.positions.length
+    let n = 1
+    for (let p = this.bytes.indexOf(PIPE); p !== -1; p = this.bytes.indexOf(PIPE, p + 1)) n++
+    return n
   }
   get ends(): number[] {
     if (!this.positions) {
@@ -153,7 +160,7 @@ function quotedRecord(buf: Buffer, start: number, line: number, eof: boolean): P
   if (next === buf.length && buf[next - 1] !== LF) lines++ // last line without a line ending
   const utf8 = raw.every((f) => isUtf8(f))
   const { bytes, ends } = serialise(raw)
-  return { record: { line, bytes, ends, fields: raw.map((f) => decode(f, utf8)), error }, next, lines: Math.max(lines, 1) }
+  return { record: { line, bytes, ends, fieldCount: ends.length, fields: raw.map((f) => decode(f, utf8)), error }, next, lines: Math.max(lines, 1) }
 }
 
 /** Yields every record of the input, the header first. Empty lines are not records. */
