@@ -149,17 +149,26 @@ export async function ingestBatch(tx: Queryable, p: FileProgress, prepared: Prep
     else Object.assign(items[i], { outcome: 'error', reason: typed.reason })
   }
   const valid = rest.filter((i) => items[i].outcome === undefined)
-  for (const i of valid) items[i].sums = checksums(items[i].record, v)
-  if (valid.length > 0) {
+  // Rows of another version can only match when rows of another version are stored: until then
+  // (the usual case, one version in use) the other two checksums are not even computed.
+  const [{ mixed }] = await tx.query<{ mixed: boolean }>(
+    'SELECT EXISTS (SELECT 1 FROM files WHERE version <> $1 AND new_rows > 0) AS mixed', [v])
+  if (mixed) {
+    for (const i of valid) items[i].sums = checksums(items[i].record, v)
     const others = ([0, 1, 2] as const).filter((k) => k !== v - 1)
     await tx.copyInto('ingest_rest', ['rec', 'ck', 'alt1', 'alt2'],
       valid.map((i) => [i, hexBytes(items[i].own!), items[i].sums![others[0]], items[i].sums![others[1]]]))
+  } else {
+    await tx.copyInto('ingest_rest', ['rec', 'ck'], valid.map((i) => [i, hexBytes(items[i].own!)]))
+  }
+  if (valid.length > 0) {
     // Rows matching, in another version's form, a row not yet sighted in this file: seen.
-    const altSeen = await tx.query<{ rec: number }>(
-      `UPDATE lab_row_keys k SET last_file_id = $1, last_seen_at = now()
-         FROM ingest_rest r WHERE k.checksum IN (r.alt1, r.alt2) AND k.last_file_id <> $1 RETURNING r.rec`,
-      [p.fileId],
-    )
+    const altSeen = mixed
+      ? await tx.query<{ rec: number }>(
+          `UPDATE lab_row_keys k SET last_file_id = $1, last_seen_at = now()
+             FROM ingest_rest r WHERE k.checksum IN (r.alt1, r.alt2) AND k.last_file_id <> $1 RETURNING r.rec`,
+          [p.fileId])
+      : []
     for (const { rec } of altSeen) items[rec].outcome = 'seen'
     // Rows matching only rows this file already stored or sighted: duplicates inside the file.
     const dups = await tx.query<{ rec: number }>(

