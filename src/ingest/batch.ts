@@ -65,7 +65,6 @@ interface Item {
   reason?: string
   /** The checksum in the file's own version; the other two are computed only if it is not found. */
   own?: string
-  sums?: Buffer[]
   /** For a repeat inside the batch: the first occurrence, whose fate it shares if that is an error. */
   firstIndex?: number
   values?: unknown[]
@@ -111,9 +110,11 @@ export function prepareBatch(records: RawRecord[], v: Version): PreparedBatch {
   return { items, candidates }
 }
 
-export async function ingestBatch(tx: Queryable, p: FileProgress, prepared: PreparedBatch): Promise<{ errors: RowError[] }> {
-  const v = p.version
-  const { items, candidates } = prepared
+/**
+ * Checks that the file is still where this worker left it and still claimed by it, renews the
+ * claim, and takes the identity lock. Throws IngestConflict otherwise.
+ */
+async function lockBatch(tx: Queryable, p: FileProgress) {
   const [file] = await tx.query<{ total_rows: number }>('SELECT total_rows FROM files WHERE id = $1 FOR UPDATE', [p.fileId])
   if (file.total_rows !== p.accounted) {
     throw new IngestConflict(`file ${p.fileId} moved from row ${p.accounted} to ${file.total_rows} under another worker`)
@@ -130,7 +131,10 @@ export async function ingestBatch(tx: Queryable, p: FileProgress, prepared: Prep
   // empty, would read the whole history on every batch (seen: one 50,000-row file taking 30 s).
   await tx.exec(`SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; SET LOCAL enable_seqscan = off;
                  SET LOCAL jit = off`)
+}
 
+/** Marks as seen the rows whose own-version checksum is stored; returns the others. */
+async function probeOwn(tx: Queryable, p: FileProgress, { items, candidates }: PreparedBatch): Promise<number[]> {
   await tx.copyInto('ingest_probe', ['rec', 'ck'], candidates.map((i) => [i, hexBytes(items[i].own!)]))
   // Most rows are seen before: mark them, and send back only the rows that were not (about 10%).
   const unmatched = await tx.query<{ rec: number }>(
@@ -140,51 +144,50 @@ export async function ingestBatch(tx: Queryable, p: FileProgress, prepared: Prep
      SELECT rec FROM ingest_probe WHERE rec NOT IN (SELECT rec FROM seen)`,
     [p.fileId],
   )
-  const notSeen = new Set(unmatched.map((r) => r.rec))
-  for (const i of candidates) if (!notSeen.has(i)) items[i].outcome = 'seen'
-  const rest = candidates.filter((i) => items[i].outcome === undefined)
-  for (const i of rest) {
-    const typed = typeRow(items[i].record, v)
-    if (typed.ok) items[i].values = typed.values
-    else Object.assign(items[i], { outcome: 'error', reason: typed.reason })
-  }
-  const valid = rest.filter((i) => items[i].outcome === undefined)
+  const rest = new Set(unmatched.map((r) => r.rec))
+  for (const i of candidates) if (!rest.has(i)) items[i].outcome = 'seen'
+  return candidates.filter((i) => rest.has(i))
+}
+
+/**
+ * The rows not found by their own checksum: seen in another version's form, duplicates of rows
+ * this file already stored or sighted, or else new.
+ */
+async function probeRest(tx: Queryable, p: FileProgress, items: Item[], valid: number[]) {
+  if (valid.length === 0) return
+  const v = p.version
   // Rows of another version can only match when rows of another version are stored: until then
   // (the usual case, one version in use) the other two checksums are not even computed.
   const [{ mixed }] = await tx.query<{ mixed: boolean }>(
     'SELECT EXISTS (SELECT 1 FROM files WHERE version <> $1 AND new_rows > 0) AS mixed', [v])
   if (mixed) {
-    for (const i of valid) items[i].sums = checksums(items[i].record, v)
     const others = ([0, 1, 2] as const).filter((k) => k !== v - 1)
-    await tx.copyInto('ingest_rest', ['rec', 'ck', 'alt1', 'alt2'],
-      valid.map((i) => [i, hexBytes(items[i].own!), items[i].sums![others[0]], items[i].sums![others[1]]]))
+    await tx.copyInto('ingest_rest', ['rec', 'ck', 'alt1', 'alt2'], valid.map((i) => {
+      const sums = checksums(items[i].record, v)
+      return [i, hexBytes(items[i].own!), sums[others[0]], sums[others[1]]]
+    }))
+    const altSeen = await tx.query<{ rec: number }>(
+      `UPDATE lab_row_keys k SET last_file_id = $1, last_seen_at = now()
+         FROM ingest_rest r WHERE k.checksum IN (r.alt1, r.alt2) AND k.last_file_id <> $1 RETURNING r.rec`,
+      [p.fileId])
+    for (const { rec } of altSeen) items[rec].outcome = 'seen'
   } else {
     await tx.copyInto('ingest_rest', ['rec', 'ck'], valid.map((i) => [i, hexBytes(items[i].own!)]))
   }
-  if (valid.length > 0) {
-    // Rows matching, in another version's form, a row not yet sighted in this file: seen.
-    const altSeen = mixed
-      ? await tx.query<{ rec: number }>(
-          `UPDATE lab_row_keys k SET last_file_id = $1, last_seen_at = now()
-             FROM ingest_rest r WHERE k.checksum IN (r.alt1, r.alt2) AND k.last_file_id <> $1 RETURNING r.rec`,
-          [p.fileId])
-      : []
-    for (const { rec } of altSeen) items[rec].outcome = 'seen'
-    // Rows matching only rows this file already stored or sighted: duplicates inside the file.
-    const dups = await tx.query<{ rec: number }>(
-      `SELECT DISTINCT r.rec FROM ingest_rest r JOIN lab_row_keys k ON k.checksum IN (r.ck, r.alt1, r.alt2)
-        WHERE k.last_file_id = $1`,
-      [p.fileId],
-    )
-    for (const { rec } of dups) items[rec].outcome ??= 'duplicate'
-  }
-  const fresh = valid.filter((i) => items[i].outcome === undefined)
-  for (const i of fresh) items[i].outcome = 'new'
-  await tx.copyInto('lab_rows', ['checksum', 'version', 'file_id', 'line', 'raw', ...LAB_ROW_COLUMNS],
-    fresh.map((i) => [hexBytes(items[i].own!), v, p.fileId, items[i].record.line, rawText(items[i].record), ...items[i].values!]))
-  await tx.copyInto('lab_row_keys', ['checksum', 'last_file_id', 'last_seen_at'],
-    fresh.map((i) => [hexBytes(items[i].own!), p.fileId, new Date()]))
+  const dups = await tx.query<{ rec: number }>(
+    `SELECT DISTINCT r.rec FROM ingest_rest r JOIN lab_row_keys k ON k.checksum IN (r.ck, r.alt1, r.alt2)
+      WHERE k.last_file_id = $1`,
+    [p.fileId],
+  )
+  for (const { rec } of dups) items[rec].outcome ??= 'duplicate'
+  for (const i of valid) items[i].outcome ??= 'new'
+}
 
+async function store(tx: Queryable, p: FileProgress, items: Item[]) {
+  const fresh = items.filter((it) => it.outcome === 'new')
+  await tx.copyInto('lab_rows', ['checksum', 'version', 'file_id', 'line', 'raw', ...LAB_ROW_COLUMNS],
+    fresh.map((it) => [hexBytes(it.own!), p.version, p.fileId, it.record.line, rawText(it.record), ...it.values!]))
+  await tx.copyInto('lab_row_keys', ['checksum', 'last_file_id'], fresh.map((it) => [hexBytes(it.own!), p.fileId]))
   // A repeat of an error row is the same error, as it would be had it fallen in a later batch.
   for (const item of items) {
     if (item.firstIndex !== undefined && items[item.firstIndex].outcome === 'error') {
@@ -194,6 +197,20 @@ export async function ingestBatch(tx: Queryable, p: FileProgress, prepared: Prep
   const errors = items.filter((it) => it.outcome === 'error')
   await tx.copyInto('ingest_errors', ['file_id', 'line', 'county_fips', 'reason', 'raw'],
     errors.map((it) => [p.fileId, it.record.line, it.county, it.reason, rawText(it.record)]))
+  return errors
+}
+
+export async function ingestBatch(tx: Queryable, p: FileProgress, prepared: PreparedBatch): Promise<{ errors: RowError[] }> {
+  const { items } = prepared
+  await lockBatch(tx, p)
+  const rest = await probeOwn(tx, p, prepared)
+  for (const i of rest) {
+    const typed = typeRow(items[i].record, p.version)
+    if (typed.ok) items[i].values = typed.values
+    else Object.assign(items[i], { outcome: 'error', reason: typed.reason })
+  }
+  await probeRest(tx, p, items, rest.filter((i) => items[i].outcome === undefined))
+  const errors = await store(tx, p, items)
 
   const batch = emptyTally()
   const byCounty = structuredClone(p.byCounty)

@@ -94,7 +94,7 @@ CREATE INDEX lab_rows_file ON lab_rows (file_id, line);
 CREATE TABLE lab_row_keys (
   checksum      bytea PRIMARY KEY,
   last_file_id  bigint NOT NULL REFERENCES files (id),
-  last_seen_at  timestamptz NOT NULL
+  last_seen_at  timestamptz NOT NULL DEFAULT now()
 ) WITH (fillfactor = 50);
 
 -- Rows that could not be used, kept for inspection with the reason.
