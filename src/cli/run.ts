@@ -29,7 +29,8 @@ export async function runCommand(opts: { engines?: string; untilIdle?: boolean }
     const counters = new Counters()
     if (serve) {
       console.log(`Herald is running: engines ${names.join(', ')}.`)
-      console.log(`  database  ${describeDb(db, config)}`)
+      const where = db.kind === 'pglite-server' ? `PGlite in ${config.dataDir}/pgdata, shared with herald commands in other terminals` : describeDb(db, config)
+      console.log(`  database  ${where}`)
       console.log(`  inbox     ${config.inbox}  (drop ECLRS export files here)`)
       console.log(`  commands  in another terminal: npx herald files | npx herald ingest FILE | npx herald --help`)
       console.log('  stop      Ctrl-C')
