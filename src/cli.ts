@@ -4,7 +4,7 @@ import { ConfigError } from './config.ts'
 import { DataFolderBusy } from './db/embedded.ts'
 import { migrate } from './db/migrate.ts'
 import { generateEclrs } from './ingest/generate.ts'
-import { filesCommand, ingestCommand, inspectCommand } from './cli/ingest.ts'
+import { filesCommand, inboxCommand, ingestCommand, inspectCommand } from './cli/ingest.ts'
 import { runCommand } from './cli/run.ts'
 import { withDb } from './cli/context.ts'
 
@@ -45,6 +45,12 @@ program.command('files').description('list ingested files and their statistics')
   .option('--json', 'print JSON')
   .option('--limit <n>', 'how many, newest first', '50')
   .action((opts) => filesCommand(opts))
+
+program.command('inbox').description('list files found in the inbox and their state: waiting, being ingested, done or failed')
+  .option('--failed', 'only those that failed every attempt')
+  .option('--json', 'print JSON')
+  .option('--limit <n>', 'how many, newest first', '50')
+  .action((opts) => inboxCommand(opts))
 
 program.command('inspect').description("validate an export without ingesting it: each row's line, version and v1/v2/v3 checksums, and each error")
   .argument('<file>')

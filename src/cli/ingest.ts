@@ -92,6 +92,22 @@ function emptySummary(file: string): FileSummary {
   return { file, sha256: '', version: null, status: 'unknown', rows: 0, new: 0, seen: 0, duplicate: 0, error: 0, errors: [] }
 }
 
+/** Everything found in the inbox and what became of it: waiting, being ingested, done, or failed with its error. */
+export async function inboxCommand(opts: { json?: boolean; failed?: boolean; limit: string }) {
+  return withDb(async ({ db }) => {
+    const rows = await db.query(
+      `SELECT id, uri, size, state, outcome, attempts, claimed_by, lease_until, file_id, error, found_at
+         FROM inbox_files WHERE NOT $1 OR state = 'failed' ORDER BY id DESC LIMIT $2`,
+      [Boolean(opts.failed), Number(opts.limit)])
+    if (opts.json) return console.log(JSON.stringify(rows, null, 2))
+    console.log(table(rows.map((r) => ({
+      id: r.id, file: displayName(r.uri), state: r.state, outcome: r.outcome ?? '', attempts: r.attempts,
+      'file id': r.file_id ?? '', error: (r.error ?? '').slice(0, 80),
+    }))))
+    if (rows.some((r) => r.state === 'failed')) console.log('\nto try a failed file again: herald ingest PATH')
+  })
+}
+
 export async function filesCommand(opts: { json?: boolean; limit: string }) {
   return withDb(async ({ db }) => {
     const rows = await db.query(

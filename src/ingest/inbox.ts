@@ -48,7 +48,8 @@ export async function discover(db: Queryable, store: ObjectStore): Promise<numbe
 
 /**
  * Claims up to `limit` files that are waiting, or whose holder's lease ran out (it died).
- * `only` restricts the claim to given ids (`herald ingest` claims the files it was named).
+ * `only` restricts the claim to given ids: `herald ingest` names files a person asked for, so it
+ * also takes them out of a retry backoff, or out of `failed`.
  */
 export async function claim(db: Queryable, workerId: string, leaseSeconds: number, limit: number, only?: number[]): Promise<InboxFile[]> {
   return db.query<InboxFile>(
@@ -56,9 +57,11 @@ export async function claim(db: Queryable, workerId: string, leaseSeconds: numbe
             attempts = attempts + 1
       WHERE id IN (
         SELECT id FROM inbox_files
-         WHERE (state = 'pending' AND (lease_until IS NULL OR lease_until < now())
-                OR state = 'claimed' AND lease_until < now())
-           AND ($4::bigint[] IS NULL OR id = ANY($4::bigint[]))
+         WHERE CASE WHEN $4::bigint[] IS NULL
+                 THEN state = 'pending' AND (lease_until IS NULL OR lease_until < now())
+                 ELSE id = ANY($4::bigint[]) AND state IN ('pending', 'failed')
+               END
+            OR state = 'claimed' AND lease_until < now() AND ($4::bigint[] IS NULL OR id = ANY($4::bigint[]))
          ORDER BY id
          LIMIT $3
          -- SKIP LOCKED: workers polling together each take different files instead of queueing.

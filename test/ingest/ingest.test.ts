@@ -165,3 +165,25 @@ describe('ingest', () => {
     expect(counts(second)).toEqual({ rows: 25, new: 25, seen: 0, duplicate: 0, error: 0 })
   })
 })
+
+describe('inbox failures', () => {
+  it('leave a file failed after its last attempt, and a person naming it takes it again', async () => {
+    const path = writeExport(dir, 'flaky.txt', exportText(1, [row(1)]))
+    const store = storeFor(path, testConfig)
+    const objects = []
+    for await (const o of store.list()) objects.push(o)
+    const [id] = await register(db, objects)
+    const { fail, MAX_ATTEMPTS } = await import('../../src/ingest/inbox.ts')
+    for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
+      await db.query(`UPDATE inbox_files SET lease_until = NULL WHERE id = $1`, [id]) // past the backoff
+      const [item] = await claim(db, 'w', 60, 1)
+      expect(item.attempts).toBe(attempt)
+      expect(await fail(db, item, 'storage unreachable')).toBe(attempt < MAX_ATTEMPTS ? 'retry' : 'failed')
+    }
+    const [row0] = await db.query('SELECT state, error FROM inbox_files WHERE id = $1', [id])
+    expect(row0).toEqual({ state: 'failed', error: 'storage unreachable' })
+    expect(await claim(db, 'w', 60, 1)).toEqual([]) // engines leave it alone
+    const [again] = await claim(db, 'person', 60, 1, [id])
+    expect(counts(await ingestFile(db, store, again, options({ workerId: 'person' })))).toMatchObject({ rows: 1, new: 1 })
+  })
+})
