@@ -54,7 +54,7 @@ async function ingestPhase(target: string, file: string) {
   const db = await open(target)
   await migrate(db)
   const [id] = await register(db, [{ uri: file, size: statSync(file).size, modifiedAt: statSync(file).mtime }])
-  const [item] = await claim(db, 'bench', 600, 1, [id])
+  const item = (await claim(db, 'bench', 600, [id]))!
   const started = performance.now()
   const r = await ingestFile(db, new LocalStore(file), item, { workerId: 'bench', leaseSeconds: 600, batchRows: Number(args.batch) })
   const seconds = (performance.now() - started) / 1000

@@ -7,6 +7,7 @@ import { generateEclrs } from './ingest/generate.ts'
 import { filesCommand, inboxCommand, ingestCommand, inspectCommand } from './cli/ingest.ts'
 import { runCommand } from './cli/run.ts'
 import { withDb } from './cli/context.ts'
+import { errorText } from './log.ts'
 
 const positive = (v: string) => {
   if (!/^\d+$/.test(v) || Number(v) < 1) throw new InvalidArgumentError('must be a whole number of at least 1')
@@ -79,6 +80,6 @@ try {
 } catch (err) {
   const e = err as Error
   const prefix = e instanceof ConfigError ? 'configuration error' : e instanceof DataFolderBusy ? 'busy' : 'error'
-  console.error(`herald: ${prefix}: ${e.message}`)
+  console.error(`herald: ${prefix}: ${errorText(e)}`)
   process.exitCode = e instanceof ConfigError ? 2 : 1
 }

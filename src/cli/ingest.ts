@@ -2,6 +2,7 @@
 import { createReadStream } from 'node:fs'
 import { isUtf8 } from 'node:buffer'
 import cliProgress from 'cli-progress'
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { Queryable } from '../db/types.ts'
 import { checksums } from '../ingest/eclrs/checksum.ts'
 import { headerVersion } from '../ingest/eclrs/columns.ts'
@@ -47,29 +48,43 @@ export async function ingestCommand(paths: string[], opts: { json?: boolean }) {
     const bar = !opts.json && process.stderr.isTTY
       ? new cliProgress.SingleBar({ format: '{file} [{bar}] {percentage}% | {rows} rows | {rate} rows/s', hideCursor: true }, cliProgress.Presets.shades_classic)
       : undefined
+    const ids: number[] = []
     for (const path of paths) {
       const store = storeFor(path, config)
       const objects = []
       for await (const o of store.list()) objects.push(o)
       if (objects.length === 0) throw new Error(`${path}: no files there`)
-      const ids = await register(db, objects)
-      for (const [i, id] of ids.entries()) {
-        const name = objects[i].uri
-        const [item] = await claim(db, config.workerId, config.claimLeaseSeconds, 1, [id])
-        if (!item) {
-          const [row] = await db.query('SELECT state, file_id, outcome FROM inbox_files WHERE id = $1', [id])
-          if (row.file_id) summaries.push({ ...(await fileSummary(db, row.file_id, name)), outcome: 'already_ingested' })
-          else summaries.push({ ...emptySummary(name), outcome: row.state === 'failed' ? 'failed' : 'busy' })
-          continue
+      for (const id of await register(db, objects)) ids.push(id)
+    }
+    // Files go one at a time, in the order found (see claim): another worker may be ingesting one,
+    // or a file whose worker died may have to be finished first.
+    const remaining = new Set(ids)
+    let waited = false
+    while (remaining.size > 0) {
+      const item = await claim(db, config.workerId, config.claimLeaseSeconds, [...remaining])
+      if (!item) {
+        const done = await db.query('SELECT id, uri, file_id FROM inbox_files WHERE id = ANY($1::bigint[]) AND state = $2', [[...remaining], 'done'])
+        for (const d of done) {
+          summaries.push({ ...(await fileSummary(db, d.file_id, d.uri)), outcome: 'already_ingested' })
+          remaining.delete(d.id)
         }
-        const started = Date.now()
-        bar?.start(item.size, 0, { file: displayName(name), rows: 0, rate: 0 })
-        const result = await processInboxFile(db, store, item, {
-          ...ingestOptions(config),
-          onProgress: (p) => bar?.update(p.bytesRead, { rows: p.rows, rate: Math.round(p.rows / ((Date.now() - started) / 1000)) }),
-        }, log).finally(() => bar?.stop())
-        summaries.push({ ...(await fileSummary(db, result.fileId, name)), outcome: result.outcome })
+        if (remaining.size > 0) {
+          if (!waited) console.error('waiting: another worker is ingesting a file')
+          waited = true
+          await sleep(500)
+        }
+        continue
       }
+      const store = storeFor(item.uri, config)
+      const started = Date.now()
+      bar?.start(item.size, 0, { file: displayName(item.uri), rows: 0, rate: 0 })
+      const result = await processInboxFile(db, store, item, {
+        ...ingestOptions(config),
+        onProgress: (p) => bar?.update(p.bytesRead, { rows: p.rows, rate: Math.round(p.rows / ((Date.now() - started) / 1000)) }),
+      }, log).finally(() => bar?.stop())
+      remaining.delete(item.id)
+      if ('fileId' in result) summaries.push({ ...(await fileSummary(db, result.fileId, item.uri)), outcome: result.outcome })
+      else summaries.push({ ...emptySummary(item.uri), outcome: result.outcome, rejection: result.error })
     }
     if (opts.json) console.log(JSON.stringify(summaries.map(({ by_county, ...s }) => s), null, 2))
     else {
@@ -78,12 +93,12 @@ export async function ingestCommand(paths: string[], opts: { json?: boolean }) {
         seen: s.seen, duplicate: s.duplicate, error: s.error,
       }))))
       for (const s of summaries) {
-        if (s.rejection) console.log(`${displayName(s.file)}: rejected: ${s.rejection}`)
+        if (s.rejection) console.log(`${displayName(s.file)}: ${s.outcome === 'rejected' || s.status === 'rejected' ? 'rejected' : s.outcome}: ${s.rejection}`)
         for (const e of s.errors.slice(0, 20)) console.log(`${displayName(s.file)}:${e.line}: ${e.reason}`)
         if (s.errors.length > 20) console.log(`${displayName(s.file)}: ... and ${s.errors.length - 20} more errors (herald files --errors)`)
       }
     }
-    const bad = summaries.filter((s) => ['rejected', 'failed', 'busy'].includes(s.outcome) || s.status === 'rejected')
+    const bad = summaries.filter((s) => ['rejected', 'failed', 'retry', 'conflict'].includes(s.outcome) || s.status === 'rejected')
     process.exitCode = bad.length > 0 ? 1 : 0
   })
 }

@@ -6,7 +6,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Db } from '../db/types.ts'
-import type { Logger } from '../log.ts'
+import { errorText, type Logger } from '../log.ts'
 import { Counters, type Engine } from './engine.ts'
 
 export interface RunOptions {
@@ -31,7 +31,7 @@ export async function runOnce<Item>(db: Db, engine: Engine<Item>, opts: Omit<Run
       counters.add(engine.name, await engine.process(db, items[i], opts.signal))
     } catch (err) {
       counters.add(engine.name, 'crashed')
-      opts.log.error({ engine: engine.name, err: (err as Error).message }, 'engine item failed')
+      opts.log.error({ engine: engine.name, err: errorText(err) }, 'engine item failed')
     }
   }
   return items.length
@@ -46,7 +46,7 @@ export async function runEngines(db: Db, engines: Engine<any>[], opts: RunOption
         try {
           claimed = await runOnce(db, engine, opts)
         } catch (err) {
-          opts.log.error({ engine: engine.name, err: (err as Error).message }, 'engine round failed')
+          opts.log.error({ engine: engine.name, err: errorText(err) }, 'engine round failed')
         }
         if (claimed > 0) idle.delete(engine.name)
         else idle.add(engine.name)

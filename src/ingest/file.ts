@@ -69,7 +69,7 @@ export async function ingestFile(db: Db, store: ObjectStore, inbox: InboxFile, o
     rows: file.total_rows, totals, errors: [],
   }
   if (file.status !== 'ingesting') {
-    await finish(db, inbox.id, file.id, 'already_ingested')
+    await finish(db, inbox.id, opts.workerId, file.id, 'already_ingested')
     return { ...result, outcome: 'already_ingested', rejection: file.error ?? undefined }
   }
 
@@ -90,7 +90,7 @@ export async function ingestFile(db: Db, store: ObjectStore, inbox: InboxFile, o
       const reason = header.done ? 'empty file: there is no header line' : describeHeader(header.value.bytes.toString('latin1'))
       await db.transaction(async (tx) => {
         await tx.query(`UPDATE files SET status = 'rejected', error = $2, finished_at = now() WHERE id = $1`, [file.id, reason])
-        await finish(tx, inbox.id, file.id, 'rejected')
+        await finish(tx, inbox.id, opts.workerId, file.id, 'rejected')
       })
       return { ...result, outcome: 'rejected', rejection: reason }
     }
@@ -135,7 +135,7 @@ export async function ingestFile(db: Db, store: ObjectStore, inbox: InboxFile, o
     await inFlight
     await db.transaction(async (tx) => {
       await tx.query(`UPDATE files SET status = 'ingested', finished_at = now() WHERE id = $1 AND total_rows = $2`, [file.id, progress.accounted])
-      await finish(tx, inbox.id, file.id, 'ingested')
+      await finish(tx, inbox.id, opts.workerId, file.id, 'ingested')
     })
     return { ...result, rows: progress.accounted }
   } finally {

@@ -19,7 +19,7 @@ export const MAX_ATTEMPTS = 5
 /** Records objects not seen before; returns the ids of the given objects (new or known), in their order. */
 export async function register(db: Queryable, objects: StoredObject[]): Promise<number[]> {
   if (objects.length === 0) return []
-  const rows = await db.query<{ id: number }>(
+  const rows = await db.query<{ id: number | null }>(
     `WITH found AS (
        SELECT * FROM unnest($1::text[], $2::bigint[], $3::timestamptz[]) WITH ORDINALITY AS f(uri, size, modified_at, ord)
      ), added AS (
@@ -32,7 +32,9 @@ export async function register(db: Queryable, objects: StoredObject[]): Promise<
       ORDER BY f.ord`,
     [objects.map((o) => o.uri), objects.map((o) => o.size), objects.map((o) => o.modifiedAt.toISOString())],
   )
-  return rows.map((r) => r.id)
+  // An object registered by another process in the same instant is not visible to this statement.
+  if (rows.some((r) => r.id === null)) return register(db, objects)
+  return rows.map((r) => r.id!)
 }
 
 /** Lists the store and records what is new there. */
@@ -46,57 +48,74 @@ export async function discover(db: Queryable, store: ObjectStore): Promise<numbe
   return count + (await register(db, batch)).length
 }
 
+// Files are ingested one at a time, in the order they were found: exports are cumulative
+// snapshots, and "last seen" and "duplicate inside this file" are only exact when no other file's
+// rows are interleaved with a file's own (a file that crashed is resumed before any later one
+// starts). Identity decisions were serialised anyway, so this costs next to nothing.
+const CLAIM_LOCK = 0x68636c6d
+
 /**
- * Claims up to `limit` files that are waiting, or whose holder's lease ran out (it died).
- * `only` restricts the claim to given ids: `herald ingest` names files a person asked for, so it
- * also takes them out of a retry backoff, or out of `failed`.
+ * Claims the next file, or nothing while another worker holds a live claim. A file whose lease
+ * ran out (its worker died) comes first; then waiting files in order. `only` names files a person
+ * asked for (`herald ingest`): those are also taken out of a retry backoff or out of `failed`.
  */
-export async function claim(db: Queryable, workerId: string, leaseSeconds: number, limit: number, only?: number[]): Promise<InboxFile[]> {
-  return db.query<InboxFile>(
-    `UPDATE inbox_files SET state = 'claimed', claimed_by = $1, lease_until = now() + make_interval(secs => $2),
-            attempts = attempts + 1
-      WHERE id IN (
-        SELECT id FROM inbox_files
-         WHERE CASE WHEN $4::bigint[] IS NULL
-                 THEN state = 'pending' AND (lease_until IS NULL OR lease_until < now())
-                 ELSE id = ANY($4::bigint[]) AND state IN ('pending', 'failed')
-               END
-            OR state = 'claimed' AND lease_until < now() AND ($4::bigint[] IS NULL OR id = ANY($4::bigint[]))
-         ORDER BY id
-         LIMIT $3
-         -- SKIP LOCKED: workers polling together each take different files instead of queueing.
-         FOR UPDATE SKIP LOCKED)
-      RETURNING id, uri, size, attempts`,
-    [workerId, leaseSeconds, limit, only ?? null],
-  )
+export async function claim(db: Db, workerId: string, leaseSeconds: number, only?: number[]): Promise<InboxFile | undefined> {
+  return db.transaction(async (tx) => {
+    // Held to the end of this transaction: claims are decided one after another, each seeing the last.
+    await tx.query('SELECT pg_advisory_xact_lock($1)', [CLAIM_LOCK])
+    // A worker that died during every attempt (killed, out of memory) must not take down the next one.
+    await tx.query(
+      `UPDATE inbox_files SET state = 'failed', claimed_by = NULL, lease_until = NULL,
+              error = 'its worker stopped during each of ' || attempts || ' attempts (killed, or out of memory?)'
+        WHERE state = 'claimed' AND lease_until < now() AND attempts >= $1`,
+      [MAX_ATTEMPTS],
+    )
+    const [busy] = await tx.query(`SELECT 1 FROM inbox_files WHERE state = 'claimed' AND lease_until >= now() LIMIT 1`)
+    if (busy) return undefined
+    const [file] = await tx.query<InboxFile>(
+      `UPDATE inbox_files SET state = 'claimed', claimed_by = $1, lease_until = now() + make_interval(secs => $2),
+              attempts = attempts + 1, error = NULL
+        WHERE id = (
+          SELECT id FROM inbox_files
+           WHERE state = 'claimed'
+              OR $3::bigint[] IS NULL AND state = 'pending' AND (lease_until IS NULL OR lease_until < now())
+              OR id = ANY($3::bigint[]) AND state IN ('pending', 'failed')
+           ORDER BY state = 'claimed' DESC, id
+           LIMIT 1)
+        RETURNING id, uri, size, attempts`,
+      [workerId, leaseSeconds, only ?? null],
+    )
+    return file
+  })
 }
 
-export async function finish(db: Queryable, id: number, fileId: number, outcome: 'ingested' | 'already_ingested' | 'rejected') {
+/** Records the outcome, if this worker still holds the claim. */
+export async function finish(db: Queryable, id: number, workerId: string, fileId: number, outcome: 'ingested' | 'already_ingested' | 'rejected') {
   await db.query(
-    `UPDATE inbox_files SET state = 'done', outcome = $3, file_id = $2, claimed_by = NULL, lease_until = NULL, error = NULL
-      WHERE id = $1`,
-    [id, fileId, outcome],
+    `UPDATE inbox_files SET state = 'done', outcome = $4, file_id = $3, claimed_by = NULL, lease_until = NULL, error = NULL
+      WHERE id = $1 AND claimed_by = $2`,
+    [id, workerId, fileId, outcome],
   )
 }
 
-/** Gives a claimed file back (graceful stop): another worker, or this one later, resumes it. */
-export async function release(db: Db, ids: number[]) {
+/** Gives a claimed file back (graceful stop): it resumes from its checkpoint before any later file. */
+export async function release(db: Db, ids: number[], workerId: string) {
   if (ids.length === 0) return
   await db.query(
     `UPDATE inbox_files SET state = 'pending', claimed_by = NULL, lease_until = NULL, attempts = greatest(attempts - 1, 0)
-      WHERE id = ANY($1::bigint[]) AND state = 'claimed'`,
-    [ids],
+      WHERE id = ANY($1::bigint[]) AND state = 'claimed' AND claimed_by = $2`,
+    [ids, workerId],
   )
 }
 
 /** After a failure: retry later with backoff, or give up and leave the file visibly failed. */
-export async function fail(db: Db, file: InboxFile, error: string): Promise<'retry' | 'failed'> {
+export async function fail(db: Db, file: InboxFile, workerId: string, error: string): Promise<'retry' | 'failed'> {
   const final = file.attempts >= MAX_ATTEMPTS
   await db.query(
     `UPDATE inbox_files SET state = $2, error = $3, claimed_by = NULL,
             lease_until = CASE WHEN $2 = 'pending' THEN now() + make_interval(secs => $4) END
-      WHERE id = $1`,
-    [file.id, final ? 'failed' : 'pending', error, 2 ** file.attempts * 5],
+      WHERE id = $1 AND claimed_by = $5`,
+    [file.id, final ? 'failed' : 'pending', error, 2 ** file.attempts * 5, workerId],
   )
   return final ? 'failed' : 'retry'
 }

@@ -11,10 +11,11 @@
 import type { Config } from '../config.ts'
 import type { Db } from '../db/types.ts'
 import type { Engine } from '../engine/engine.ts'
-import type { Logger } from '../log.ts'
+import { errorText, type Logger } from '../log.ts'
 import { displayName } from '../storage/local.ts'
 import { storeFor, type ObjectStore } from '../storage/index.ts'
 import { ingestFile, type IngestOptions, type IngestResult } from './file.ts'
+import { IngestConflict } from './batch.ts'
 import { claim, discover, fail, release, type InboxFile } from './inbox.ts'
 
 // A local file must be left alone this long before it is taken: it may still be being copied in.
@@ -31,18 +32,25 @@ export function logResult(log: Logger, r: IngestResult) {
   )
 }
 
-/** Ingests one claimed file and records a failure (retry or failed) if it throws. */
-export async function processInboxFile(db: Db, store: ObjectStore, item: InboxFile, opts: IngestOptions, log: Logger) {
+/**
+ * Ingests one claimed file. A failure is recorded on the inbox row (retry with backoff, or failed)
+ * and logged without personal data; a lost claim is left to the worker that has it now.
+ */
+export async function processInboxFile(db: Db, store: ObjectStore, item: InboxFile, opts: IngestOptions, log: Logger): Promise<IngestResult | { outcome: 'retry' | 'failed' | 'conflict'; error: string }> {
   try {
     const result = await ingestFile(db, store, item, opts)
-    if (result.outcome === 'released') await release(db, [item.id])
+    if (result.outcome === 'released') await release(db, [item.id], opts.workerId)
     logResult(log, result)
     return result
   } catch (err) {
-    const message = (err as Error).message
-    const next = await fail(db, item, message)
-    log.error({ file: displayName(item.uri), inbox_id: item.id, attempt: item.attempts, next, err: message }, 'ingest failed')
-    throw err
+    const error = errorText(err)
+    if (err instanceof IngestConflict) {
+      log.warn({ file: displayName(item.uri), inbox_id: item.id, err: error }, 'ingest lost its claim')
+      return { outcome: 'conflict', error }
+    }
+    const next = await fail(db, item, opts.workerId, error)
+    log.error({ file: displayName(item.uri), inbox_id: item.id, attempt: item.attempts, next, err: error }, 'ingest failed')
+    return { outcome: next, error }
   }
 }
 
@@ -52,16 +60,19 @@ export function ingestEngine(config: Config, log: Logger, location = config.inbo
   let lastDiscovery = 0
   return {
     name: 'ingest',
-    batchSize: 1, // a file is a big unit of work: claim one at a time so others can share the inbox
+    batchSize: 1, // files go one at a time, in order (see claim)
     async discover(db) {
       if (Date.now() - lastDiscovery < config.pollIntervalMs) return
       lastDiscovery = Date.now()
       await discover(db, store).catch((err) => log.warn({ inbox: location, err: (err as Error).message }, 'inbox not readable'))
     },
-    claim: (db, limit) => claim(db, config.workerId, config.claimLeaseSeconds, limit),
+    async claim(db) {
+      const item = await claim(db, config.workerId, config.claimLeaseSeconds)
+      return item ? [item] : []
+    },
     async process(db, item, signal) {
       return (await processInboxFile(db, store, item, { ...opts, signal }, log)).outcome
     },
-    release: (db, items) => release(db, items.map((i) => i.id)),
+    release: (db, items) => release(db, items.map((i) => i.id), config.workerId),
   }
 }

@@ -19,7 +19,7 @@ export async function ingestPath(db: Db, location: string, extra: Partial<Ingest
   const results: IngestResult[] = []
   for (const id of ids) {
     const opts = options(extra)
-    const [item] = await claim(db, opts.workerId, opts.leaseSeconds, 1, [id])
+    const item = await claim(db, opts.workerId, opts.leaseSeconds, [id])
     if (!item) throw new Error(`inbox file ${id} could not be claimed`)
     results.push(await ingestFile(db, store, item, opts))
   }

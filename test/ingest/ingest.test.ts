@@ -124,7 +124,7 @@ describe('ingest', () => {
     const objects = []
     for await (const o of store.list()) objects.push(o)
     await register(db, objects)
-    expect(await claim(db, 'again', 60, 10)).toEqual([])
+    expect(await claim(db, 'again', 60)).toBeUndefined()
   })
 
   it('after a crash mid-file, a rerun counts every row exactly once', async () => {
@@ -134,7 +134,7 @@ describe('ingest', () => {
     const objects = []
     for await (const o of store.list()) objects.push(o)
     const [id] = await register(db, objects)
-    const [item] = await claim(db, 'doomed', 1, 1, [id])
+    const item = (await claim(db, 'doomed', 1, [id]))!
     // The connection dies during the fourth batch: three batches (30 rows) are committed.
     let n = 0
     const dying: Db = { ...db, kind: db.kind, query: db.query.bind(db), exec: db.exec.bind(db), copyInto: db.copyInto.bind(db), close: db.close.bind(db),
@@ -142,13 +142,21 @@ describe('ingest', () => {
     await expect(ingestFile(dying, store, item, options({ workerId: 'doomed', leaseSeconds: 1, batchRows: 10 }))).rejects.toThrow('connection lost')
     expect((await db.query('SELECT total_rows FROM files'))[0].total_rows).toBe(30)
 
-    // Nobody renews the dead worker's lease; once it runs out another worker takes the file.
-    expect(await claim(db, 'rescuer', 60, 1)).toEqual([])
+    // A later export arrives meanwhile. Nobody renews the dead worker's lease: until it runs out no
+    // file is taken, then the crashed file is finished before the later one starts.
+    const later = writeExport(dir, 'later.txt', exportText(3, [rows[3], row(3)]))
+    const laterObjects = []
+    for await (const o of storeFor(later, testConfig).list()) laterObjects.push(o)
+    await register(db, laterObjects)
+    expect(await claim(db, 'rescuer', 60)).toBeUndefined()
     await new Promise((r) => setTimeout(r, 1100))
-    const [again] = await claim(db, 'rescuer', 60, 1)
+    const again = (await claim(db, 'rescuer', 60))!
+    expect(again.id).toBe(id)
     const r = await ingestFile(db, store, again, options({ workerId: 'rescuer', batchRows: 10 }))
     expect(counts(r)).toEqual({ rows: 52, new: 50, seen: 0, duplicate: 2, error: 0 })
     expect((await db.query('SELECT count(*) AS n FROM lab_rows'))[0].n).toBe(50)
+    const next = (await claim(db, 'rescuer', 60))!
+    expect(counts(await ingestFile(db, storeFor(later, testConfig), next, options({ workerId: 'rescuer' })))).toEqual({ rows: 2, new: 1, seen: 1, duplicate: 0, error: 0 })
   })
 
   it('stops between batches when asked, and the next run resumes where it stopped', async () => {
@@ -160,7 +168,7 @@ describe('ingest', () => {
     expect(first.outcome).toBe('released')
     expect(first.rows).toBeLessThan(25)
     await db.query(`UPDATE inbox_files SET state = 'pending', claimed_by = NULL, lease_until = NULL`)
-    const [item] = await claim(db, 'w2', 60, 1)
+    const item = (await claim(db, 'w2', 60))!
     const second = await ingestFile(db, storeFor(path, testConfig), item, options({ workerId: 'w2', batchRows: 10 }))
     expect(counts(second)).toEqual({ rows: 25, new: 25, seen: 0, duplicate: 0, error: 0 })
   })
@@ -176,14 +184,38 @@ describe('inbox failures', () => {
     const { fail, MAX_ATTEMPTS } = await import('../../src/ingest/inbox.ts')
     for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
       await db.query(`UPDATE inbox_files SET lease_until = NULL WHERE id = $1`, [id]) // past the backoff
-      const [item] = await claim(db, 'w', 60, 1)
+      const item = (await claim(db, 'w', 60))!
       expect(item.attempts).toBe(attempt)
-      expect(await fail(db, item, 'storage unreachable')).toBe(attempt < MAX_ATTEMPTS ? 'retry' : 'failed')
+      expect(await fail(db, item, 'w', 'storage unreachable')).toBe(attempt < MAX_ATTEMPTS ? 'retry' : 'failed')
     }
     const [row0] = await db.query('SELECT state, error FROM inbox_files WHERE id = $1', [id])
     expect(row0).toEqual({ state: 'failed', error: 'storage unreachable' })
-    expect(await claim(db, 'w', 60, 1)).toEqual([]) // engines leave it alone
-    const [again] = await claim(db, 'person', 60, 1, [id])
+    expect(await claim(db, 'w', 60)).toBeUndefined() // engines leave it alone
+    const again = (await claim(db, 'person', 60, [id]))!
     expect(counts(await ingestFile(db, store, again, options({ workerId: 'person' })))).toMatchObject({ rows: 1, new: 1 })
+  })
+
+  it('leave a file failed when its worker died during every attempt, instead of handing it to the next', async () => {
+    const path = writeExport(dir, 'killer.txt', exportText(1, [row(1)]))
+    const objects = []
+    for await (const o of storeFor(path, testConfig).list()) objects.push(o)
+    const [id] = await register(db, objects)
+    await db.query(`UPDATE inbox_files SET state = 'claimed', claimed_by = 'dead', attempts = 5, lease_until = now() - interval '1 second'`)
+    expect(await claim(db, 'w', 60)).toBeUndefined()
+    const [r] = await db.query('SELECT state, error FROM inbox_files WHERE id = $1', [id])
+    expect(r.state).toBe('failed')
+    expect(r.error).toMatch(/stopped during each of 5 attempts/)
+  })
+
+  it('never let a worker that lost its claim overwrite the state the new holder set', async () => {
+    const path = writeExport(dir, 'lost.txt', exportText(1, [row(1)]))
+    const objects = []
+    for await (const o of storeFor(path, testConfig).list()) objects.push(o)
+    await register(db, objects)
+    const mine = (await claim(db, 'slow', 60))!
+    await db.query(`UPDATE inbox_files SET claimed_by = 'other'`) // the lease ran out and another took it
+    const { fail } = await import('../../src/ingest/inbox.ts')
+    await fail(db, mine, 'slow', 'too late')
+    expect((await db.query('SELECT state, claimed_by, error FROM inbox_files'))[0]).toEqual({ state: 'claimed', claimed_by: 'other', error: null })
   })
 })
