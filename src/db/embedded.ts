@@ -6,7 +6,7 @@
  * port with pglite-socket so that `herald` commands in other terminals connect to it instead of
  * opening the folder. A lock left by a dead process is taken over.
  */
-import { mkdirSync, openSync, readFileSync, rmSync, writeFileSync, closeSync } from 'node:fs'
+import { closeSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { PGLiteSocketServer } from '@electric-sql/pglite-socket'
 import { PgliteDb } from './pglite.ts'
@@ -42,26 +42,57 @@ function readLock(path: string): LockInfo | undefined {
   }
 }
 
-/** Takes the lock, or returns who has it. O_EXCL makes two processes racing for it safe. */
+/** Locks this process holds: a lock naming this pid but not in here was left by an earlier process. */
+const heldHere = new Set<string>()
+
+/** Writes the lock's content in one step: a reader never sees it empty or half written. */
+function writeLock(path: string, info: LockInfo) {
+  const tmp = `${path}.${process.pid}.tmp`
+  writeFileSync(tmp, JSON.stringify(info))
+  renameSync(tmp, path)
+}
+
+/**
+ * Takes the lock, or returns who has it. Creation with O_EXCL decides between processes racing for
+ * a free lock. A lock naming a dead process (or this very pid: a container's PID 1 restarted) is
+ * stale: it is renamed aside and checked to be the one judged dead before the lock is taken, so a
+ * process never deletes a lock that another has just taken over.
+ */
 function tryLock(path: string): LockInfo | 'ours' {
-  for (let attempt = 0; attempt < 3; attempt++) {
+  for (let attempt = 0; attempt < 5; attempt++) {
     try {
       const fd = openSync(path, 'wx')
-      writeFileSync(fd, JSON.stringify({ pid: process.pid }))
       closeSync(fd)
+      writeLock(path, { pid: process.pid })
+      heldHere.add(path)
       return 'ours'
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
-      const holder = readLock(path)
-      if (holder && alive(holder.pid)) return holder
-      if (!holder) {
-        // Written a moment ago and not yet filled in by its owner: look again shortly.
-        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50)
-        const again = readLock(path)
-        if (again && alive(again.pid)) return again
-      }
-      rmSync(path, { force: true }) // stale: its process is gone
     }
+    let holder = readLock(path)
+    if (!holder) {
+      // Created a moment ago and not yet filled in by its owner: look again shortly.
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100)
+      holder = readLock(path)
+    }
+    const live = holder && (holder.pid === process.pid ? heldHere.has(path) : alive(holder.pid))
+    if (holder && live) return holder
+    const aside = `${path}.stale-${process.pid}`
+    try {
+      renameSync(path, aside)
+    } catch {
+      continue // someone else moved it first
+    }
+    const moved = readLock(aside)
+    if (moved && holder && moved.pid !== holder.pid) {
+      // Not the lock we judged stale: another process took it over meanwhile. Put it back.
+      try {
+        linkSync(aside, path)
+      } catch {
+        /* a third process holds the path now; it wins */
+      }
+    }
+    rmSync(aside, { force: true })
   }
   throw new Error(`could not take the lock ${path}`)
 }
@@ -84,6 +115,7 @@ export async function openEmbedded(dataDir: string, opts: { serve?: boolean } = 
     throw new DataFolderBusy(dataDir, held.pid)
   }
   const release = async () => {
+    heldHere.delete(lockPath)
     if (readLock(lockPath)?.pid === process.pid) rmSync(lockPath, { force: true })
   }
   let db: PgliteDb
@@ -98,7 +130,7 @@ export async function openEmbedded(dataDir: string, opts: { serve?: boolean } = 
   const server = new PGLiteSocketServer({ db: db.pglite, host: '127.0.0.1', port: 0, maxConnections: 32 })
   await server.start()
   const port = (server as unknown as { port: number }).port
-  writeFileSync(lockPath, JSON.stringify({ pid: process.pid, port }))
+  writeLock(lockPath, { pid: process.pid, port })
   const client = serverDb(port)
   const close = client.close.bind(client)
   client.close = async () => {

@@ -56,7 +56,8 @@ export class IngestConflict extends Error {
 const IDENTITY_LOCK = 0x68726c64
 
 const hexBytes = (hex: string) => new HexBytes(hex)
-const rawText = (r: RawRecord) => r.bytes.toString(isUtf8(r.bytes) ? 'utf8' : 'latin1')
+// NUL cannot be stored in text: an error row keeps U+FFFD in its place (valid rows never hold one).
+const rawText = (r: RawRecord) => r.bytes.toString(isUtf8(r.bytes) ? 'utf8' : 'latin1').replaceAll('\0', '\uFFFD')
 
 interface Item {
   record: RawRecord
@@ -91,9 +92,11 @@ export function prepareBatch(records: RawRecord[], v: Version): PreparedBatch {
   const candidates: number[] = []
   items.forEach((item, i) => {
     const { record } = item
-    if (record.error || record.fieldCount !== width) {
-      item.outcome = 'error'
-      item.reason = record.error ?? `has ${record.fieldCount} fields, the v${v} header has ${width}`
+    const reason = record.error
+      ?? (record.fieldCount !== width ? `has ${record.fieldCount} fields, the v${v} header has ${width}` : undefined)
+      ?? (record.bytes.indexOf(0) !== -1 ? 'holds a NUL byte, which text cannot store' : undefined)
+    if (reason) {
+      Object.assign(item, { outcome: 'error', reason })
       return
     }
     const key = (item.own = ownChecksum(record))
@@ -150,37 +153,41 @@ async function probeOwn(tx: Queryable, p: FileProgress, { items, candidates }: P
 }
 
 /**
- * The rows not found by their own checksum: seen in another version's form, duplicates of rows
- * this file already stored or sighted, or else new.
+ * The rows not found by their own checksum. Still stored under it: an exact repeat of an earlier row
+ * of this file (duplicate). Matching in another version's form: seen. Otherwise: new.
  */
 async function probeRest(tx: Queryable, p: FileProgress, items: Item[], valid: number[]) {
   if (valid.length === 0) return
   const v = p.version
-  // Rows of another version can only match when rows of another version are stored: until then
+  // Rows of another version can only match when rows of another version came before: until then
   // (the usual case, one version in use) the other two checksums are not even computed.
   const [{ mixed }] = await tx.query<{ mixed: boolean }>(
-    'SELECT EXISTS (SELECT 1 FROM files WHERE version <> $1 AND new_rows > 0) AS mixed', [v])
+    'SELECT EXISTS (SELECT 1 FROM files WHERE version <> $1 AND new_rows + seen_rows > 0) AS mixed', [v])
   if (mixed) {
     const others = ([0, 1, 2] as const).filter((k) => k !== v - 1)
     await tx.copyInto('ingest_rest', ['rec', 'ck', 'alt1', 'alt2'], valid.map((i) => {
       const sums = checksums(items[i].record, v)
       return [i, hexBytes(items[i].own!), sums[others[0]], sums[others[1]]]
     }))
-    const altSeen = await tx.query<{ rec: number }>(
+    await tx.query(
       `UPDATE lab_row_keys k SET last_file_id = $1, last_seen_at = now()
-         FROM ingest_rest r WHERE k.checksum IN (r.alt1, r.alt2) AND k.last_file_id <> $1 RETURNING r.rec`,
-      [p.fileId])
-    for (const { rec } of altSeen) items[rec].outcome = 'seen'
+         FROM ingest_rest r WHERE k.checksum IN (r.alt1, r.alt2) AND k.last_file_id <> $1`, [p.fileId])
   } else {
     await tx.copyInto('ingest_rest', ['rec', 'ck'], valid.map((i) => [i, hexBytes(items[i].own!)]))
   }
-  const dups = await tx.query<{ rec: number }>(
-    `SELECT DISTINCT r.rec FROM ingest_rest r JOIN lab_row_keys k ON k.checksum IN (r.ck, r.alt1, r.alt2)
-      WHERE k.last_file_id = $1`,
-    [p.fileId],
-  )
-  for (const { rec } of dups) items[rec].outcome ??= 'duplicate'
+  const hits = await tx.query<{ rec: number; own: boolean }>(
+    `SELECT r.rec, bool_or(k.checksum = r.ck) AS own
+       FROM ingest_rest r JOIN lab_row_keys k ON k.checksum IN (r.ck, r.alt1, r.alt2) GROUP BY r.rec`)
+  for (const { rec, own } of hits) items[rec].outcome = own ? 'duplicate' : 'seen'
   for (const i of valid) items[i].outcome ??= 'new'
+  if (mixed) {
+    // "Seen" means matching an earlier row in that row's version, and this row is now an earlier
+    // row: record its own checksum too, so that a later row matching it in this version is seen.
+    const seen = hits.filter((h) => !h.own).map((h) => h.rec)
+    await tx.query(
+      `INSERT INTO lab_row_keys (checksum, last_file_id) SELECT ck, $1 FROM ingest_rest WHERE rec = ANY($2::int[])
+       ON CONFLICT (checksum) DO NOTHING`, [p.fileId, seen])
+  }
 }
 
 async function store(tx: Queryable, p: FileProgress, items: Item[]) {

@@ -51,7 +51,8 @@ function describeHeader(line: string): string {
   const got = line.trim().split('|')
   const closest = ([1, 2, 3] as Version[]).sort((a, b) => Math.abs(COLUMNS[a].length - got.length) - Math.abs(COLUMNS[b].length - got.length))[0]
   const at = COLUMNS[closest].findIndex((c, i) => c !== got[i])
-  const where = at === -1 ? `it has ${got.length} columns` : `column ${at + 1} is "${(got[at] ?? '').slice(0, 40)}", expected ${COLUMNS[closest][at]}`
+  // Names the expected column only: a file without its header has a person's data on line 1.
+  const where = at === -1 ? `it has ${got.length} columns` : `column ${at + 1} should be ${COLUMNS[closest][at]}`
   return `line 1: unknown header, not the ECLRS v1 (45 columns), v2 (56) or v3 (65) header: closest is v${closest}, but ${where}`
 }
 

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest'
-import { writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { DataFolderBusy, openEmbedded } from '../../src/db/embedded.ts'
 import { migrate } from '../../src/db/migrate.ts'
@@ -47,5 +47,16 @@ describe('the embedded data folder', () => {
     const again = await openEmbedded(dir)
     open.push(again)
     expect((await again.query('SELECT 1 AS one'))[0].one).toBe(1)
+  })
+
+  it('takes over a lock naming its own pid that it does not hold (a restarted container\'s PID 1)', async () => {
+    const dir = join(tmp.dir, 'd')
+    const db = await openEmbedded(dir)
+    await db.close()
+    writeFileSync(join(dir, 'herald.lock'), JSON.stringify({ pid: process.pid, port: 1 }))
+    const again = await openEmbedded(dir)
+    open.push(again)
+    expect(again.kind).toBe('pglite')
+    expect(JSON.parse(readFileSync(join(dir, 'herald.lock'), 'utf8'))).toEqual({ pid: process.pid })
   })
 })

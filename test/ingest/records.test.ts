@@ -52,6 +52,18 @@ describe('readRecords', () => {
     expect(rs[1].error).toMatch(/not closed/)
   })
 
+  it('gives up on a quote not closed within 1 MiB: that line is an error and the rest is read', async () => {
+    const filler = 'x'.repeat(1000)
+    const text = `H|I\na|"opened\n${Array.from({ length: 1200 }, () => `${filler}|y`).join('\n')}\nlast|row\n`
+    for (const chunk of [65536, 1 << 20]) {
+      const rs = await records(text, chunk)
+      expect(rs[1]).toMatchObject({ line: 2, error: expect.stringMatching(/not closed/) })
+      expect(rs[1].bytes.toString()).toBe('a|"opened')
+      expect(rs).toHaveLength(2 + 1200 + 1)
+      expect(rs.at(-1)!.fields).toEqual(['last', 'row'])
+    }
+  })
+
   it('skips empty lines', async () => {
     const rs = await records('H\n\na\n\r\n\nb\n\n')
     expect(rs.map((r) => [r.line, r.fields[0]])).toEqual([[1, 'H'], [3, 'a'], [6, 'b']])

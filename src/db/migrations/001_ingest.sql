@@ -47,7 +47,7 @@ CREATE TABLE lab_rows (
   version            smallint NOT NULL,
   file_id            bigint NOT NULL REFERENCES files (id),
   line               int NOT NULL,           -- line of the file where the row starts (header = 1)
-  raw                text NOT NULL,          -- the row in checksum form: checksum = sha256(raw); every column kept
+  raw                text NOT NULL,          -- the row in checksum form, every column (checksum = sha256(raw) for UTF-8 rows)
   patient_key        text,
   last_name          text,
   first_name         text,
@@ -90,7 +90,8 @@ CREATE INDEX lab_rows_file ON lab_rows (file_id, line);
 -- export already seen rewrites narrow tuples, not wide ones. Fillfactor 50 leaves each page room to
 -- rewrite every tuple on it in place (HOT, no new index entry): measured 20% faster than 70.
 -- Ingest writes a lab_rows row and its key in one transaction; the primary key here is what makes
--- a row unique. No foreign key to lab_rows: its per-row check cost as much as the rest of the insert.
+-- a row unique. A row seen only through another version's form also leaves its own checksum here
+-- (no lab_rows row), since a later row may match it in its version. No foreign key to lab_rows: its per-row check cost as much as the rest of the insert.
 CREATE TABLE lab_row_keys (
   checksum      bytea PRIMARY KEY,
   last_file_id  bigint NOT NULL REFERENCES files (id),

@@ -5,6 +5,8 @@
 const MONTHS: Record<string, number> = {
   JAN: 1, FEB: 2, MAR: 3, APR: 4, MAY: 5, JUN: 6, JUL: 7, AUG: 8, SEP: 9, OCT: 10, NOV: 11, DEC: 12,
 }
+const MIN_YEAR = 1800
+const MAX_YEAR = 2200
 const PATTERN = /^(\d{2})([A-Za-z]{3})(\d{4})(?::(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?)?$/
 
 export interface LocalTime {
@@ -25,6 +27,8 @@ export function parseEclrsDate(text: string): LocalTime | undefined {
   const [year, day] = [Number(m[3]), Number(m[1])]
   const [hour, minute, second] = [Number(m[4] ?? 0), Number(m[5] ?? 0), Number(m[6] ?? 0)]
   if (!month || day < 1 || hour > 23 || minute > 59 || second > 59) return undefined
+  // Year 0000 is a "date" to the pattern but not to PostgreSQL; nothing in an export is that old or that far ahead.
+  if (year < MIN_YEAR || year > MAX_YEAR) return undefined
   if (new Date(Date.UTC(year, month - 1, day)).getUTCDate() !== day) return undefined // 31FEB, 29FEB of a common year
   return { year, month, day, hour, minute, second, micro: Number((m[7] ?? '0').padEnd(6, '0')) }
 }

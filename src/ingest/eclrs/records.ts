@@ -101,8 +101,29 @@ interface Parsed {
  * Parses one record with quotes starting at `start`. Returns undefined when the buffer ends before
  * the record does and more input may come.
  */
+/** A quoted field not closed within this many bytes of its record's start makes that line an error. */
+export const MAX_RECORD_BYTES = 1 << 20
+
+/** The first physical line of a record whose quote never closes: an error, and reading resumes after it. */
+function unclosed(buf: Buffer, start: number, line: number, reason: string): Parsed {
+  const nl = buf.indexOf(LF, start)
+  const end = nl === -1 ? buf.length : nl
+  const bytes = buf.subarray(start, end > start && buf[end - 1] === CR ? end - 1 : end)
+  return {
+    record: { line, bytes, ends: [bytes.length], fieldCount: 1, fields: [decode(bytes, isUtf8(bytes))], error: reason },
+    next: nl === -1 ? buf.length : nl + 1,
+    lines: 1,
+  }
+}
+
+/**
+ * Parses one record with quotes starting at `start`. Returns undefined when the buffer ends before
+ * the record does and more input may come. The 1 MiB limit is measured from the record's start,
+ * so the outcome does not depend on how the input was cut into chunks (a resume re-reads it).
+ */
 function quotedRecord(buf: Buffer, start: number, line: number, eof: boolean): Parsed | undefined {
   const raw: Buffer[] = []
+  const limit = start + MAX_RECORD_BYTES
   let i = start
   let error: string | undefined
   for (;;) {
@@ -111,15 +132,13 @@ function quotedRecord(buf: Buffer, start: number, line: number, eof: boolean): P
       let seg = ++i
       for (;;) {
         const q = buf.indexOf(QUOTE, i)
-        if (q === -1 || q + 1 >= buf.length) {
-          if (!eof) return undefined
-          if (q === -1) {
-            error = `field ${raw.length + 1}: quoted field is not closed before the end of the file`
-            pieces.push(buf.subarray(seg))
-            i = buf.length
-            break
-          }
+        if (q === -1 || q >= limit) {
+          if (!eof && buf.length < limit) return undefined
+          return unclosed(buf, start, line, eof && q === -1
+            ? `field ${raw.length + 1}: quoted field is not closed before the end of the file`
+            : `field ${raw.length + 1}: quoted field is not closed within 1 MiB`)
         }
+        if (q + 1 >= buf.length && !eof) return undefined // is it "" (a quote) or the end of the field?
         if (buf[q + 1] === QUOTE) {
           pieces.push(buf.subarray(seg, q + 1))
           i = seg = q + 2

@@ -75,7 +75,7 @@ export function typeRow(record: RawRecord, version: Version): Typed {
   }
   const countyText = get('PIDCOUNTYCODE')
   if (countyText === null) return { ok: false, countyFips: null, reason: 'no county: PIDCOUNTYCODE is empty' }
-  if (county === null) return { ok: false, countyFips: null, reason: `PIDCOUNTYCODE "${countyText}" is not a county FIPS number` }
+  if (county === null) return { ok: false, countyFips: null, reason: 'PIDCOUNTYCODE is not a county FIPS number' }
 
   const values: Record<string, unknown> = {}
   for (const [col, src] of Object.entries(TEXT)) values[col] = get(src)
