@@ -11,7 +11,7 @@
 import { isUtf8 } from 'node:buffer'
 import { HexBytes, type Queryable } from '../db/types.ts'
 import { checksums, ownChecksum } from './eclrs/checksum.ts'
-import { COLUMNS, type Version } from './eclrs/columns.ts'
+import { BASE_COUNT, COLUMNS, VERSIONS, type Version } from './eclrs/columns.ts'
 import type { RawRecord } from './eclrs/records.ts'
 import { countyOf, LAB_ROW_COLUMNS, typeRow } from './eclrs/row.ts'
 
@@ -69,6 +69,8 @@ interface Item {
   /** For a repeat inside the batch: the first occurrence, whose fate it shares if that is an error. */
   firstIndex?: number
   values?: unknown[]
+  /** Seen, but in a lower version's form and with values in the columns that version lacks. */
+  addsInformation?: boolean
 }
 
 const ensureTemp = `
@@ -175,10 +177,19 @@ async function probeRest(tx: Queryable, p: FileProgress, items: Item[], valid: n
   } else {
     await tx.copyInto('ingest_rest', ['rec', 'ck'], valid.map((i) => [i, hexBytes(items[i].own!)]))
   }
-  const hits = await tx.query<{ rec: number; own: boolean }>(
-    `SELECT r.rec, bool_or(k.checksum = r.ck) AS own
+  const hits = await tx.query<{ rec: number; own: boolean; via1: boolean; via2: boolean }>(
+    `SELECT r.rec, bool_or(k.checksum = r.ck) AS own, coalesce(bool_or(k.checksum = r.alt1), false) AS via1,
+            coalesce(bool_or(k.checksum = r.alt2), false) AS via2
        FROM ingest_rest r JOIN lab_row_keys k ON k.checksum IN (r.ck, r.alt1, r.alt2) GROUP BY r.rec`)
-  for (const { rec, own } of hits) items[rec].outcome = own ? 'duplicate' : 'seen'
+  const others = VERSIONS.filter((o) => o !== v)
+  for (const h of hits) {
+    const item = items[h.rec]
+    item.outcome = h.own ? 'duplicate' : 'seen'
+    // Seen only in the form of lower versions, yet holding values in columns the highest of them
+    // lacks (an employer, symptoms): the row adds information, so it is kept for the link engine.
+    const highest = Math.max(...others.filter((_, k) => (k === 0 ? h.via1 : h.via2)))
+    if (!h.own && highest < v && addsColumns(item.record, highest as Version, v)) item.addsInformation = true
+  }
   for (const i of valid) items[i].outcome ??= 'new'
   if (mixed) {
     // "Seen" means matching an earlier row in that row's version, and this row is now an earlier
@@ -190,10 +201,18 @@ async function probeRest(tx: Queryable, p: FileProgress, items: Item[], valid: n
   }
 }
 
+/** Whether a row of version `own` has a value in any column that version `lower` does not have. */
+function addsColumns(record: RawRecord, lower: Version, own: Version): boolean {
+  const fields = record.fields
+  for (let i = BASE_COUNT[lower]; i < BASE_COUNT[own]; i++) if (fields[i].trim() !== '') return true
+  return false
+}
+
 async function store(tx: Queryable, p: FileProgress, items: Item[]) {
-  const fresh = items.filter((it) => it.outcome === 'new')
-  await tx.copyInto('lab_rows', ['checksum', 'version', 'file_id', 'line', 'raw', ...LAB_ROW_COLUMNS],
-    fresh.map((it) => [hexBytes(it.own!), p.version, p.fileId, it.record.line, rawText(it.record), ...it.values!]))
+  const kept = items.filter((it) => it.outcome === 'new' || it.addsInformation)
+  await tx.copyInto('lab_rows', ['checksum', 'version', 'file_id', 'line', 'raw', 'seen_before', ...LAB_ROW_COLUMNS],
+    kept.map((it) => [hexBytes(it.own!), p.version, p.fileId, it.record.line, rawText(it.record), it.outcome === 'seen', ...it.values!]))
+  const fresh = kept.filter((it) => it.outcome === 'new')
   await tx.copyInto('lab_row_keys', ['checksum', 'last_file_id'], fresh.map((it) => [hexBytes(it.own!), p.fileId]))
   // A repeat of an error row is the same error, as it would be had it fallen in a later batch.
   for (const item of items) {

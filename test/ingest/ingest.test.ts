@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Db } from '../../src/db/types.ts'
 import { ingestFile } from '../../src/ingest/file.ts'
@@ -42,8 +43,9 @@ describe('ingest', () => {
     // v2 and v3 exports of the same people: seen, in the version of the earlier rows.
     expect(counts(await one(copyFixture('v2_new_records.txt', dir)))).toEqual({ rows: 3, new: 0, seen: 3, duplicate: 0, error: 0 })
     expect(counts(await one(copyFixture('v3_new_records.txt', dir)))).toEqual({ rows: 3, new: 0, seen: 3, duplicate: 0, error: 0 })
-    // Stored once; the v2 and v3 rows leave their own checksums as keys, all last sighted by file 3.
-    expect((await db.query('SELECT count(*) AS n FROM lab_rows'))[0].n).toBe(3)
+    // Stored once (rows that only add columns are kept apart, seen_before); the v2 and v3 rows leave
+    // their own checksums as keys, all last sighted by file 3.
+    expect((await db.query('SELECT count(*) AS n FROM lab_rows WHERE NOT seen_before'))[0].n).toBe(3)
     const keys = await db.query('SELECT last_file_id FROM lab_row_keys')
     expect(keys.map((k) => k.last_file_id)).toEqual(Array(9).fill(3))
   })
@@ -51,6 +53,27 @@ describe('ingest', () => {
   it('counts a row repeated inside one file as a duplicate', async () => {
     const r = await one(copyFixture('duplicate_rows.txt', dir))
     expect(counts(r)).toEqual({ rows: 3, new: 2, seen: 0, duplicate: 1, error: 0 })
+  })
+
+  it('keeps a seen row that adds columns its earlier version lacked (the added_info fixtures), for link to use', async () => {
+    await one(copyFixture('new_records.txt', dir))
+    const v2 = await one(copyFixture('v2_new_records_added_info.txt', dir))
+    expect(counts(v2)).toEqual({ rows: 3, new: 0, seen: 3, duplicate: 0, error: 0 })
+    const kept = await db.query(`SELECT line, version, seen_before, last_name FROM lab_rows WHERE file_id = $1`, [v2.fileId])
+    // Line 2 adds "cool employer", line 3 the employer and school columns; line 4 adds nothing.
+    expect(kept).toEqual([
+      { line: 2, version: 2, seen_before: true, last_name: 'LASTNAME' },
+      { line: 3, version: 2, seen_before: true, last_name: 'SMITH' },
+    ])
+    // v3: line 2 adds symptoms over the v1 row; line 3 only repeats the v2 columns already kept;
+    // line 4 adds v3 columns over the v2 form.
+    const v3 = await one(copyFixture('v3_new_records_added_info.txt', dir))
+    expect(counts(v3)).toMatchObject({ rows: 3, new: 0, seen: 3 })
+    expect((await db.query(`SELECT line FROM lab_rows WHERE file_id = $1 AND seen_before ORDER BY line`, [v3.fileId])).map((r) => r.line)).toEqual([2, 4])
+    // The same rows again (another file: CRLF endings) add nothing: they are known in their own version.
+    const again = await one(writeExport(dir, 'again.txt', readFileSync(join(dir, 'v3_new_records_added_info.txt'), 'utf8').replaceAll('\n', '\r\n')))
+    expect(counts(again)).toMatchObject({ rows: 3, new: 0, seen: 3 })
+    expect((await db.query(`SELECT count(*) AS n FROM lab_rows WHERE file_id = $1`, [again.fileId]))[0].n).toBe(0)
   })
 
   it('recognises a row through a row that was itself only seen, in that row\'s version', async () => {

@@ -41,6 +41,8 @@ CREATE TABLE files (
 ALTER TABLE inbox_files ADD FOREIGN KEY (file_id) REFERENCES files (id);
 
 -- Each distinct row, stored once, with its fields typed. Insert-only: the link engine reads it.
+-- Also a row counted as seen because it matched an earlier row in that row's (lower) version, when
+-- it holds values in columns that version lacks (seen_before): its new information must reach link.
 CREATE TABLE lab_rows (
   id                 bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   checksum           bytea NOT NULL,         -- SHA-256 of the row in its own version's form (unique: see lab_row_keys)
@@ -48,6 +50,7 @@ CREATE TABLE lab_rows (
   file_id            bigint NOT NULL REFERENCES files (id),
   line               int NOT NULL,           -- line of the file where the row starts (header = 1)
   raw                text NOT NULL,          -- the row in checksum form, every column (checksum = sha256(raw) for UTF-8 rows)
+  seen_before        boolean NOT NULL DEFAULT false, -- counted as seen; kept for the columns it adds
   patient_key        text,
   last_name          text,
   first_name         text,
