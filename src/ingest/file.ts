@@ -40,6 +40,19 @@ export interface IngestResult {
 
 const MAX_REPORTED_ERRORS = 1000
 
+interface FileRow {
+  id: number
+  status: string
+  version: Version | null
+  total_rows: number
+  new_rows: number
+  seen_rows: number
+  duplicate_rows: number
+  error_rows: number
+  by_county: Record<string, Tally>
+  error: string | null
+}
+
 async function sha256Of(stream: Readable): Promise<Buffer> {
   const hash = createHash('sha256')
   for await (const chunk of stream) hash.update(chunk as Buffer)
@@ -57,19 +70,30 @@ function describeHeader(line: string): string {
 }
 
 export async function ingestFile(db: Db, store: ObjectStore, inbox: InboxFile, opts: IngestOptions): Promise<IngestResult> {
-  const sha = await sha256Of(await store.open(inbox.uri))
-  const [file] = await db.query<{ id: number; status: string; version: Version | null; total_rows: number; new_rows: number; seen_rows: number; duplicate_rows: number; error_rows: number; by_county: Record<string, Tally>; error: string | null }>(
-    `WITH added AS (
-       INSERT INTO files (sha256, name, size) VALUES ($1, $2, $3) ON CONFLICT (sha256) DO NOTHING RETURNING *
-     ) SELECT * FROM added UNION ALL SELECT * FROM files WHERE sha256 = $1 AND NOT EXISTS (SELECT 1 FROM added)`,
-    [sha, inbox.uri, inbox.size],
-  )
+  const first = await store.open(inbox.uri)
+  const sha = await sha256Of(first.body)
+  // The same version of the object as was hashed, or ObjectChanged, before anything is recorded
+  // under this hash: rows are never filed under another content's identity.
+  const { body: source } = await store.open(inbox.uri, first.version)
+  let file: FileRow
+  try {
+    ;[file] = await db.query<FileRow>(
+      `WITH added AS (
+         INSERT INTO files (sha256, name, size) VALUES ($1, $2, $3) ON CONFLICT (sha256) DO NOTHING RETURNING *
+       ) SELECT * FROM added UNION ALL SELECT * FROM files WHERE sha256 = $1 AND NOT EXISTS (SELECT 1 FROM added)`,
+      [sha, inbox.uri, inbox.size],
+    )
+  } catch (err) {
+    source.destroy()
+    throw err
+  }
   const totals: Tally = { new: file.new_rows, seen: file.seen_rows, duplicate: file.duplicate_rows, error: file.error_rows }
   const result: IngestResult = {
     outcome: 'ingested', fileId: file.id, file: inbox.uri, sha256: sha.toString('hex'), version: file.version,
     rows: file.total_rows, totals, errors: [],
   }
   if (file.status !== 'ingesting') {
+    source.destroy()
     await finish(db, inbox.id, opts.workerId, file.id, 'already_ingested')
     return { ...result, outcome: 'already_ingested', rejection: file.error ?? undefined }
   }
@@ -81,7 +105,6 @@ export async function ingestFile(db: Db, store: ObjectStore, inbox: InboxFile, o
       done(null, chunk)
     },
   })
-  const source = await store.open(inbox.uri)
   const piping = pipeline(source, counter).catch((err) => counter.destroy(err))
   const records = readRecords(counter)
   try {

@@ -1,8 +1,7 @@
 /** A folder (searched recursively) or a single file as an object store. */
-import { createReadStream } from 'node:fs'
-import { readdir, stat } from 'node:fs/promises'
+import { open, readdir, stat } from 'node:fs/promises'
 import { join, resolve, basename } from 'node:path'
-import type { ObjectStore, StoredObject } from './types.ts'
+import { ObjectChanged, type ObjectStore, type StoredObject } from './types.ts'
 
 // Files still being written are named like this by most copy tools, or should be by the sender.
 const IN_PROGRESS = /^\.|\.(tmp|part|partial|crdownload|filepart)$/i
@@ -38,8 +37,15 @@ export class LocalStore implements ObjectStore {
     }
   }
 
-  async open(uri: string) {
-    return createReadStream(uri, { highWaterMark: 1 << 20 })
+  async open(uri: string, expected?: string) {
+    const handle = await open(uri, 'r')
+    const info = await handle.stat()
+    const version = `${info.size}:${info.mtimeMs}`
+    if (expected !== undefined && version !== expected) {
+      await handle.close()
+      throw new ObjectChanged(uri)
+    }
+    return { body: handle.createReadStream({ highWaterMark: 1 << 20 }), version }
   }
 }
 

@@ -1,7 +1,7 @@
 /** An S3 bucket and prefix as an object store (AWS SDK v3; S3_ENDPOINT for S3-compatible servers, path style). */
 import { GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3'
 import type { Readable } from 'node:stream'
-import type { ObjectStore, StoredObject } from './types.ts'
+import { ObjectChanged, type ObjectStore, type StoredObject } from './types.ts'
 
 export function parseS3Uri(uri: string): { bucket: string; key: string } {
   const m = /^s3:\/\/([^/]+)\/?(.*)$/.exec(uri)
@@ -47,9 +47,19 @@ export class S3Store implements ObjectStore {
     } while (token)
   }
 
-  async open(uri: string) {
+  async open(uri: string, expected?: string) {
     const { bucket, key } = parseS3Uri(uri)
-    const res = await this.client.send(new GetObjectCommand({ Bucket: bucket, Key: key }))
-    return res.Body as Readable
+    try {
+      const res = await this.client.send(new GetObjectCommand({ Bucket: bucket, Key: key, IfMatch: expected }))
+      // S3 answers 412 to IfMatch itself; some S3-compatible servers ignore it, so compare as well.
+      if (expected !== undefined && res.ETag !== expected) {
+        ;(res.Body as Readable).destroy()
+        throw new ObjectChanged(uri)
+      }
+      return { body: res.Body as Readable, version: res.ETag ?? '' }
+    } catch (err) {
+      if ((err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 412) throw new ObjectChanged(uri)
+      throw err
+    }
   }
 }

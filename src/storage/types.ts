@@ -11,6 +11,17 @@ export interface StoredObject {
 export interface ObjectStore {
   /** Every object at or under the location, in name order. */
   list(): AsyncIterable<StoredObject>
-  /** The object's bytes as a stream. */
-  open(uri: string): Promise<Readable>
+  /**
+   * The object's bytes as a stream, and its version (S3: the ETag; a file: size and mtime). Given
+   * `version`, opening fails with ObjectChanged unless the object is still that version, so two
+   * reads of one object (its hash, then its rows) are known to see the same bytes.
+   */
+  open(uri: string, version?: string): Promise<{ body: Readable; version: string }>
+}
+
+export class ObjectChanged extends Error {
+  constructor(uri: string) {
+    super(`${uri} changed while it was being read; it will be read again as a new file`)
+    this.name = 'ObjectChanged'
+  }
 }

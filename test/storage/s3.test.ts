@@ -1,8 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { CreateBucketCommand, PutObjectCommand } from '@aws-sdk/client-s3'
 import S3rver from 's3rver'
-import { readFileSync } from 'node:fs'
-import { s3Client } from '../../src/storage/s3.ts'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { S3Store, s3Client } from '../../src/storage/s3.ts'
+import { LocalStore } from '../../src/storage/local.ts'
+import { ObjectChanged } from '../../src/storage/types.ts'
 import { createTestDb, type TestDb } from '../helpers/db.ts'
 import { FIXTURES, tempDir } from '../helpers/files.ts'
 import { counts, ingestPath } from '../helpers/ingest.ts'
@@ -42,5 +45,29 @@ describe('S3 inbox', () => {
     ])
     expect(counts(results[0])).toEqual({ rows: 3, new: 2, seen: 0, duplicate: 1, error: 0 })
     expect(counts(results[2])).toMatchObject({ rows: 3, new: 0, seen: 3 })
+  })
+})
+
+describe('reading one object twice', () => {
+  it('fails when the S3 object was overwritten between the two reads', async () => {
+    const client = s3Client({ endpoint, region: 'us-east-1' })
+    await client.send(new CreateBucketCommand({ Bucket: 'versions' }))
+    await client.send(new PutObjectCommand({ Bucket: 'versions', Key: 'x.txt', Body: 'first' }))
+    const store = new S3Store('s3://versions/', client)
+    const { body, version } = await store.open('s3://versions/x.txt')
+    body.destroy()
+    expect((await store.open('s3://versions/x.txt', version)).version).toBe(version)
+    await client.send(new PutObjectCommand({ Bucket: 'versions', Key: 'x.txt', Body: 'second' }))
+    await expect(store.open('s3://versions/x.txt', version)).rejects.toBeInstanceOf(ObjectChanged)
+  })
+
+  it('fails when a local file was rewritten between the two reads', async () => {
+    const path = join(tmp.dir, 'local.txt')
+    writeFileSync(path, 'first')
+    const store = new LocalStore(path)
+    const { body, version } = await store.open(path)
+    body.destroy()
+    writeFileSync(path, 'second, longer')
+    await expect(store.open(path, version)).rejects.toBeInstanceOf(ObjectChanged)
   })
 })
