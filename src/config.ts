@@ -27,6 +27,8 @@ export interface Config {
   s3: { endpoint: string | undefined; region: string }
   logLevel: string
   workerId: string
+  /** Serve engine counters at http://127.0.0.1:PORT/metrics (Prometheus text) from start and run. */
+  metricsPort: number | undefined
 }
 
 type Env = Record<string, string | undefined>
@@ -55,6 +57,12 @@ function url(env: Env, name: string, protocols: string[]): string | undefined {
   return raw
 }
 
+function port(env: Env, name: string): number {
+  const value = int(env, name, 0, 1)
+  if (value > 65535) throw new ConfigError(name, `must be a TCP port (1 to 65535), got ${value}`)
+  return value
+}
+
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
 
 export function loadConfig(env: Env = process.env): Config {
@@ -78,5 +86,6 @@ export function loadConfig(env: Env = process.env): Config {
     s3: Object.freeze({ endpoint: url(env, 'S3_ENDPOINT', ['http:', 'https:']), region: env.AWS_REGION || 'us-east-1' }),
     logLevel,
     workerId: env.HERALD_WORKER_ID || `${hostname()}:${process.pid}`,
+    metricsPort: env.HERALD_METRICS_PORT ? port(env, 'HERALD_METRICS_PORT') : undefined,
   })
 }

@@ -4,6 +4,8 @@ import { spawn, execFile } from 'node:child_process'
 import { copyFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
+import { createServer, type AddressInfo } from 'node:net'
+import { once } from 'node:events'
 import { FIXTURES, tempDir } from './helpers/files.ts'
 
 const run = promisify(execFile)
@@ -11,11 +13,20 @@ const tmp = tempDir()
 afterAll(() => tmp.cleanup())
 const BIN = new URL('../bin/herald.js', import.meta.url).pathname // run as node BIN: the shebang's heap flag is not needed here
 // The embedded default, whatever DATABASE_URL the suite runs with.
-const env = { ...process.env, DATABASE_URL: '', HERALD_DATA_DIR: join(tmp.dir, '.herald'), HERALD_POLL_INTERVAL_MS: '200' }
+const env: NodeJS.ProcessEnv = { ...process.env, DATABASE_URL: '', HERALD_DATA_DIR: join(tmp.dir, '.herald'), HERALD_POLL_INTERVAL_MS: '200' }
+
+async function freePort(): Promise<number> {
+  const server = createServer().listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const { port } = server.address() as AddressInfo
+  server.close()
+  return port
+}
 
 describe('herald start', () => {
   it('ingests a file dropped in the inbox, while other herald commands share its database', async () => {
-    const start = spawn(process.execPath, [BIN, 'start'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    const metricsPort = await freePort()
+    const start = spawn(process.execPath, [BIN, 'start'], { env: { ...env, HERALD_METRICS_PORT: String(metricsPort) }, stdio: ['ignore', 'pipe', 'pipe'] })
     let out = ''
     let logs = ''
     start.stdout.on('data', (d) => (out += d))
@@ -31,6 +42,14 @@ describe('herald start', () => {
         files = JSON.parse((await run(process.execPath, [BIN, 'files', '--json'], { env })).stdout)
       }
       expect(files[0]).toMatchObject({ status: 'ingested', total_rows: 3, new_rows: 2, duplicate_rows: 1 })
+      // The counter moves just after the file's last commit: give it a moment.
+      const line = 'herald_engine_items_total{engine="ingest",outcome="ingested"} 1'
+      let metrics = ''
+      for (let i = 0; i < 20 && !metrics.includes(line); i++) {
+        metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text()
+        if (!metrics.includes(line)) await new Promise((r) => setTimeout(r, 100))
+      }
+      expect(metrics).toContain(line)
       // A second terminal can ingest too: through the running instance, not by opening the folder.
       const { stdout } = await run(process.execPath, [BIN, 'ingest', '--json', FIXTURES + 'v3_new_records.txt'], { env })
       expect(JSON.parse(stdout)[0]).toMatchObject({ outcome: 'ingested', version: 3, rows: 3, seen: 1, new: 2 })

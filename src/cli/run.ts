@@ -3,6 +3,7 @@ import { mkdirSync } from 'node:fs'
 import { describeDb } from '../db/connect.ts'
 import type { Engine } from '../engine/engine.ts'
 import { Counters } from '../engine/engine.ts'
+import { serveMetrics } from '../engine/metrics.ts'
 import { runEngines } from '../engine/runner.ts'
 import { ingestEngine } from '../ingest/index.ts'
 import type { Config } from '../config.ts'
@@ -27,17 +28,23 @@ export async function runCommand(opts: { engines?: string; untilIdle?: boolean }
     if (!config.inbox.startsWith('s3://')) mkdirSync(config.inbox, { recursive: true })
     const signal = stopSignal(log)
     const counters = new Counters()
+    const metrics = config.metricsPort ? await serveMetrics(counters, config.metricsPort) : undefined
     if (serve) {
       console.log(`Herald is running: engines ${names.join(', ')}.`)
       const where = db.kind === 'pglite-server' ? `PGlite in ${config.dataDir}/pgdata, shared with herald commands in other terminals` : describeDb(db, config)
       console.log(`  database  ${where}`)
       console.log(`  inbox     ${config.inbox}  (drop ECLRS export files here)`)
       console.log(`  commands  in another terminal: npx herald files | npx herald ingest FILE | npx herald --help`)
+      if (metrics) console.log(`  metrics   http://127.0.0.1:${config.metricsPort}/metrics`)
       console.log('  stop      Ctrl-C')
     }
-    await runEngines(db, names.map((n) => ENGINES[n](config, log)), {
-      untilIdle: opts.untilIdle, pollIntervalMs: config.pollIntervalMs, signal, counters, log,
-    })
+    try {
+      await runEngines(db, names.map((n) => ENGINES[n](config, log)), {
+        untilIdle: opts.untilIdle, pollIntervalMs: config.pollIntervalMs, signal, counters, log,
+      })
+    } finally {
+      metrics?.close()
+    }
     log.info({ counts: counters.snapshot() }, 'engines stopped')
   }, { serve })
 }
