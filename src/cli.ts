@@ -42,10 +42,11 @@ program.command('ingest').description('ingest export files: a file, a folder or 
   .option('--json', 'print a machine-readable summary per file')
   .action((paths, opts) => ingestCommand(paths, opts))
 
-program.command('files').description('list ingested files and their statistics')
+program.command('files').description('list ingested files and their statistics; with an id, one file: per county, and each row it could not use')
+  .argument('[id]')
   .option('--json', 'print JSON')
   .option('--limit <n>', 'how many, newest first', '50')
-  .action((opts) => filesCommand(opts))
+  .action((id, opts) => filesCommand(id, opts))
 
 program.command('inbox').description('list files found in the inbox and their state: waiting, being ingested, done or failed')
   .option('--failed', 'only those that failed every attempt')

@@ -1,7 +1,7 @@
 /** The README's quick start, as a newcomer runs it: `herald start`, drop a file, look from a second terminal. */
 import { afterAll, describe, expect, it } from 'vitest'
 import { spawn, execFile } from 'node:child_process'
-import { copyFileSync } from 'node:fs'
+import { copyFileSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { createServer, type AddressInfo } from 'node:net'
@@ -66,5 +66,23 @@ describe('herald start', () => {
     expect(lines).toHaveLength(3)
     expect(lines[0]).toMatchObject({ line: 2, version: 'v1' })
     expect(lines[0].v1).toMatch(/^[A-Za-z0-9+/]{43}=$/)
+  })
+})
+
+describe('herald files ID', () => {
+  it('shows one file per county with each row it could not use', async () => {
+    const dir = join(tmp.dir, 'files-id')
+    const e = { ...env, HERALD_DATA_DIR: dir }
+    const bad = join(tmp.dir, 'bad.txt')
+    const [header, ...rows] = readFileSync(FIXTURES + 'new_records.txt', 'utf8').trim().split('\n')
+    writeFileSync(bad, [header, 'a|b|c', ...rows].join('\n') + '\n')
+    await run(process.execPath, [BIN, 'ingest', bad], { env: e }).catch((err) => err)
+    const { stdout } = await run(process.execPath, [BIN, 'files', '1'], { env: e })
+    expect(stdout).toContain('4 rows: 3 new, 0 seen, 0 duplicate, 1 error')
+    expect(stdout).toMatch(/unknown\s+0\s+0\s+0\s+1/)
+    expect(stdout).toContain('line 2: has 3 fields, the v1 header has 45')
+    const missing = await run(process.execPath, [BIN, 'files', '9'], { env: e }).catch((err) => err)
+    expect(missing.code).toBe(1)
+    expect(missing.stderr).toContain('no file 9')
   })
 })

@@ -15,6 +15,7 @@ import { displayName } from '../storage/local.ts'
 import { table, withDb } from './context.ts'
 
 export interface FileSummary {
+  fileId?: number
   file: string
   sha256: string
   version: number | null
@@ -36,7 +37,7 @@ export async function fileSummary(db: Queryable, fileId: number, name?: string):
   const errors = await db.query<{ line: number; reason: string }>(
     'SELECT line, reason FROM ingest_errors WHERE file_id = $1 ORDER BY line', [fileId])
   return {
-    file: name ?? f.name, sha256: f.sha256, version: f.version, status: f.status, rows: f.total_rows, new: f.new_rows,
+    fileId, file: name ?? f.name, sha256: f.sha256, version: f.version, status: f.status, rows: f.total_rows, new: f.new_rows,
     seen: f.seen_rows, duplicate: f.duplicate_rows, error: f.error_rows, errors, rejection: f.error ?? undefined,
     by_county: f.by_county,
   }
@@ -86,7 +87,7 @@ export async function ingestCommand(paths: string[], opts: { json?: boolean }) {
       if ('fileId' in result) summaries.push({ ...(await fileSummary(db, result.fileId, item.uri)), outcome: result.outcome })
       else summaries.push({ ...emptySummary(item.uri), outcome: result.outcome, rejection: result.error })
     }
-    if (opts.json) console.log(JSON.stringify(summaries.map(({ by_county, ...s }) => s), null, 2))
+    if (opts.json) console.log(JSON.stringify(summaries.map(({ by_county, fileId, ...s }) => s), null, 2))
     else {
       console.log(table(summaries.map((s) => ({
         file: displayName(s.file), outcome: s.outcome, version: s.version ? `v${s.version}` : '', rows: s.rows, new: s.new,
@@ -95,7 +96,7 @@ export async function ingestCommand(paths: string[], opts: { json?: boolean }) {
       for (const s of summaries) {
         if (s.rejection) console.log(`${displayName(s.file)}: ${s.outcome === 'rejected' || s.status === 'rejected' ? 'rejected' : s.outcome}: ${s.rejection}`)
         for (const e of s.errors.slice(0, 20)) console.log(`${displayName(s.file)}:${e.line}: ${e.reason}`)
-        if (s.errors.length > 20) console.log(`${displayName(s.file)}: ... and ${s.errors.length - 20} more errors (herald files --errors)`)
+        if (s.errors.length > 20) console.log(`${displayName(s.file)}: ... and ${s.errors.length - 20} more errors (herald files ${s.fileId} lists them all)`)
       }
     }
     const bad = summaries.filter((s) => ['rejected', 'failed', 'retry', 'conflict'].includes(s.outcome) || s.status === 'rejected')
@@ -123,8 +124,9 @@ export async function inboxCommand(opts: { json?: boolean; failed?: boolean; lim
   })
 }
 
-export async function filesCommand(opts: { json?: boolean; limit: string }) {
+export async function filesCommand(id: string | undefined, opts: { json?: boolean; limit: string }) {
   return withDb(async ({ db }) => {
+    if (id !== undefined) return fileDetail(db, id, opts)
     const rows = await db.query(
       `SELECT id, name, version, status, total_rows, new_rows, seen_rows, duplicate_rows, error_rows, by_county,
               started_at, finished_at, error FROM files ORDER BY id DESC LIMIT $1`, [Number(opts.limit)])
@@ -136,6 +138,23 @@ export async function filesCommand(opts: { json?: boolean; limit: string }) {
       seconds: r.finished_at ? ((new Date(r.finished_at).getTime() - new Date(r.started_at).getTime()) / 1000).toFixed(1) : '',
     }))))
   })
+}
+
+/** One file: its totals, per county, and every row it could not use. */
+async function fileDetail(db: Queryable, id: string, opts: { json?: boolean }) {
+  if (!/^\d+$/.test(id) || (await db.query('SELECT 1 FROM files WHERE id = $1', [Number(id)])).length === 0) {
+    throw new Error(`no file ${id}: 'herald files' lists them with their ids`)
+  }
+  const s = await fileSummary(db, Number(id))
+  if (opts.json) return console.log(JSON.stringify(s, null, 2))
+  console.log(`${s.file}\n  sha256 ${s.sha256}, ${s.version ? `v${s.version}` : 'no version'}, ${s.status}${s.rejection ? `: ${s.rejection}` : ''}`)
+  console.log(`  ${s.rows} rows: ${s.new} new, ${s.seen} seen, ${s.duplicate} duplicate, ${s.error} error\n`)
+  const counties = Object.entries(s.by_county ?? {}) as [string, Record<string, number>][]
+  const order = (c: string) => (c === 'unknown' ? Infinity : Number(c))
+  console.log(table(counties.sort(([a], [b]) => order(a) - order(b))
+    .map(([county, t]) => ({ county, new: t.new, seen: t.seen, duplicate: t.duplicate, error: t.error }))))
+  if (s.errors.length > 0) console.log('')
+  for (const e of s.errors) console.log(`line ${e.line}: ${e.reason}`)
 }
 
 /** Validates a file without ingesting it: each row's line, version and checksums, and each error. */
