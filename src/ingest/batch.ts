@@ -5,8 +5,8 @@
  * Identity (EXTERNAL_APIS.md §1): a row is seen before when its checksum in the version of an
  * earlier row equals that row's checksum. lab_row_keys holds each stored row's own-version checksum;
  * most rows of an export repeat one of the same version, so the batch is first probed with its own
- * checksums, and only the rest with their other two. A row matching a row that this same file has
- * already stored or sighted is a duplicate inside the file.
+ * checksums, and only the rest with their other two. A duplicate is an exact repeat of an earlier
+ * row of the same file.
  */
 import { isUtf8 } from 'node:buffer'
 import { HexBytes, type Queryable } from '../db/types.ts'
@@ -50,9 +50,9 @@ export class IngestConflict extends Error {
   }
 }
 
-// Row identity is one global question (has any file brought this row?). Batches of different files
-// take this lock in turn so that two of them can never both store the same new row; one ingest
-// worker already keeps the database busy, so little parallelism is given up.
+// Row identity is one global question (has any file brought this row?). Files already go one at a
+// time (see claim in inbox.ts); this lock keeps two batches from ever storing the same new row even
+// for a caller that does not go through the claim, at no cost to the one that does.
 const IDENTITY_LOCK = 0x68726c64
 
 const hexBytes = (hex: string) => new HexBytes(hex)

@@ -64,14 +64,16 @@ export function ingestEngine(config: Config, log: Logger, location = config.inbo
     async discover(db) {
       if (Date.now() - lastDiscovery < config.pollIntervalMs) return
       lastDiscovery = Date.now()
-      await discover(db, store).catch((err) => log.warn({ inbox: location, err: (err as Error).message }, 'inbox not readable'))
+      await discover(db, store).catch((err) => log.warn({ inbox: location, err: errorText(err) }, 'inbox not readable'))
     },
     async claim(db) {
       const item = await claim(db, config.workerId, config.claimLeaseSeconds)
       return item ? [item] : []
     },
     async process(db, item, signal) {
-      return (await processInboxFile(db, store, item, { ...opts, signal }, log)).outcome
+      // Claims go in order, so this may be a file someone named to `herald ingest` from elsewhere.
+      const from = item.uri.startsWith('s3://') === location.startsWith('s3://') ? store : storeFor(item.uri, config)
+      return (await processInboxFile(db, from, item, { ...opts, signal }, log)).outcome
     },
     release: (db, items) => release(db, items.map((i) => i.id), config.workerId),
   }
