@@ -23,7 +23,8 @@ export function createLogger(level: string, destination: pino.DestinationStream 
  */
 export function errorText(err: unknown): string {
   const e = err as { code?: unknown; message?: unknown; table?: unknown; column?: unknown }
-  if (typeof e?.code === 'string' && /^[0-9A-Z]{5}$/.test(e.code)) {
+  // SQLSTATEs are five characters with at least one digit; errno names (EXDEV, EPERM) have none.
+  if (typeof e?.code === 'string' && /^(?=.*\d)[0-9A-Z]{5}$/.test(e.code)) {
     const where = [e.table, e.column].filter((x) => typeof x === 'string').join('.')
     return `database error ${e.code}${where ? ` on ${where}` : ''} (${SQLSTATE_CLASS[e.code.slice(0, 2)] ?? 'see PostgreSQL error codes'})`
   }

@@ -5,7 +5,7 @@ import { readdirSync, readFileSync } from 'node:fs'
 import { loadConfig } from '../src/config.ts'
 import { runEngines } from '../src/engine/runner.ts'
 import { ingestEngine } from '../src/ingest/index.ts'
-import { createLogger } from '../src/log.ts'
+import { createLogger, errorText } from '../src/log.ts'
 import { createTestDb, type TestDb } from './helpers/db.ts'
 import { FIXTURES, copyFixture, tempDir, writeExport } from './helpers/files.ts'
 
@@ -15,6 +15,15 @@ beforeAll(async () => (t = await createTestDb()))
 afterAll(async () => {
   await t.drop()
   tmp.cleanup()
+})
+
+describe('errorText', () => {
+  it('names a database error by its SQLSTATE only, and keeps other errors as they are', () => {
+    const db = Object.assign(new Error('date/time field value out of range: "0000-03-01"'), { code: '22008', table: 'lab_rows' })
+    expect(errorText(db)).toBe('database error 22008 on lab_rows (data exception)')
+    const fs = Object.assign(new Error("EXDEV: cross-device link not permitted, rename 'a' -> 'b'"), { code: 'EXDEV' })
+    expect(errorText(fs)).toBe(fs.message)
+  })
 })
 
 describe('logs', () => {

@@ -62,7 +62,7 @@ export async function ingestCommand(paths: string[], opts: { json?: boolean }) {
     const remaining = new Set(ids)
     let waited = false
     while (remaining.size > 0) {
-      const item = await claim(db, config.workerId, config.claimLeaseSeconds, [...remaining])
+      const item = await claim(db, config.workerId, config.claimLeaseSeconds, [...remaining], db.kind === 'pglite')
       if (!item) {
         const done = await db.query('SELECT id, uri, file_id FROM inbox_files WHERE id = ANY($1::bigint[]) AND state = $2', [[...remaining], 'done'])
         for (const d of done) {

@@ -6,7 +6,8 @@
  * port with pglite-socket so that `herald` commands in other terminals connect to it instead of
  * opening the folder. A lock left by a dead process is taken over.
  */
-import { closeSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { randomUUID } from 'node:crypto'
+import { linkSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { PGLiteSocketServer } from '@electric-sql/pglite-socket'
 import { PgliteDb } from './pglite.ts'
@@ -15,12 +16,16 @@ import type { Db } from './types.ts'
 
 interface LockInfo {
   pid: number
+  /** Tells this lock from any other that names the same pid (a restarted container's PID 1). */
+  nonce: string
   port?: number
 }
 
 export class DataFolderBusy extends Error {
   constructor(dir: string, pid: number) {
-    super(`the data folder ${dir} is in use by process ${pid}; stop it, or run 'herald start' so commands can share it`)
+    super(pid > 0
+      ? `the data folder ${dir} is in use by process ${pid}; stop it, or run 'herald start' so commands can share it`
+      : `the data folder ${dir} has a lock that cannot be read (${dir}/herald.lock); if no Herald is running, wait 10 seconds or remove it`)
     this.name = 'DataFolderBusy'
   }
 }
@@ -42,50 +47,70 @@ function readLock(path: string): LockInfo | undefined {
   }
 }
 
-/** Locks this process holds: a lock naming this pid but not in here was left by an earlier process. */
-const heldHere = new Set<string>()
+/** Locks this process holds, by path, with their nonce. */
+const heldHere = new Map<string, string>()
 
-/** Writes the lock's content in one step: a reader never sees it empty or half written. */
+// An unreadable lock (not JSON: a crash while it was written by an older Herald, or a foreign
+// file) is only taken over once it has been left alone this long.
+const UNREADABLE_STALE_MS = 10_000
+
+/** Creates the lock with its content in one step (link fails if it exists): never seen empty. */
+function createLock(path: string, info: LockInfo): boolean {
+  const tmp = `${path}.${info.nonce}.tmp`
+  writeFileSync(tmp, JSON.stringify(info))
+  try {
+    linkSync(tmp, path)
+    return true
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false
+    throw err
+  } finally {
+    rmSync(tmp, { force: true })
+  }
+}
+
+/** Rewrites the lock's content (to add the port) in one step. */
 function writeLock(path: string, info: LockInfo) {
-  const tmp = `${path}.${process.pid}.tmp`
+  const tmp = `${path}.${info.nonce}.tmp`
   writeFileSync(tmp, JSON.stringify(info))
   renameSync(tmp, path)
 }
 
+function ageMs(path: string): number {
+  try {
+    return Date.now() - statSync(path).mtimeMs
+  } catch {
+    return Infinity
+  }
+}
+
 /**
- * Takes the lock, or returns who has it. Creation with O_EXCL decides between processes racing for
- * a free lock. A lock naming a dead process (or this very pid: a container's PID 1 restarted) is
- * stale: it is renamed aside and checked to be the one judged dead before the lock is taken, so a
- * process never deletes a lock that another has just taken over.
+ * Takes the lock, or returns who has it. A lock naming a dead process, or this pid without being
+ * held here, is stale: it is renamed aside and checked (by nonce) to be the very lock judged stale
+ * before it is removed; anything else found there is put back.
  */
 function tryLock(path: string): LockInfo | 'ours' {
+  const mine: LockInfo = { pid: process.pid, nonce: randomUUID() }
   for (let attempt = 0; attempt < 5; attempt++) {
-    try {
-      const fd = openSync(path, 'wx')
-      closeSync(fd)
-      writeLock(path, { pid: process.pid })
-      heldHere.add(path)
+    if (createLock(path, mine)) {
+      heldHere.set(path, mine.nonce)
       return 'ours'
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
     }
-    let holder = readLock(path)
+    const holder = readLock(path)
     if (!holder) {
-      // Created a moment ago and not yet filled in by its owner: look again shortly.
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100)
-      holder = readLock(path)
+      if (ageMs(path) < UNREADABLE_STALE_MS) return { pid: -1, nonce: '' }
+    } else {
+      const live = holder.pid === process.pid ? heldHere.get(path) === holder.nonce : alive(holder.pid)
+      if (live) return holder
     }
-    const live = holder && (holder.pid === process.pid ? heldHere.has(path) : alive(holder.pid))
-    if (holder && live) return holder
-    const aside = `${path}.stale-${process.pid}`
+    const aside = `${path}.stale-${mine.nonce}`
     try {
       renameSync(path, aside)
     } catch {
       continue // someone else moved it first
     }
-    const moved = readLock(aside)
-    if (moved && holder && moved.pid !== holder.pid) {
-      // Not the lock we judged stale: another process took it over meanwhile. Put it back.
+    if (readLock(aside)?.nonce !== holder?.nonce) {
+      // Not the lock judged stale: another process took over meanwhile. Put it back.
       try {
         linkSync(aside, path)
       } catch {
@@ -114,9 +139,10 @@ export async function openEmbedded(dataDir: string, opts: { serve?: boolean } = 
     if (held.port && !opts.serve) return serverDb(held.port)
     throw new DataFolderBusy(dataDir, held.pid)
   }
+  const nonce = heldHere.get(lockPath)!
   const release = async () => {
     heldHere.delete(lockPath)
-    if (readLock(lockPath)?.pid === process.pid) rmSync(lockPath, { force: true })
+    if (readLock(lockPath)?.nonce === nonce) rmSync(lockPath, { force: true })
   }
   let db: PgliteDb
   try {
@@ -130,7 +156,7 @@ export async function openEmbedded(dataDir: string, opts: { serve?: boolean } = 
   const server = new PGLiteSocketServer({ db: db.pglite, host: '127.0.0.1', port: 0, maxConnections: 32 })
   await server.start()
   const port = (server as unknown as { port: number }).port
-  writeLock(lockPath, { pid: process.pid, port })
+  writeLock(lockPath, { pid: process.pid, nonce, port })
   const client = serverDb(port)
   const close = client.close.bind(client)
   client.close = async () => {

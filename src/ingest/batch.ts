@@ -14,6 +14,7 @@ import { checksums, ownChecksum } from './eclrs/checksum.ts'
 import { BASE_COUNT, COLUMNS, VERSIONS, type Version } from './eclrs/columns.ts'
 import type { RawRecord } from './eclrs/records.ts'
 import { countyOf, LAB_ROW_COLUMNS, typeRow } from './eclrs/row.ts'
+import { renew } from './inbox.ts'
 
 export type Outcome = 'new' | 'seen' | 'duplicate' | 'error'
 export const OUTCOMES: Outcome[] = ['new', 'seen', 'duplicate', 'error']
@@ -124,11 +125,9 @@ async function lockBatch(tx: Queryable, p: FileProgress) {
   if (file.total_rows !== p.accounted) {
     throw new IngestConflict(`file ${p.fileId} moved from row ${p.accounted} to ${file.total_rows} under another worker`)
   }
-  const lease = await tx.query(
-    `UPDATE inbox_files SET lease_until = now() + make_interval(secs => $3) WHERE id = $1 AND claimed_by = $2 RETURNING id`,
-    [p.inboxId, p.workerId, p.leaseSeconds],
-  )
-  if (lease.length === 0) throw new IngestConflict(`inbox file ${p.inboxId} is no longer claimed by ${p.workerId}`)
+  if (!(await renew(tx, p.inboxId, p.workerId, p.leaseSeconds))) {
+    throw new IngestConflict(`inbox file ${p.inboxId} is no longer claimed by ${p.workerId}`)
+  }
   await tx.query('SELECT pg_advisory_xact_lock($1)', [IDENTITY_LOCK])
   await tx.exec(ensureTemp)
   // A batch touches a sliver of lab_row_keys: probing its index row by row scales with the batch.

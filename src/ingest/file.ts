@@ -14,7 +14,7 @@ import type { ObjectStore } from '../storage/index.ts'
 import { ingestBatch, prepareBatch, type FileProgress, type RowError, type Tally } from './batch.ts'
 import { COLUMNS, headerVersion, type Version } from './eclrs/columns.ts'
 import { readRecords, type RawRecord } from './eclrs/records.ts'
-import { finish, type InboxFile } from './inbox.ts'
+import { finish, renew, type InboxFile } from './inbox.ts'
 
 export interface IngestOptions {
   workerId: string
@@ -70,6 +70,19 @@ function describeHeader(line: string): string {
 }
 
 export async function ingestFile(db: Db, store: ObjectStore, inbox: InboxFile, opts: IngestOptions): Promise<IngestResult> {
+  // The claim is renewed by every batch, and by this timer through the hashing read and any slow
+  // stretch, so a live worker never loses its file to another.
+  const renewal = setInterval(() => {
+    renew(db, inbox.id, opts.workerId, opts.leaseSeconds).catch(() => {})
+  }, Math.max(500, (opts.leaseSeconds * 1000) / 3))
+  try {
+    return await ingestClaimed(db, store, inbox, opts)
+  } finally {
+    clearInterval(renewal)
+  }
+}
+
+async function ingestClaimed(db: Db, store: ObjectStore, inbox: InboxFile, opts: IngestOptions): Promise<IngestResult> {
   const first = await store.open(inbox.uri)
   const sha = await sha256Of(first.body)
   // The same version of the object as was hashed, or ObjectChanged, before anything is recorded

@@ -55,11 +55,15 @@ export async function discover(db: Queryable, store: ObjectStore): Promise<numbe
 const CLAIM_LOCK = 0x68636c6d
 
 /**
- * Claims the next file, or nothing while another worker holds a live claim. A file whose lease
- * ran out (its worker died) comes first; then waiting files in order. `only` names files a person
- * asked for (`herald ingest`): those are also taken out of a retry backoff or out of `failed`.
+ * Claims the next file in order, or nothing. The earliest unfinished file decides: a file whose
+ * worker died (lease run out) is resumed; a waiting file is taken; but while it is held by a live
+ * worker, or backing off after a failure, no later file goes ahead of it. `only` names files a
+ * person asked for (`herald ingest`): those are also taken out of a backoff or out of `failed`.
+ * `exclusive`: this process holds the database alone (embedded PGlite), so any other claim is dead.
  */
-export async function claim(db: Db, workerId: string, leaseSeconds: number, only?: number[]): Promise<InboxFile | undefined> {
+export async function claim(
+  db: Db, workerId: string, leaseSeconds: number, only?: number[], exclusive = false,
+): Promise<InboxFile | undefined> {
   return db.transaction(async (tx) => {
     // Held to the end of this transaction: claims are decided one after another, each seeing the last.
     await tx.query('SELECT pg_advisory_xact_lock($1)', [CLAIM_LOCK])
@@ -67,26 +71,37 @@ export async function claim(db: Db, workerId: string, leaseSeconds: number, only
     await tx.query(
       `UPDATE inbox_files SET state = 'failed', claimed_by = NULL, lease_until = NULL,
               error = 'its worker stopped during each of ' || attempts || ' attempts (killed, or out of memory?)'
-        WHERE state = 'claimed' AND lease_until < now() AND attempts >= $1`,
-      [MAX_ATTEMPTS],
+        WHERE state = 'claimed' AND (lease_until < now() OR $2) AND attempts >= $1`,
+      [MAX_ATTEMPTS, exclusive],
     )
-    const [busy] = await tx.query(`SELECT 1 FROM inbox_files WHERE state = 'claimed' AND lease_until >= now() LIMIT 1`)
-    if (busy) return undefined
+    const [next] = await tx.query<{ id: number; state: string; expired: boolean; backing_off: boolean }>(
+      `SELECT id, state, lease_until < now() OR $2 AS expired, state = 'pending' AND lease_until > now() AS backing_off
+         FROM inbox_files
+        WHERE state IN ('pending', 'claimed') OR state = 'failed' AND id = ANY($1::bigint[])
+        ORDER BY id LIMIT 1`,
+      [only ?? null, exclusive],
+    )
+    if (!next) return undefined
+    if (next.state === 'claimed' && !next.expired) return undefined // another worker is on it
+    if (next.backing_off && !only?.includes(next.id)) return undefined // later files wait for it
     const [file] = await tx.query<InboxFile>(
-      `UPDATE inbox_files SET state = 'claimed', claimed_by = $1, lease_until = now() + make_interval(secs => $2),
+      `UPDATE inbox_files SET state = 'claimed', claimed_by = $2, lease_until = now() + make_interval(secs => $3),
               attempts = attempts + 1, error = NULL
-        WHERE id = (
-          SELECT id FROM inbox_files
-           WHERE state = 'claimed'
-              OR $3::bigint[] IS NULL AND state = 'pending' AND (lease_until IS NULL OR lease_until < now())
-              OR id = ANY($3::bigint[]) AND state IN ('pending', 'failed')
-           ORDER BY state = 'claimed' DESC, id
-           LIMIT 1)
+        WHERE id = $1
         RETURNING id, uri, size, attempts`,
-      [workerId, leaseSeconds, only ?? null],
+      [next.id, workerId, leaseSeconds],
     )
     return file
   })
+}
+
+/** Extends this worker's claim; false when it no longer holds it. */
+export async function renew(db: Queryable, id: number, workerId: string, leaseSeconds: number): Promise<boolean> {
+  const rows = await db.query(
+    `UPDATE inbox_files SET lease_until = now() + make_interval(secs => $3) WHERE id = $1 AND claimed_by = $2 RETURNING id`,
+    [id, workerId, leaseSeconds],
+  )
+  return rows.length > 0
 }
 
 /** Records the outcome, if this worker still holds the claim. */
@@ -108,14 +123,18 @@ export async function release(db: Db, ids: number[], workerId: string) {
   )
 }
 
-/** After a failure: retry later with backoff, or give up and leave the file visibly failed. */
-export async function fail(db: Db, file: InboxFile, workerId: string, error: string): Promise<'retry' | 'failed'> {
+/**
+ * After a failure: retry later with backoff, or give up and leave the file visibly failed.
+ * 'conflict' when this worker no longer holds the claim (another has the file now).
+ */
+export async function fail(db: Db, file: InboxFile, workerId: string, error: string): Promise<'retry' | 'failed' | 'conflict'> {
   const final = file.attempts >= MAX_ATTEMPTS
-  await db.query(
+  const rows = await db.query(
     `UPDATE inbox_files SET state = $2, error = $3, claimed_by = NULL,
             lease_until = CASE WHEN $2 = 'pending' THEN now() + make_interval(secs => $4) END
-      WHERE id = $1 AND claimed_by = $5`,
+      WHERE id = $1 AND claimed_by = $5 RETURNING id`,
     [file.id, final ? 'failed' : 'pending', error, 2 ** file.attempts * 5, workerId],
   )
+  if (rows.length === 0) return 'conflict'
   return final ? 'failed' : 'retry'
 }

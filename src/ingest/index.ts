@@ -49,7 +49,8 @@ export async function processInboxFile(db: Db, store: ObjectStore, item: InboxFi
       return { outcome: 'conflict', error }
     }
     const next = await fail(db, item, opts.workerId, error)
-    log.error({ file: displayName(item.uri), inbox_id: item.id, attempt: item.attempts, next, err: error }, 'ingest failed')
+    if (next === 'conflict') log.warn({ file: displayName(item.uri), inbox_id: item.id, err: error }, 'ingest lost its claim')
+    else log.error({ file: displayName(item.uri), inbox_id: item.id, attempt: item.attempts, next, err: error }, 'ingest failed')
     return { outcome: next, error }
   }
 }
@@ -67,7 +68,8 @@ export function ingestEngine(config: Config, log: Logger, location = config.inbo
       await discover(db, store).catch((err) => log.warn({ inbox: location, err: errorText(err) }, 'inbox not readable'))
     },
     async claim(db) {
-      const item = await claim(db, config.workerId, config.claimLeaseSeconds)
+      // PGlite opened by this process alone: no other worker can be alive, whatever its lease says.
+      const item = await claim(db, config.workerId, config.claimLeaseSeconds, undefined, db.kind === 'pglite')
       return item ? [item] : []
     },
     async process(db, item, signal) {

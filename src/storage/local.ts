@@ -1,5 +1,6 @@
 /** A folder (searched recursively) or a single file as an object store. */
 import { open, readdir, stat } from 'node:fs/promises'
+import { Readable } from 'node:stream'
 import { join, resolve, basename } from 'node:path'
 import { ObjectChanged, type ObjectStore, type StoredObject } from './types.ts'
 
@@ -45,7 +46,12 @@ export class LocalStore implements ObjectStore {
       await handle.close()
       throw new ObjectChanged(uri)
     }
-    return { body: handle.createReadStream({ highWaterMark: 1 << 20 }), version }
+    // Only the bytes there when it was opened: a file still growing is read as it was, each time.
+    if (info.size === 0) {
+      await handle.close()
+      return { body: Readable.from([]), version }
+    }
+    return { body: handle.createReadStream({ highWaterMark: 1 << 20, start: 0, end: info.size - 1 }), version }
   }
 }
 

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest'
-import { readFileSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { DataFolderBusy, openEmbedded } from '../../src/db/embedded.ts'
 import { migrate } from '../../src/db/migrate.ts'
@@ -43,7 +43,7 @@ describe('the embedded data folder', () => {
     const dir = join(tmp.dir, 'c')
     const db = await openEmbedded(dir)
     await db.close()
-    writeFileSync(join(dir, 'herald.lock'), JSON.stringify({ pid: 2 ** 22 + 12345 }))
+    writeFileSync(join(dir, 'herald.lock'), JSON.stringify({ pid: 2 ** 22 + 12345, nonce: 'dead' }))
     const again = await openEmbedded(dir)
     open.push(again)
     expect((await again.query('SELECT 1 AS one'))[0].one).toBe(1)
@@ -53,10 +53,17 @@ describe('the embedded data folder', () => {
     const dir = join(tmp.dir, 'd')
     const db = await openEmbedded(dir)
     await db.close()
-    writeFileSync(join(dir, 'herald.lock'), JSON.stringify({ pid: process.pid, port: 1 }))
+    writeFileSync(join(dir, 'herald.lock'), JSON.stringify({ pid: process.pid, nonce: 'from-an-earlier-process', port: 1 }))
     const again = await openEmbedded(dir)
     open.push(again)
     expect(again.kind).toBe('pglite')
-    expect(JSON.parse(readFileSync(join(dir, 'herald.lock'), 'utf8'))).toEqual({ pid: process.pid })
+    expect(JSON.parse(readFileSync(join(dir, 'herald.lock'), 'utf8'))).toMatchObject({ pid: process.pid, nonce: expect.not.stringMatching('from-an-earlier') })
+  })
+
+  it('leaves an unreadable lock alone while it is fresh', async () => {
+    const dir = join(tmp.dir, 'e')
+    mkdirSync(dir, { recursive: true })
+    writeFileSync(join(dir, 'herald.lock'), '')
+    await expect(openEmbedded(dir)).rejects.toThrow(/cannot be read/)
   })
 })

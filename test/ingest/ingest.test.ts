@@ -5,7 +5,7 @@ import type { Db } from '../../src/db/types.ts'
 import { ingestFile } from '../../src/ingest/file.ts'
 import { convertRow } from '../../src/ingest/generate.ts'
 import { claim, register } from '../../src/ingest/inbox.ts'
-import { storeFor } from '../../src/storage/index.ts'
+import { storeFor, type StoredObject } from '../../src/storage/index.ts'
 import { createTestDb, type TestDb } from '../helpers/db.ts'
 import { copyFixture, exportText, row, tempDir, writeExport } from '../helpers/files.ts'
 import { counts, ingestPath, options, testConfig } from '../helpers/ingest.ts'
@@ -269,7 +269,23 @@ describe('inbox failures', () => {
     const mine = (await claim(db, 'slow', 60))!
     await db.query(`UPDATE inbox_files SET claimed_by = 'other'`) // the lease ran out and another took it
     const { fail } = await import('../../src/ingest/inbox.ts')
-    await fail(db, mine, 'slow', 'too late')
+    expect(await fail(db, mine, 'slow', 'too late')).toBe('conflict')
     expect((await db.query('SELECT state, claimed_by, error FROM inbox_files'))[0]).toEqual({ state: 'claimed', claimed_by: 'other', error: null })
+  })
+
+  it('hold later files back while an earlier one backs off after a failure', async () => {
+    const first = writeExport(dir, 'a1.txt', exportText(1, [row(1)]))
+    const second = writeExport(dir, 'a2.txt', exportText(1, [row(1)]))
+    const objects: StoredObject[] = []
+    for await (const o of storeFor(dir, testConfig).list()) objects.push(o)
+    const [a1, a2] = await register(db, objects)
+    expect(objects.map((o) => o.uri)).toEqual([first, second]) // found, so claimed, in this order
+    const { fail } = await import('../../src/ingest/inbox.ts')
+    expect(await fail(db, (await claim(db, 'w', 60))!, 'w', 'read error')).toBe('retry')
+    expect(await claim(db, 'w', 60)).toBeUndefined() // a2 waits for a1's backoff
+    await db.query('UPDATE inbox_files SET lease_until = NULL WHERE id = $1', [a1])
+    expect((await claim(db, 'w', 60))!.id).toBe(a1)
+    // A person naming a2 does not jump the queue either: a1 is claimed by a live worker.
+    expect(await claim(db, 'person', 60, [a2])).toBeUndefined()
   })
 })

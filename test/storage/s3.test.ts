@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { CreateBucketCommand, PutObjectCommand } from '@aws-sdk/client-s3'
 import S3rver from 's3rver'
-import { readFileSync, writeFileSync } from 'node:fs'
+import { appendFileSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { S3Store, s3Client } from '../../src/storage/s3.ts'
 import { LocalStore } from '../../src/storage/local.ts'
@@ -69,5 +69,15 @@ describe('reading one object twice', () => {
     body.destroy()
     writeFileSync(path, 'second, longer')
     await expect(store.open(path, version)).rejects.toBeInstanceOf(ObjectChanged)
+  })
+
+  it('reads a local file as it was when opened, even while it grows', async () => {
+    const path = join(tmp.dir, 'growing.txt')
+    writeFileSync(path, 'rows so far\n')
+    const { body } = await new LocalStore(path).open(path)
+    appendFileSync(path, 'a row written later\n')
+    let text = ''
+    for await (const chunk of body) text += chunk
+    expect(text).toBe('rows so far\n')
   })
 })
