@@ -55,8 +55,11 @@ describe('herald start', () => {
       expect(JSON.parse(stdout)[0]).toMatchObject({ outcome: 'ingested', version: 3, rows: 3, seen: 1, new: 2 })
     } finally {
       start.kill('SIGTERM')
+      // A process that does not stop must not outlive the test: it would hold its port and poll on.
+      const killer = setTimeout(() => start.kill('SIGKILL'), 15_000)
+      exited.finally(() => clearTimeout(killer))
     }
-    expect(await exited).toBe(0)
+    expect(await exited).toBe(0) // a graceful stop, not the SIGKILL
     expect(logs).toContain('"outcome":"ingested"')
   })
 
