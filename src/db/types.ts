@@ -21,11 +21,6 @@ export interface Db extends Queryable {
   close(): Promise<void>
 }
 
-/** Database errors keep PostgreSQL's SQLSTATE in `code` on both drivers. */
-export function sqlState(err: unknown): string | undefined {
-  return typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : undefined
-}
-
 /** A bytea value already in hex, so bulk loads need not turn it into a Buffer and back. */
 export class HexBytes {
   constructor(readonly hex: string) {}

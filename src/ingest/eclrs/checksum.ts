@@ -41,7 +41,7 @@ export function checksums(record: Pick<RawRecord, 'bytes' | 'ends'>, version: Ve
   })
 }
 
-/** The same, from field values, by building each form in full: the definition, kept for tests and `inspect`. */
+/** The same, from field values, by building each form in full: the definition, which the tests hold the fast path to. */
 export function checksumsByDefinition(fields: string[], serialise: (fields: string[]) => Buffer): Buffer[] {
   const last = fields[fields.length - 1]
   const base = fields.slice(0, -1)
