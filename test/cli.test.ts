@@ -33,7 +33,8 @@ describe('herald start', () => {
     start.stderr.on('data', (d) => (logs += d))
     const exited = new Promise<number | null>((resolve) => start.on('exit', resolve))
     try {
-      for (let i = 0; i < 300 && !out.includes('Herald is running'); i++) await new Promise((r) => setTimeout(r, 100))
+      // The banner may arrive in several chunks: wait for its last line.
+      for (let i = 0; i < 300 && !out.includes('Ctrl-C'); i++) await new Promise((r) => setTimeout(r, 100))
       expect(out).toContain(`inbox     ${join(tmp.dir, '.herald', 'inbox')}`)
       copyFileSync(FIXTURES + 'duplicate_rows.txt', join(tmp.dir, '.herald', 'inbox', 'duplicate_rows.txt'))
       let files: any[] = []
