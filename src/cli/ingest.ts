@@ -94,12 +94,12 @@ export async function ingestCommand(paths: string[], opts: { json?: boolean }) {
         seen: s.seen, duplicate: s.duplicate, error: s.error,
       }))))
       for (const s of summaries) {
-        if (s.rejection) console.log(`${displayName(s.file)}: ${s.outcome === 'rejected' || s.status === 'rejected' ? 'rejected' : s.outcome}: ${s.rejection}`)
+        if (s.rejection) console.log(`${displayName(s.file)}: ${s.status === 'rejected' ? 'rejected' : s.outcome}: ${s.rejection}`)
         for (const e of s.errors.slice(0, 20)) console.log(`${displayName(s.file)}:${e.line}: ${e.reason}`)
         if (s.errors.length > 20) console.log(`${displayName(s.file)}: ... and ${s.errors.length - 20} more errors (herald files ${s.fileId} lists them all)`)
       }
     }
-    const bad = summaries.filter((s) => ['rejected', 'failed', 'retry', 'conflict'].includes(s.outcome) || s.status === 'rejected')
+    const bad = summaries.filter((s) => s.status === 'rejected' || ['failed', 'retry', 'conflict'].includes(s.outcome))
     process.exitCode = bad.length > 0 ? 1 : 0
   })
 }

@@ -102,7 +102,7 @@ interface Parsed {
  * the record does and more input may come.
  */
 /** A quoted field not closed within this many bytes of its record's start makes that line an error. */
-export const MAX_RECORD_BYTES = 1 << 20
+const MAX_RECORD_BYTES = 1 << 20
 
 /** The first physical line of a record whose quote never closes: an error, and reading resumes after it. */
 function unclosed(buf: Buffer, start: number, line: number, reason: string): Parsed {
