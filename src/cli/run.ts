@@ -1,18 +1,20 @@
 /** `herald start` (the embedded default, served to other terminals) and `herald run` (engines in the foreground). */
 import { mkdirSync } from 'node:fs'
 import { describeDb } from '../db/connect.ts'
-import type { Engine } from '../engine/engine.ts'
+import type { AnyEngine } from '../engine/engine.ts'
 import { Counters } from '../engine/engine.ts'
 import { serveMetrics } from '../engine/metrics.ts'
 import { runEngines } from '../engine/runner.ts'
 import { ingestEngine } from '../ingest/index.ts'
+import { linkEngine } from '../link/index.ts'
 import type { Config } from '../config.ts'
 import type { Logger } from '../log.ts'
 import { stopSignal, withDb } from './context.ts'
 
 /** Every engine Herald has, in pipeline order. Later engines join this list. */
-const ENGINES: Record<string, (config: Config, log: Logger) => Engine<any>> = {
+const ENGINES: Record<string, (config: Config, log: Logger) => AnyEngine> = {
   ingest: (config, log) => ingestEngine(config, log),
+  link: (config, log) => linkEngine(config, log),
 }
 
 export function engineNames(list: string | undefined): string[] {

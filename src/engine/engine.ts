@@ -20,6 +20,20 @@ export interface Engine<Item = unknown> {
   readonly batchSize: number
 }
 
+/**
+ * An engine whose claim lives inside the transaction that does the work (link): the claimed rows
+ * stay locked, skipped by other workers, until it commits, and a crash gives them back by rolling
+ * back. No lease, no release. `step` claims and processes one batch; it returns how many items it
+ * took, by outcome (empty: nothing to do).
+ */
+export interface BatchEngine {
+  readonly name: string
+  readonly batchSize: number
+  step(db: Db, signal: AbortSignal): Promise<Record<string, number>>
+}
+
+export type AnyEngine = Engine<any> | BatchEngine
+
 /** Per engine, per outcome: how many items, since this process started. Read by progress lines and /metrics. */
 export class Counters {
   private readonly counts = new Map<string, Map<string, number>>()

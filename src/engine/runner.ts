@@ -7,7 +7,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Db } from '../db/types.ts'
 import { errorText, type Logger } from '../log.ts'
-import { Counters, type Engine } from './engine.ts'
+import { Counters, type AnyEngine, type BatchEngine, type Engine } from './engine.ts'
 
 export interface RunOptions {
   untilIdle?: boolean
@@ -18,8 +18,17 @@ export interface RunOptions {
 }
 
 /** Runs one claim-and-process round; returns how many items it claimed. */
-export async function runOnce<Item>(db: Db, engine: Engine<Item>, opts: Omit<RunOptions, 'pollIntervalMs' | 'untilIdle'>): Promise<number> {
+export async function runOnce<Item>(db: Db, engine: Engine<Item> | BatchEngine, opts: Omit<RunOptions, 'pollIntervalMs' | 'untilIdle'>): Promise<number> {
   const counters = opts.counters ?? new Counters()
+  if ('step' in engine) {
+    const outcomes = await engine.step(db, opts.signal)
+    let n = 0
+    for (const [outcome, count] of Object.entries(outcomes)) {
+      counters.add(engine.name, outcome, count)
+      n += count
+    }
+    return n
+  }
   if (engine.discover) await engine.discover(db)
   const items = await engine.claim(db, engine.batchSize)
   for (let i = 0; i < items.length; i++) {
@@ -37,7 +46,7 @@ export async function runOnce<Item>(db: Db, engine: Engine<Item>, opts: Omit<Run
   return items.length
 }
 
-export async function runEngines(db: Db, engines: Engine<any>[], opts: RunOptions): Promise<void> {
+export async function runEngines(db: Db, engines: AnyEngine[], opts: RunOptions): Promise<void> {
   const idle = new Set<string>()
   await Promise.all(
     engines.map(async (engine) => {

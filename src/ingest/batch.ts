@@ -211,6 +211,11 @@ async function store(tx: Queryable, p: FileProgress, items: Item[]) {
   const kept = items.filter((it) => it.outcome === 'new' || it.addsInformation)
   await tx.copyInto('lab_rows', ['checksum', 'version', 'file_id', 'line', 'raw', 'seen_before', ...LAB_ROW_COLUMNS],
     kept.map((it) => [hexBytes(it.own!), p.version, p.fileId, it.record.line, rawText(it.record), it.outcome === 'seen', ...it.values!]))
+  if (kept.length > 0) {
+    // Link's inbox. The batch's lines are this file's only rows in that range (a record is stored once).
+    await tx.query('INSERT INTO link_queue (lab_row_id) SELECT id FROM lab_rows WHERE file_id = $1 AND line BETWEEN $2 AND $3',
+      [p.fileId, kept[0].record.line, kept[kept.length - 1].record.line])
+  }
   const fresh = kept.filter((it) => it.outcome === 'new')
   await tx.copyInto('lab_row_keys', ['checksum', 'last_file_id'], fresh.map((it) => [hexBytes(it.own!), p.fileId]))
   // A repeat of an error row is the same error, as it would be had it fallen in a later batch.

@@ -239,3 +239,10 @@ export async function* readRecords(input: AsyncIterable<Buffer | string>): Async
     pos = nl + 1
   }
 }
+
+/** One stored record (lab_rows.raw, in checksum form) as a record again, to read its fields. */
+export function recordOf(raw: string, line: number): RawRecord {
+  const bytes = Buffer.from(raw)
+  if (bytes.indexOf(QUOTE) === -1) return new PlainRecord(line, bytes)
+  return quotedRecord(bytes, 0, line, true)!.record
+}

@@ -1,0 +1,180 @@
+/**
+ * One link batch, one transaction: claim rows, take the locks, load every record the rows can
+ * touch, decide (decide.ts), write. About a dozen statements whatever the batch size.
+ *
+ * Why no two workers ever create two people, or two cases, for one person:
+ * 1. Before looking anyone up, the batch takes a transaction advisory lock on each of its rows'
+ *    patient keys and match keys (rule b), all in one statement, in one global order, so workers
+ *    cannot deadlock on them. A person is only created, and a key only added, under the lock of
+ *    that key: a second worker with a row of the same person waits, then finds that person.
+ * 2. A person can also be reached through a key another worker holds (its rows carry other keys of
+ *    the same person). So the people found are then locked as rows (FOR UPDATE, ordered by id),
+ *    and only then are their cases read and decided: cases of one person change one batch at a time.
+ * Advisory locks are always taken before row locks, each in sorted order: no cycle can form.
+ */
+import type { Queryable } from '../db/types.ts'
+import { NoCountyList, readCounties } from './counties.ts'
+import { PERSON_FIELDS } from './data.ts'
+import { decideCases, LinkState, lockKeys, matchKey, planRows, type CaseRec, type Outcome, type PersonRec, type ResultRec } from './decide.ts'
+import { readRow, type StoredRow } from './row.ts'
+
+// Class of link's two-part advisory locks ("lnk"); the other part is the key's hash.
+const LINK_LOCK_CLASS = 0x6c6e6b
+
+export interface BatchResult {
+  rowIds: number[]
+  outcomes: Map<number, Outcome>
+}
+
+/** Claims up to `limit` rows waiting in link_queue; they leave it when this transaction commits. */
+export async function claimRows(tx: Queryable, limit: number, only?: number[]): Promise<StoredRow[]> {
+  return tx.query<StoredRow>(
+    `WITH claimed AS (
+       DELETE FROM link_queue WHERE lab_row_id IN (
+         SELECT lab_row_id FROM link_queue
+         WHERE attempts < $2 AND (retry_at IS NULL OR retry_at <= now()) AND ($3::bigint[] IS NULL OR lab_row_id = ANY($3))
+         ORDER BY lab_row_id LIMIT $1 FOR UPDATE SKIP LOCKED)
+       RETURNING lab_row_id)
+     SELECT r.id, r.version, r.raw, to_char(r.ingested_at AT TIME ZONE 'America/New_York', 'YYYY-MM-DD') AS imported_on
+     FROM lab_rows r JOIN claimed c ON c.lab_row_id = r.id ORDER BY r.id`,
+    [limit, MAX_ATTEMPTS, only ?? null],
+  )
+}
+export const MAX_ATTEMPTS = 5
+
+export async function linkBatch(tx: Queryable, limit: number, only?: number[]): Promise<BatchResult> {
+  const counties = await readCounties(tx)
+  if (counties.byFips.size === 0) throw new NoCountyList()
+  const stored = await claimRows(tx, limit, only)
+  const outcomes = new Map<number, Outcome>()
+  if (stored.length === 0) return { rowIds: [], outcomes }
+  const rows = stored.map(readRow)
+  const state = new LinkState()
+
+  await tx.query(
+    `SELECT count(pg_advisory_xact_lock($1, h)) FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest($2::text[]) k ORDER BY 1) s`,
+    [LINK_LOCK_CLASS, lockKeys(rows)])
+  await findPeople(tx, rows, state)
+  const plans = planRows(rows, counties, state, outcomes)
+
+  await lockPeople(tx, state)
+  decideCases(plans, state, outcomes)
+  await takeIds(tx, { people: state.newPeople, index_cases: state.newCases, lab_results: state.newResults })
+  await write(tx, state)
+  return { rowIds: rows.map((r) => r.id), outcomes }
+}
+
+/** The people the rows' keys already name (ids only: their records are read once they are locked). */
+async function findPeople(tx: Queryable, rows: ReturnType<typeof readRow>[], state: LinkState) {
+  const keys = [...new Set(rows.flatMap((r) => (r.patientKey ? [r.patientKey] : [])))]
+  const matches = [...new Map(rows.flatMap((r) => (r.match ? [[matchKey(r.match), r.match]] : []))).values()]
+  const [byKey, byMatch] = await Promise.all([
+    tx.query<{ patient_key: string; person_id: number }>(
+      'SELECT patient_key, person_id FROM person_keys WHERE patient_key = ANY($1::text[])', [keys]),
+    tx.query<{ id: number; dob: string; match_last: string; match_first: string }>(
+      `SELECT min(p.id) AS id, p.date_of_birth::text AS dob, p.match_last, p.match_first
+       FROM people p JOIN unnest($1::date[], $2::text[], $3::text[]) AS m(dob, last, first)
+         ON p.date_of_birth = m.dob AND p.match_last = m.last AND p.match_first = m.first
+       GROUP BY 2, 3, 4`,
+      [matches.map((m) => m.dob), matches.map((m) => m.last), matches.map((m) => m.first)]),
+  ])
+  for (const r of byKey) state.keyOwner.set(r.patient_key, state.existingPerson(r.person_id))
+  for (const r of byMatch) state.byMatch.set(`${r.dob}|${r.match_last}|${r.match_first}`, state.existingPerson(r.id))
+}
+
+/** Ids for the new records of each table, from the tables' sequences, in one statement. */
+async function takeIds(tx: Queryable, byTable: Record<string, { id?: number }[]>) {
+  const tables = Object.keys(byTable).filter((t) => byTable[t].length > 0)
+  if (tables.length === 0) return
+  const [row] = await tx.query(`SELECT ${tables.map((t, i) =>
+    `ARRAY(SELECT nextval(pg_get_serial_sequence('${t}', 'id')) FROM generate_series(1, $${i + 1}::int))::bigint[] AS ${t}`).join(', ')}`,
+  tables.map((t) => byTable[t].length))
+  for (const t of tables) byTable[t].forEach((r, i) => (r.id = Number(row[t][i])))
+}
+
+/** Locks the people the batch found (by id order), reads them, their cases and those cases' results. */
+async function lockPeople(tx: Queryable, state: LinkState) {
+  const ids = [...state.people.keys()].sort((a, b) => a - b)
+  if (ids.length === 0) return
+  const people = await tx.query(
+    `SELECT id, external_id, date_of_birth::text AS dob, match_last, match_first, ${PERSON_FIELDS.join(', ')}
+     FROM people WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE`, [ids])
+  for (const p of people) {
+    const rec = state.people.get(p.id)!
+    rec.externalId = p.external_id
+    rec.match = p.dob && p.match_last && p.match_first ? { dob: p.dob, last: p.match_last, first: p.match_first } : null
+    rec.fields = Object.fromEntries(PERSON_FIELDS.map((f) => [f, p[f]])) as PersonRec['fields']
+  }
+  const cases = await tx.query(
+    `SELECT id, person_id, county_fips, case_id, data, closed, opened_on::text AS opened_on,
+       activity_ended_on::text AS activity_ended_on, reinfection_of
+     FROM index_cases WHERE person_id = ANY($1::bigint[]) ORDER BY id`, [ids])
+  const byId = new Map<number, CaseRec>()
+  for (const c of cases) {
+    const person = state.people.get(c.person_id)!
+    const rec: CaseRec = {
+      id: c.id, isNew: false, person, countyFips: c.county_fips, caseId: c.case_id, data: c.data, closed: c.closed,
+      openedOn: c.opened_on, activityEndedOn: c.activity_ended_on, reinfectionOf: null, changed: false, results: new Map(),
+    }
+    byId.set(c.id, rec)
+    state.cases.set(person, [...(state.cases.get(person) ?? []), rec])
+  }
+  for (const c of cases) if (c.reinfection_of) byId.get(c.id)!.reinfectionOf = byId.get(c.reinfection_of) ?? null
+  if (byId.size === 0) return
+  const results = await tx.query(
+    `SELECT id, index_case_id, accession_number, lab_row_id, positive, tested_on::text AS tested_on, data
+     FROM lab_results WHERE index_case_id = ANY($1::bigint[])`, [[...byId.keys()]])
+  for (const r of results) {
+    const c = byId.get(r.index_case_id)!
+    c.results.set(r.accession_number, {
+      id: r.id, isNew: false, indexCase: c, accession: r.accession_number, labRowId: r.lab_row_id, positive: r.positive,
+      testedOn: r.tested_on, data: r.data, changed: false,
+    })
+  }
+}
+
+async function write(tx: Queryable, s: LinkState) {
+  const now = new Date()
+  await tx.copyInto('people', ['id', 'external_id', 'date_of_birth', 'match_last', 'match_first', ...PERSON_FIELDS],
+    s.newPeople.map((p) => [p.id, p.externalId, p.match?.dob ?? null, p.match?.last ?? null, p.match?.first ?? null, ...PERSON_FIELDS.map((f) => p.fields[f])]))
+  const updatedPeople = [...s.people.values()].filter((p) => p.changed)
+  if (updatedPeople.length > 0) {
+    await tx.query(
+      `UPDATE people p SET ${PERSON_FIELDS.map((f) => `${f} = x.${f}`).join(', ')}, updated_at = now()
+       FROM json_to_recordset($1::json) AS x(id bigint, ${PERSON_FIELDS.map((f) => `${f} text`).join(', ')})
+       WHERE p.id = x.id`,
+      [JSON.stringify(updatedPeople.map((p) => ({ id: p.id, ...p.fields })))])
+  }
+  await tx.copyInto('person_keys', ['patient_key', 'person_id', 'lab_row_id'], s.newKeys.map((k) => [k.key, k.person.id, k.row]))
+
+  await tx.copyInto('index_cases',
+    ['id', 'person_id', 'county_fips', 'case_id', 'data', 'closed', 'opened_on', 'activity_ended_on', 'reinfection_of', 'sync_requested_at'],
+    s.newCases.map((c) => [c.id, c.person.id, c.countyFips, c.caseId, c.data, c.closed, c.openedOn, c.activityEndedOn, c.reinfectionOf?.id ?? null, now]))
+  const updatedCases = [...s.cases.values()].flat().filter((c) => !c.isNew && c.changed)
+  if (updatedCases.length > 0) {
+    // Every change asks case sync to post the case again (casesync's inbox: sync_state pending).
+    await tx.query(
+      `UPDATE index_cases c SET data = x.data, closed = x.closed, activity_ended_on = x.activity_ended_on,
+         version = c.version + 1, sync_state = 'pending', sync_requested_at = now(), updated_at = now()
+       FROM json_to_recordset($1::json) AS x(id bigint, data jsonb, closed boolean, activity_ended_on date)
+       WHERE c.id = x.id`,
+      [JSON.stringify(updatedCases.map((c) => ({ id: c.id, data: c.data, closed: c.closed, activity_ended_on: c.activityEndedOn })))])
+  }
+
+  await tx.copyInto('lab_results', ['id', 'index_case_id', 'accession_number', 'lab_row_id', 'positive', 'tested_on', 'data'],
+    s.newResults.map((r) => [r.id, r.indexCase.id, r.accession, r.labRowId, r.positive, r.testedOn, r.data]))
+  const updatedResults = [...s.cases.values()].flat().flatMap((c) => [...c.results.values()]).filter((r) => !r.isNew && r.changed)
+  if (updatedResults.length > 0) {
+    await tx.query(
+      `UPDATE lab_results r SET data = x.data, updated_at = now()
+       FROM json_to_recordset($1::json) AS x(id bigint, data jsonb) WHERE r.id = x.id`,
+      [JSON.stringify(updatedResults.map((r) => ({ id: r.id, data: r.data })))])
+  }
+
+  await tx.copyInto('link_events', ['lab_row_id', 'kind', 'person_id', 'index_case_id', 'lab_result_id', 'detail'],
+    s.events.map((e) => [e.row, e.kind, e.person?.id ?? null, e.indexCase?.id ?? null, e.result?.id ?? null, e.detail ?? null]))
+  await tx.copyInto('link_changes', ['lab_row_id', 'target', 'target_id', 'applied', 'dropped'],
+    s.changes.map((c) => [c.row, c.target, c.record.id, c.applied, c.dropped]))
+  await tx.copyInto('exposure_queue', ['lab_result_id', 'person_id'],
+    s.exposures.map((r: ResultRec) => [r.id, r.indexCase.person.id]))
+}

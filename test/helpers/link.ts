@@ -1,0 +1,47 @@
+/** Link in tests: the county list fixture, linking until the queue is empty, records compared by content. */
+import { readFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import type { Db } from '../../src/db/types.ts'
+import { parseCountyList, saveCounties } from '../../src/link/counties.ts'
+import { linkOnce } from '../../src/link/index.ts'
+import { createLogger } from '../../src/log.ts'
+
+export const COUNTY_LIST = fileURLToPath(new URL('../../../shared/fixtures/commcare/county_list_response_ny.json', import.meta.url))
+
+export async function loadCounties(db: Db) {
+  const list = parseCountyList(JSON.parse(readFileSync(COUNTY_LIST, 'utf8')))
+  return db.transaction((tx) => saveCounties(tx, list))
+}
+
+/** Links everything waiting; returns the outcome counts. */
+export async function linkAll(db: Db, batch = 100): Promise<Record<string, number>> {
+  const total: Record<string, number> = {}
+  const log = createLogger('silent')
+  for (;;) {
+    const counts = await linkOnce(db, batch, log)
+    if (Object.keys(counts).length === 0) return total
+    for (const [k, n] of Object.entries(counts)) total[k] = (total[k] ?? 0) + n
+  }
+}
+
+/**
+ * People, cases, results and events described without ids or times, so two databases that
+ * linked the same rows can be compared.
+ */
+export async function snapshot(db: Db) {
+  const people = await db.query(`
+    SELECT p.last_name, p.first_name, p.date_of_birth::text AS dob, p.phone,
+      (SELECT array_agg(patient_key ORDER BY patient_key) FROM person_keys k WHERE k.person_id = p.id) AS keys,
+      (SELECT array_agg(c.county_fips || ':' || c.closed || ':' ||
+         (SELECT string_agg(accession_number, ',' ORDER BY accession_number) FROM lab_results r WHERE r.index_case_id = c.id)
+         ORDER BY c.county_fips, c.case_id) FROM index_cases c WHERE c.person_id = p.id) AS cases
+    FROM people p ORDER BY 1, 2, 3, 5`)
+  const events = await db.query(`SELECT lab_row_id, kind, count(*)::int AS n FROM link_events GROUP BY 1, 2 ORDER BY 1, 2`)
+  const data = await db.query(`SELECT c.case_id, c.data, array_agg(r.data ORDER BY r.accession_number) AS results
+    FROM index_cases c JOIN lab_results r ON r.index_case_id = c.id GROUP BY c.id ORDER BY c.case_id`)
+  return { people, events, data }
+}
+
+export async function count(db: Db, table: string, where = 'true'): Promise<number> {
+  return (await db.query(`SELECT count(*)::int AS n FROM ${table} WHERE ${where}`))[0].n
+}
