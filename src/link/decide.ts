@@ -289,10 +289,11 @@ function decideRow({ row, county, person }: Plan, state: LinkState) {
     logChange(state, row, 'index_case', c, merged)
   }
 
-  for (const c of [...created, ...targets]) linkResult(row, county, person, c, state)
+  for (const c of created) linkResult(row, county, person, c, state, true)
+  for (const c of targets) linkResult(row, county, person, c, state, false)
 }
 
-function linkResult(row: LinkRow, county: County, person: PersonRec, c: CaseRec, state: LinkState) {
+function linkResult(row: LinkRow, county: County, person: PersonRec, c: CaseRec, state: LinkState, caseIsNew: boolean) {
   const props = labResultProps(row, person.externalId, county)
   const existing = c.results.get(row.accession!)
   if (existing) {
@@ -312,8 +313,8 @@ function linkResult(row: LinkRow, county: County, person: PersonRec, c: CaseRec,
   }
   c.results.set(row.accession!, result)
   state.newResults.push(result)
-  if (!c.isNew) {
-    // A signal to CommCare's workflows, raised by Herald on every new result: not an investigator's value.
+  if (!caseIsNew) {
+    // A signal to CommCare's workflows, raised by Herald on every later result: not an investigator's value.
     c.data = { ...c.data, new_lab_result_received: 'yes' }
   }
   c.changed = true

@@ -54,4 +54,115 @@ describe('link', () => {
     expect(await count(db, 'exposure_queue')).toBe(3)
     expect(await count(db, 'link_queue')).toBe(0)
   })
+
+  it('finds a person by patient key, else by date of birth and names (adding the key), else creates one', async () => {
+    const base = { PIDDATEOFBIRTH: '05MAY1980:00:00:00.000000', PIDLASTNAME: 'Testperson', PIDFIRSTNAME: 'Mary Ann', PIDCOUNTYCODE: '1' }
+    await linkRows([
+      row(3, { ...base, PIDPATIENTKEY: 'K-1' }),
+      // (a) the same key under another name and birth date: the key decides.
+      row(3, { PIDPATIENTKEY: 'K-1', PIDLASTNAME: 'Othername', PIDFIRSTNAME: 'X', PIDDATEOFBIRTH: '01JAN1990:00:00:00.000000', PIDCOUNTYCODE: '1' }),
+      // (b) another key, the same birth date, names in other case, "MARY" for "Mary Ann".
+      row(3, { ...base, PIDPATIENTKEY: 'K-2', PIDLASTNAME: 'TESTPERSON', PIDFIRSTNAME: 'mary' }),
+      // (c) another birth date: someone else.
+      row(3, { ...base, PIDPATIENTKEY: 'K-3', PIDDATEOFBIRTH: '06MAY1980:00:00:00.000000' }),
+    ])
+    const people = await db.query(`SELECT p.id, array_agg(k.patient_key ORDER BY k.patient_key) AS keys
+      FROM people p JOIN person_keys k ON k.person_id = p.id GROUP BY p.id ORDER BY p.id`)
+    expect(people.map((p) => p.keys)).toEqual([['K-1', 'K-2'], ['K-3']])
+    // Nothing of the row is new to the case (its other name is logged as dropped); the result is.
+    expect(await kinds(2)).toEqual(['person_matched', 'lab_result_created', 'exposure_marked'])
+    expect((await events(2))[0].detail).toEqual({ by: 'patient_key' })
+    expect(await kinds(3)).toEqual(['person_matched', 'patient_key_added', 'lab_result_created', 'exposure_marked'])
+    expect((await events(3))[0].detail).toEqual({ by: 'date_of_birth_and_name' })
+    expect(await kinds(4)).toEqual(['person_created', 'case_created', 'lab_result_created', 'exposure_marked'])
+    // One case for the first person in Albany, holding three results.
+    expect(await db.query('SELECT person_id, count(*)::int AS n FROM lab_results r JOIN index_cases c ON c.id = r.index_case_id GROUP BY 1 ORDER BY 1'))
+      .toEqual([{ person_id: 1, n: 3 }, { person_id: 2, n: 1 }])
+  })
+
+  it('opens one case per county for the same person', async () => {
+    await linkRows([row(3, { PIDPATIENTKEY: 'K-9', PIDCOUNTYCODE: '1' }), row(3, { PIDPATIENTKEY: 'K-9', PIDCOUNTYCODE: '3' })])
+    expect(await count(db, 'people')).toBe(1)
+    const cases = await db.query('SELECT county_fips, data->>\'county_commcare_domain\' AS domain FROM index_cases ORDER BY county_fips')
+    expect(cases).toEqual([{ county_fips: 1, domain: 'ny-albany-cdcms' }, { county_fips: 3, domain: 'ny-allegany-cdcms' }])
+  })
+
+  it('sends an unknown county to the state domain and ignores a non-participating one, with the reason', async () => {
+    await linkRows([row(3, { PIDCOUNTYCODE: '4242' }), row(3, { PIDCOUNTYCODE: '61' })])
+    expect(await kinds(1)).toEqual(['county_unknown', 'person_created', 'case_created', 'lab_result_created', 'exposure_marked'])
+    expect((await events(1))[0].detail).toEqual({ fips: 4242, domain: 'ny-statewide-cdcms' })
+    expect(await events(2)).toEqual([{ kind: 'ignored', detail: { reason: 'county does not participate', fips: 61, county: 'New York' } }])
+    expect(await count(db, 'people')).toBe(1) // nothing is kept about the ignored row's person
+  })
+
+  it('fills in what later versions of the same rows add (v2, v3 added_info) and overwrites nothing', async () => {
+    await linkFixture('new_records.txt')
+    const before = await db.query('SELECT id, data FROM lab_results ORDER BY id')
+    const casesBefore = await db.query('SELECT id, data, version FROM index_cases ORDER BY id')
+    expect(await linkFixture('v2_new_records_added_info.txt')).toEqual({ linked: 2 })
+    expect(await linkFixture('v3_new_records_added_info.txt')).toEqual({ linked: 2 })
+    const after = await db.query('SELECT id, data FROM lab_results ORDER BY id')
+    for (const [i, b] of before.entries()) expect(after[i].data).toMatchObject(b.data) // every earlier value kept
+    // SMITH's row in v2 brings employer and school; the v3 rows bring symptoms and first test.
+    expect(after[1].data).toMatchObject({ employer_name: 'Employer Name', school_name: 'School Name', employee_job_title: 'Employee Job Title' })
+    expect(after[0].data).toMatchObject({ employer_name: 'cool employer', first_test: 'yes', healthcare_employee: 'no', eclrs_symptomatic: 'maybe so' })
+    expect(after[2].data).toMatchObject({ first_test: 'A', aoe_date: '20MAR2020:01:02:03.000000', eclrs_pregnant: 'G' })
+    const smithRow = (await db.query(`SELECT id FROM lab_rows WHERE seen_before AND version = 2 AND last_name = 'SMITH'`))[0].id
+    expect(await kinds(smithRow)).toEqual(['county_unknown', 'person_matched', 'lab_result_updated'])
+    const casesAfter = await db.query('SELECT id, data, version, sync_state FROM index_cases ORDER BY id')
+    for (const [i, b] of casesBefore.entries()) expect(casesAfter[i].data).toMatchObject(b.data)
+    // A case whose lab result changed is posted again.
+    expect(casesAfter[1]).toMatchObject({ version: casesBefore[1].version + 1, sync_state: 'pending' })
+  })
+
+  it('keeps what a record holds when a later row disagrees, and logs the dropped value', async () => {
+    const first = row(3, { PIDPATIENTKEY: 'K-5', PIDADDRESSLINE1: '1 FIRST ST', OBRACCESSIONNUM: 'A-5', PIDCOUNTYCODE: '1' })
+    await linkRows([first])
+    await db.query(`UPDATE index_cases SET data = data || '{"current_status": "open", "first_name": "Investigator"}'`)
+    const second = [...first]
+    second[5] = '2 SECOND AVE' // PIDADDRESSLINE1
+    second[2] = 'NEWFIRST' // PIDFIRSTNAME
+    expect(await linkRows([second])).toEqual({ no_new_information: 1 })
+    const [c] = await db.query('SELECT data FROM index_cases')
+    expect(c.data).toMatchObject({ address_street: '1 FIRST ST', first_name: 'Investigator', current_status: 'open' })
+    const changes = await db.query('SELECT target, applied, dropped FROM link_changes WHERE lab_row_id = 2 ORDER BY target')
+    expect(changes).toEqual([
+      { target: 'index_case', applied: {}, dropped: expect.objectContaining({ address_street: '2 SECOND AVE', first_name: 'NEWFIRST' }) },
+      { target: 'person', applied: {}, dropped: { address1: '2 SECOND AVE', first_name: 'NEWFIRST' } },
+    ])
+  })
+
+  it('reactivates a closed case for a result within 90 days of its opening, and opens a reinfection case from day 90', async () => {
+    const at = (day: string) => ({ OBRCOLLECTIONDATE: `${day}:10:00:00.000000`, PIDCOUNTYCODE: '1' })
+    await linkRows([row(3, { PIDPATIENTKEY: 'KA', ...at('01JUN2026') }), row(3, { PIDPATIENTKEY: 'KB', ...at('01JUN2026') })])
+    expect(await db.query('SELECT DISTINCT opened_on::text AS d FROM index_cases')).toEqual([{ d: '2026-06-01' }])
+    await db.query(`UPDATE index_cases SET closed = true, activity_ended_on = '2026-06-15', sync_state = 'synced'`)
+
+    await linkRows([
+      row(3, { PIDPATIENTKEY: 'KA', ...at('10JUN2026') }), // before the activity ended: a late result of that case
+      row(3, { PIDPATIENTKEY: 'KA', ...at('29AUG2026') }), // day 89: reactivated
+      row(3, { PIDPATIENTKEY: 'KB', ...at('30AUG2026') }), // day 90: a reinfection
+    ])
+    expect(await kinds(3)).toEqual(['person_matched', 'lab_result_created', 'exposure_marked'])
+    expect(await kinds(4)).toEqual(['person_matched', 'case_reactivated', 'lab_result_created', 'exposure_marked'])
+    expect((await events(4))[1].detail).toEqual({ days_since_opened: 89 })
+    expect(await kinds(5)).toEqual(['person_matched', 'case_reinfection', 'lab_result_created', 'exposure_marked'])
+    expect((await events(5))[1].detail).toMatchObject({ days_since_opened: 90 })
+
+    const cases = await db.query(`SELECT c.id, k.patient_key, c.closed, c.reinfection_of, c.sync_state, c.data,
+        (SELECT count(*)::int FROM lab_results r WHERE r.index_case_id = c.id) AS results
+      FROM index_cases c JOIN person_keys k ON k.person_id = c.person_id ORDER BY c.id`)
+    expect(cases.map(({ data, ...c }) => c)).toEqual([
+      { id: 1, patient_key: 'KA', closed: false, reinfection_of: null, sync_state: 'pending', results: 3 },
+      { id: 2, patient_key: 'KB', closed: true, reinfection_of: null, sync_state: 'pending', results: 1 },
+      { id: 3, patient_key: 'KB', closed: false, reinfection_of: 2, sync_state: 'pending', results: 1 },
+    ])
+    expect(cases[0].data.reactivated_case).toBe('yes')
+    expect(cases[1].data.reinfected_case_created).toBe('yes')
+    expect(cases[2].data).toMatchObject({ reinfected_case: 'yes', archived_case_id: (await db.query('SELECT case_id FROM index_cases WHERE id = 2'))[0].case_id })
+
+    // The next result for KB goes to the reinfection case, not back to the ended one.
+    await linkRows([row(3, { PIDPATIENTKEY: 'KB', ...at('02SEP2026') })])
+    expect(await db.query('SELECT index_case_id FROM lab_results WHERE lab_row_id = 6')).toEqual([{ index_case_id: 3 }])
+  })
 })
