@@ -5,8 +5,10 @@ import { DataFolderBusy } from './db/embedded.ts'
 import { migrate } from './db/migrate.ts'
 import { generateEclrs } from './ingest/generate.ts'
 import { filesCommand, inboxCommand, ingestCommand, inspectCommand } from './cli/ingest.ts'
+import { countiesCommand, countiesLoadCommand, linkCommand, personCommand, traceCommand } from './cli/link.ts'
 import { runCommand } from './cli/run.ts'
 import { withDb } from './cli/context.ts'
+import { CountyListError } from './link/counties.ts'
 import { errorText } from './log.ts'
 
 const positive = (v: string) => {
@@ -18,6 +20,12 @@ const fraction = (v: string) => {
   if (!(n >= 0 && n <= 1)) throw new InvalidArgumentError('must be a number from 0 to 1')
   return n
 }
+
+// `herald files | head`: a closed pipe ends the output, not in a stack trace.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0)
+  throw err
+})
 
 const program = new Command('herald')
   .description('Lab results in, cases synced, residents notified. Configuration: environment variables (see README).')
@@ -59,6 +67,29 @@ program.command('inspect').description("validate an export without ingesting it:
   .option('--json', 'one JSON object per line')
   .action((file, opts) => inspectCommand(file, opts))
 
+const counties = program.command('counties').description("CommCare's county list: each county's domain, whether it takes part, the state domain")
+  .option('--json', 'print JSON')
+  .action((opts) => countiesCommand(opts))
+counties.command('load').description('load a county list: the JSON of CommCare\'s fixture API (fixture_type=county_list)')
+  .argument('<file>')
+  .action((file) => countiesLoadCommand(file))
+
+program.command('link').description('the link queue: rows waiting, retrying or failed')
+  .option('--failed', 'list the rows that failed, with their errors')
+  .option('--retry', 'put every failed row back in line')
+  .option('--json', 'print JSON')
+  .action((opts) => linkCommand(opts))
+
+program.command('trace').description('a lab row: every decision link made about it, why, and the cases it reached')
+  .argument('<row-id>')
+  .option('--json', 'print JSON')
+  .action((id, opts) => traceCommand(id, opts))
+
+program.command('person').description('a person: keys, cases, lab results and the history of decisions')
+  .argument('<id>', 'person id, external id (uuid) or patient key')
+  .option('--json', 'print JSON')
+  .action((id, opts) => personCommand(id, opts))
+
 const generate = program.command('generate').description('write synthetic data for demos and benchmarks')
 generate.command('eclrs').description('a realistic synthetic ECLRS export (fake people)')
   .requiredOption('--rows <n>', 'data rows', positive)
@@ -80,7 +111,7 @@ try {
   await program.parseAsync()
 } catch (err) {
   const e = err as Error
-  const prefix = e instanceof ConfigError ? 'configuration error' : e instanceof DataFolderBusy ? 'busy' : 'error'
+  const prefix = e instanceof ConfigError ? 'configuration error' : e instanceof DataFolderBusy ? 'busy' : e instanceof CountyListError ? 'county list' : 'error'
   console.error(`herald: ${prefix}: ${errorText(e)}`)
   process.exitCode = e instanceof ConfigError ? 2 : 1
 }

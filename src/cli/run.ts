@@ -1,5 +1,6 @@
 /** `herald start` (the embedded default, served to other terminals) and `herald run` (engines in the foreground). */
 import { mkdirSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
 import { describeDb } from '../db/connect.ts'
 import type { AnyEngine } from '../engine/engine.ts'
 import { Counters } from '../engine/engine.ts'
@@ -10,6 +11,9 @@ import { linkEngine } from '../link/index.ts'
 import type { Config } from '../config.ts'
 import type { Logger } from '../log.ts'
 import { stopSignal, withDb } from './context.ts'
+import { loadCountyFile } from './link.ts'
+
+const SANDBOX_COUNTIES = fileURLToPath(new URL('../sandbox/commcare/county_list_ny.json', import.meta.url))
 
 /** Every engine Herald has, in pipeline order. Later engines join this list. */
 const ENGINES: Record<string, (config: Config, log: Logger) => AnyEngine> = {
@@ -39,6 +43,11 @@ export async function runCommand(opts: { engines?: string; untilIdle?: boolean }
       console.log(`  commands  in another terminal: npx herald files | npx herald ingest FILE | npx herald --help`)
       if (metrics) console.log(`  metrics   http://127.0.0.1:${config.metricsPort}/metrics`)
       console.log('  stop      Ctrl-C')
+    }
+    if (serve && db.kind === 'pglite-server' && (await db.query('SELECT 1 FROM counties LIMIT 1')).length === 0) {
+      // The embedded default has no CommCare to ask yet: the sandbox's county list stands in.
+      const r = await loadCountyFile(db, SANDBOX_COUNTIES)
+      log.info({ counties: r.total }, 'loaded the sandbox county list (New York); herald counties load FILE replaces it')
     }
     try {
       await runEngines(db, names.map((n) => ENGINES[n](config, log)), {

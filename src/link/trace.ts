@@ -1,0 +1,54 @@
+/**
+ * Answers to "why was this result linked to this case": a lab row with every decision link made
+ * about it and the records it touched, and a person with their keys, cases, results and history.
+ */
+import type { Queryable } from '../db/types.ts'
+
+const EVENT_COLUMNS = `e.lab_row_id, e.kind, e.person_id, e.index_case_id, e.lab_result_id, e.detail, e.at`
+
+export async function traceRow(q: Queryable, rowId: number) {
+  const [row] = await q.query(
+    `SELECT r.id, r.version, r.line, r.seen_before, r.ingested_at, f.name AS file, r.patient_key, r.accession_number,
+       r.county_fips, r.collected_at, r.result_positive
+     FROM lab_rows r JOIN files f ON f.id = r.file_id WHERE r.id = $1`, [rowId])
+  if (!row) return undefined
+  const [queue] = await q.query('SELECT attempts, retry_at, error FROM link_queue WHERE lab_row_id = $1', [rowId])
+  const events = await q.query(`SELECT ${EVENT_COLUMNS} FROM link_events e WHERE e.lab_row_id = $1 ORDER BY e.id`, [rowId])
+  const changes = await q.query(
+    'SELECT target, target_id, applied, dropped, at FROM link_changes WHERE lab_row_id = $1 ORDER BY id', [rowId])
+  const caseIds = [...new Set(events.map((e) => e.index_case_id).filter(Boolean))]
+  const cases = await q.query(
+    `SELECT c.id, c.case_id, c.person_id, c.county_fips, co.domain, c.closed, c.sync_state, c.reinfection_of,
+       (SELECT array_agg(r.accession_number ORDER BY r.id) FROM lab_results r WHERE r.index_case_id = c.id) AS accessions
+     FROM index_cases c JOIN counties co ON co.fips = c.county_fips WHERE c.id = ANY($1::bigint[]) ORDER BY c.id`, [caseIds])
+  const state = queue ? (queue.attempts >= 5 ? 'failed' : queue.attempts > 0 ? 'retrying' : 'waiting') : events.length ? 'linked' : 'unknown'
+  return { row, state, queue, events, changes, cases }
+}
+
+/** A person by id, else by external id (uuid), else by patient key (often digits too). */
+export async function findPerson(q: Queryable, ref: string): Promise<number | undefined> {
+  const [p] = await q.query(
+    `SELECT id FROM people WHERE $1 ~ '^[0-9]{1,18}$' AND id = CASE WHEN $1 ~ '^[0-9]{1,18}$' THEN $1::bigint END
+     UNION ALL SELECT id FROM people WHERE $1 ~* '^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$' AND external_id::text = lower($1)
+     UNION ALL SELECT person_id FROM person_keys WHERE patient_key = $1
+     LIMIT 1`, [ref])
+  return p?.id
+}
+
+export async function describePerson(q: Queryable, id: number) {
+  const [person] = await q.query(
+    `SELECT id, external_id, first_name, middle_name, last_name, date_of_birth::text AS date_of_birth, sex, phone,
+       address1, address2, city, zip, created_at, updated_at FROM people WHERE id = $1`, [id])
+  if (!person) return undefined
+  const keys = await q.query('SELECT patient_key, lab_row_id, added_at FROM person_keys WHERE person_id = $1 ORDER BY added_at, patient_key', [id])
+  const cases = await q.query(
+    `SELECT c.id, c.case_id, c.county_fips, co.display AS county, co.domain, c.closed, c.opened_on::text AS opened_on,
+       c.activity_ended_on::text AS activity_ended_on, c.reinfection_of, c.sync_state, c.version, c.data
+     FROM index_cases c JOIN counties co ON co.fips = c.county_fips WHERE c.person_id = $1 ORDER BY c.id`, [id])
+  const results = await q.query(
+    `SELECT r.id, r.index_case_id, r.accession_number, r.positive, r.tested_on::text AS tested_on, r.lab_row_id,
+       (SELECT true FROM exposure_queue x WHERE x.lab_result_id = r.id) AS exposure_marked
+     FROM lab_results r JOIN index_cases c ON c.id = r.index_case_id WHERE c.person_id = $1 ORDER BY r.id`, [id])
+  const events = await q.query(`SELECT ${EVENT_COLUMNS} FROM link_events e WHERE e.person_id = $1 ORDER BY e.id`, [id])
+  return { person, keys, cases, results, events }
+}
