@@ -7,6 +7,7 @@ import { describePerson, findPerson, traceRow } from '../link/trace.ts'
 import { table, withDb } from './context.ts'
 
 const when = (t: unknown) => (t ? new Date(t as string).toISOString().slice(0, 19).replace('T', ' ') : '')
+const syncState = (c: Record<string, any>) => (c.sync_generation ? `to post (${c.sync_generation} changes)` : 'up to date')
 const detail = (d: unknown) => (d ? Object.entries(d).map(([k, v]) => `${k}=${Array.isArray(v) ? v.join(',') : v}`).join(' ') : '')
 
 /** Reads and stores a CommCare county list (the fixture API's JSON). */
@@ -62,7 +63,7 @@ export async function linkCommand(opts: { failed?: boolean; retry?: boolean; jso
         count(*) FILTER (WHERE attempts > 0 AND attempts < $1)::int AS retrying, count(*) FILTER (WHERE attempts >= $1)::int AS failed
       FROM link_queue`, [MAX_ATTEMPTS])
     const [t] = await db.query(`SELECT (SELECT count(*) FROM people)::int AS people, (SELECT count(*) FROM index_cases)::int AS cases,
-        (SELECT count(*) FROM index_cases WHERE sync_state = 'pending')::int AS cases_to_sync,
+        (SELECT count(*) FROM case_sync_queue)::int AS cases_to_sync,
         (SELECT count(*) FROM lab_results)::int AS lab_results, (SELECT count(*) FROM exposure_queue)::int AS marked_for_exposure`)
     if (opts.json) return console.log(JSON.stringify({ queue: s, records: t }, null, 2))
     console.log(`link queue: ${s.waiting} waiting, ${s.retrying} retrying, ${s.failed} failed`)
@@ -91,7 +92,7 @@ export async function traceCommand(id: string, opts: { json?: boolean }) {
       console.log('\ncases now:')
       console.log(table(t.cases.map((c) => ({
         case: c.id, 'case id': c.case_id, person: c.person_id, county: c.county_fips, domain: c.domain, closed: c.closed ? 'yes' : 'no',
-        sync: c.sync_state, 'reinfection of': c.reinfection_of ?? '', 'lab results': (c.accessions ?? []).join(', '),
+        sync: syncState(c), 'reinfection of': c.reinfection_of ?? '', 'lab results': (c.accessions ?? []).join(', '),
       }))))
     }
   })
@@ -109,7 +110,7 @@ export async function personCommand(ref: string, opts: { json?: boolean }) {
     console.log(`  patient keys: ${p.keys.map((k) => `${k.patient_key} (from lab row ${k.lab_row_id})`).join(', ')}\n`)
     console.log(table(p.cases.map((c) => ({
       case: c.id, 'case id': c.case_id, county: `${c.county} (${c.county_fips})`, opened: c.opened_on, closed: c.closed ? `yes${c.activity_ended_on ? `, ended ${c.activity_ended_on}` : ''}` : 'no',
-      'reinfection of': c.reinfection_of ?? '', sync: `${c.sync_state} (v${c.version})`,
+      'reinfection of': c.reinfection_of ?? '', sync: syncState(c),
     }))))
     console.log('')
     console.log(table(p.results.map((r) => ({

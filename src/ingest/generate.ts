@@ -17,7 +17,33 @@ export interface GenerateOptions {
   repeatFrom?: string
   repeatFraction?: number
   seed?: number
+  /** Rows of recurring people instead of a new person per row (the link benchmark). */
+  people?: PeopleOptions
   onProgress?: (written: number) => void
+}
+
+/**
+ * Person n is the same person (names, birth date, address, county, phone, patient key) in every
+ * file and for every seed, so files can share people. Each row draws its person from `ranges`
+ * (person numbers from..to-1) with the ranges' weights.
+ */
+export interface PeopleOptions {
+  ranges: { from: number; to: number; weight: number }[]
+  /** Share of rows that carry the person's second patient key (another lab's record of them). */
+  otherKeyFraction?: number
+  /** Share of rows from the person's second county. */
+  otherCountyFraction?: number
+}
+
+/** A small deterministic generator (mulberry32): person n's draws depend on n alone. */
+function numbers(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = Math.imul(a ^ (a >>> 15), 1 | a)
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32
+  }
 }
 
 // County codes of New York State's 62 counties, as PIDCOUNTYCODE carries them (FIPS without the state).
@@ -43,21 +69,45 @@ function serialiseRow(fields: string[]): string {
   return fields.map((f) => (/[|"\r\n]/.test(f) ? `"${f.replaceAll('"', '""')}"` : f)).join('|')
 }
 
+/** Person n's fields, as indexes into the name pools and values; the same n gives the same person. */
+function peopleOf(lastNames: number, firstNames: number, streets: number, cities: number) {
+  return (n: number) => {
+    const r = numbers(n * 7919 + 17)
+    const int = (max: number) => Math.floor(r() * max)
+    const county = 2 * int(62) + 1
+    return {
+      last: int(lastNames), first: int(firstNames), dob: new Date(Date.UTC(1930 + int(90), int(12), 1 + int(28))),
+      sex: ['M', 'F', 'U'][int(3)], street: int(streets), city: int(cities), zip: String(10000 + int(89999)),
+      county: String(county), otherCounty: String(((county + 2 * (1 + int(61)) - 1) % 124) + 1),
+      phone: `${201 + int(788)}${String(int(10_000_000)).padStart(7, '0')}`, key: `P${String(n).padStart(12, '0')}`,
+    }
+  }
+}
+
 export async function generateEclrs(opts: GenerateOptions): Promise<{ rows: number; repeated: number }> {
   const faker = new Faker({ locale: [en] })
   faker.seed(opts.seed ?? 1)
-  // Pools drawn once: picking from them is much faster than calling faker per row.
+  // Pools drawn once: picking from them is much faster than calling faker per row. Recurring people
+  // take their names from pools that are the same for every seed.
+  const names = opts.people ? new Faker({ locale: [en], seed: 1 }) : faker
   const pool = (n: number, f: () => string) => Array.from({ length: n }, f)
-  const lastNames = pool(3000, () => faker.person.lastName().toUpperCase())
-  const firstNames = pool(2000, () => faker.person.firstName().toUpperCase())
-  const streets = pool(3000, () => faker.location.streetAddress().toUpperCase())
-  const cities = pool(300, () => faker.location.city().toUpperCase())
+  const lastNames = pool(3000, () => names.person.lastName().toUpperCase())
+  const firstNames = pool(2000, () => names.person.firstName().toUpperCase())
+  const streets = pool(3000, () => names.location.streetAddress().toUpperCase())
+  const cities = pool(300, () => names.location.city().toUpperCase())
   const labs = pool(40, () => `${faker.company.name().toUpperCase()} LABORATORY`)
   const pick = <T>(a: T[]) => a[faker.number.int(a.length - 1)]
   const cols = COLUMNS[opts.version]
   const at = Object.fromEntries(cols.map((c, i) => [c, i]))
   const runId = faker.string.alphanumeric({ length: 6, casing: 'upper' })
   const now = Date.UTC(2026, 10, 20)
+  const personAt = opts.people ? peopleOf(lastNames.length, firstNames.length, streets.length, cities.length) : undefined
+  const drawPerson = (): number => {
+    const ranges = opts.people!.ranges
+    let w = faker.number.float() * ranges.reduce((s, r) => s + r.weight, 0)
+    const r = ranges.find((x) => (w -= x.weight) < 0) ?? ranges[ranges.length - 1]
+    return r.from + faker.number.int(r.to - r.from - 1)
+  }
 
   const newRow = (n: number): string => {
     const f: string[] = Array(cols.length).fill('')
@@ -80,6 +130,16 @@ export async function generateEclrs(opts: GenerateOptions): Promise<{ rows: numb
       [at.MSHMESSAGEMASTERKEY]: `MK${runId}${pad(n, 9)}`, [at.PIDUPDATEDATE]: eclrsDate(collected),
       [at.RESULTPOSITIVE]: faker.number.int(9) < 2 ? 'NEGATIVE' : 'POSITIVE',
     })
+    if (personAt) {
+      const p = personAt(drawPerson())
+      const other = (fraction = 0) => faker.number.float() < fraction
+      Object.assign(f, {
+        [at.PIDLASTNAME]: lastNames[p.last], [at.PIDFIRSTNAME]: firstNames[p.first], [at.PIDDATEOFBIRTH]: eclrsDate(p.dob, false),
+        [at.PIDSEXCODE]: p.sex, [at.PIDADDRESSLINE1]: streets[p.street], [at.PIDCITY]: cities[p.city], [at.PIDZIPCODE]: p.zip,
+        [at.PIDCOUNTYCODE]: other(opts.people!.otherCountyFraction) ? p.otherCounty : p.county, [at.PIDHOMEPHONE]: p.phone,
+        [at.PIDPATIENTKEY]: other(opts.people!.otherKeyFraction) ? `${p.key}B` : p.key,
+      })
+    }
     return serialiseRow(f)
   }
 

@@ -4,38 +4,41 @@
  *
  * Why no two workers ever create two people, or two cases, for one person:
  * 1. Before looking anyone up, the batch takes a transaction advisory lock on each of its rows'
- *    patient keys and match keys (rule b), all in one statement, in one global order, so workers
- *    cannot deadlock on them. A person is only created, and a key only added, under the lock of
- *    that key: a second worker with a row of the same person waits, then finds that person.
+ *    patient keys and match keys (rule b). A person is only created, and a key only added, under
+ *    the lock of that key: a worker with a row of the same person cannot decide about it meanwhile.
+ *    The locks are tried, not waited for: a row whose key another batch holds is left in the queue
+ *    (still claimed by this transaction, so skipped by the others) for a later batch. Waiting would
+ *    make every pair of concurrent batches that share one person run one after the other.
  * 2. A person can also be reached through a key another worker holds (its rows carry other keys of
  *    the same person). So the people found are then locked as rows (FOR UPDATE, ordered by id),
  *    and only then are their cases read and decided: cases of one person change one batch at a time.
- * Advisory locks are always taken before row locks, each in sorted order: no cycle can form.
+ *    This is the only lock a batch waits for, taken in one statement in id order: no cycle can form.
  */
 import type { Queryable } from '../db/types.ts'
 import { NoCountyList, readCounties } from './counties.ts'
 import { PERSON_FIELDS } from './data.ts'
-import { decideCases, LinkState, lockKeys, matchKey, planRows, type CaseRec, type Outcome, type PersonRec, type ResultRec } from './decide.ts'
-import { readRow, type StoredRow } from './row.ts'
+import { decideCases, LinkState, lockKeys, matchKey, planRows, type CaseRec, type Outcome, type PersonRec, type Plan, type ResultRec } from './decide.ts'
+import { readRow, TYPED_SELECT, type StoredRow } from './row.ts'
 
 // Class of link's two-part advisory locks ("lnk"); the other part is the key's hash.
 const LINK_LOCK_CLASS = 0x6c6e6b
 
 export interface BatchResult {
+  /** Rows linked (or ignored) and gone from the queue. */
   rowIds: number[]
   outcomes: Map<number, Outcome>
+  /** Rows left in the queue because another batch held one of their keys. */
+  deferred: number
 }
 
 /** Claims up to `limit` rows waiting in link_queue; they leave it when this transaction commits. */
 export async function claimRows(tx: Queryable, limit: number, only?: number[]): Promise<StoredRow[]> {
   return tx.query<StoredRow>(
     `WITH claimed AS (
-       DELETE FROM link_queue WHERE lab_row_id IN (
-         SELECT lab_row_id FROM link_queue
-         WHERE attempts < $2 AND (retry_at IS NULL OR retry_at <= now()) AND ($3::bigint[] IS NULL OR lab_row_id = ANY($3))
-         ORDER BY lab_row_id LIMIT $1 FOR UPDATE SKIP LOCKED)
-       RETURNING lab_row_id)
-     SELECT r.id, r.version, r.raw, to_char(r.ingested_at AT TIME ZONE 'America/New_York', 'YYYY-MM-DD') AS imported_on
+       SELECT lab_row_id FROM link_queue
+       WHERE attempts < $2 AND (retry_at IS NULL OR retry_at <= now()) AND ($3::bigint[] IS NULL OR lab_row_id = ANY($3))
+       ORDER BY lab_row_id LIMIT $1 FOR UPDATE SKIP LOCKED)
+     SELECT r.id, r.version, r.raw, ${Object.entries(TYPED_SELECT).map(([as, sql]) => `${sql} AS ${as}`).join(', ')}
      FROM lab_rows r JOIN claimed c ON c.lab_row_id = r.id ORDER BY r.id`,
     [limit, MAX_ATTEMPTS, only ?? null],
   )
@@ -47,21 +50,24 @@ export async function linkBatch(tx: Queryable, limit: number, only?: number[]): 
   if (counties.byFips.size === 0) throw new NoCountyList()
   const stored = await claimRows(tx, limit, only)
   const outcomes = new Map<number, Outcome>()
-  if (stored.length === 0) return { rowIds: [], outcomes }
-  const rows = stored.map(readRow)
+  if (stored.length === 0) return { rowIds: [], outcomes, deferred: 0 }
+  const claimed = stored.map(readRow)
   const state = new LinkState()
 
-  await tx.query(
-    `SELECT count(pg_advisory_xact_lock($1, h)) FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest($2::text[]) k ORDER BY 1) s`,
-    [LINK_LOCK_CLASS, lockKeys(rows)])
+  const keys = [...new Set(claimed.flatMap(lockKeys))]
+  const held = await tx.query<{ k: string; ok: boolean }>(
+    'SELECT k, pg_try_advisory_xact_lock($1, hashtext(k)) AS ok FROM unnest($2::text[]) k', [LINK_LOCK_CLASS, keys])
+  const busy = new Set(held.filter((h) => !h.ok).map((h) => h.k))
+  const rows = busy.size === 0 ? claimed : claimed.filter((r) => lockKeys(r).every((k) => !busy.has(k)))
+  await tx.query('DELETE FROM link_queue WHERE lab_row_id = ANY($1::bigint[])', [rows.map((r) => r.id)])
   await findPeople(tx, rows, state)
   const plans = planRows(rows, counties, state, outcomes)
 
-  await lockPeople(tx, state)
+  await lockPeople(tx, state, plans)
   decideCases(plans, state, outcomes)
   await takeIds(tx, { people: state.newPeople, index_cases: state.newCases, lab_results: state.newResults })
   await write(tx, state)
-  return { rowIds: rows.map((r) => r.id), outcomes }
+  return { rowIds: rows.map((r) => r.id), outcomes, deferred: claimed.length - rows.length }
 }
 
 /** The people the rows' keys already name (ids only: their records are read once they are locked). */
@@ -87,13 +93,16 @@ async function takeIds(tx: Queryable, byTable: Record<string, { id?: number }[]>
   const tables = Object.keys(byTable).filter((t) => byTable[t].length > 0)
   if (tables.length === 0) return
   const [row] = await tx.query(`SELECT ${tables.map((t, i) =>
-    `ARRAY(SELECT nextval(pg_get_serial_sequence('${t}', 'id')) FROM generate_series(1, $${i + 1}::int))::bigint[] AS ${t}`).join(', ')}`,
+    `ARRAY(SELECT nextval('${t}_id_seq'::regclass) FROM generate_series(1, $${i + 1}::int)) AS ${t}`).join(', ')}`,
   tables.map((t) => byTable[t].length))
   for (const t of tables) byTable[t].forEach((r, i) => (r.id = Number(row[t][i])))
 }
 
-/** Locks the people the batch found (by id order), reads them, their cases and those cases' results. */
-async function lockPeople(tx: Queryable, state: LinkState) {
+/**
+ * Locks the people the batch found (in id order) and reads them; then their cases in the rows'
+ * counties, and those cases' results with the rows' accession numbers: all that the rules look at.
+ */
+async function lockPeople(tx: Queryable, state: LinkState, plans: Plan[]) {
   const ids = [...state.people.keys()].sort((a, b) => a - b)
   if (ids.length === 0) return
   const people = await tx.query(
@@ -105,25 +114,32 @@ async function lockPeople(tx: Queryable, state: LinkState) {
     rec.match = p.dob && p.match_last && p.match_first ? { dob: p.dob, last: p.match_last, first: p.match_first } : null
     rec.fields = Object.fromEntries(PERSON_FIELDS.map((f) => [f, p[f]])) as PersonRec['fields']
   }
+  const known = plans.filter((p) => !p.person.isNew)
   const cases = await tx.query(
     `SELECT id, person_id, county_fips, case_id, data, closed, opened_on::text AS opened_on,
        activity_ended_on::text AS activity_ended_on, reinfection_of
-     FROM index_cases WHERE person_id = ANY($1::bigint[]) ORDER BY id`, [ids])
+     FROM index_cases c JOIN (SELECT DISTINCT * FROM unnest($1::bigint[], $2::int[])) AS x(person_id, county_fips)
+       USING (person_id, county_fips)
+     ORDER BY id`, [known.map((p) => p.person.id), known.map((p) => p.county.fips)])
   const byId = new Map<number, CaseRec>()
   for (const c of cases) {
     const person = state.people.get(c.person_id)!
     const rec: CaseRec = {
       id: c.id, isNew: false, person, countyFips: c.county_fips, caseId: c.case_id, data: c.data, closed: c.closed,
-      openedOn: c.opened_on, activityEndedOn: c.activity_ended_on, reinfectionOf: null, changed: false, results: new Map(),
+      openedOn: c.opened_on, activityEndedOn: c.activity_ended_on, reinfectionOf: null, changed: false, sync: false, results: new Map(),
     }
     byId.set(c.id, rec)
     state.cases.set(person, [...(state.cases.get(person) ?? []), rec])
   }
   for (const c of cases) if (c.reinfection_of) byId.get(c.id)!.reinfectionOf = byId.get(c.reinfection_of) ?? null
   if (byId.size === 0) return
+  const pairs = known.flatMap((p) => (state.cases.get(p.person) ?? [])
+    .filter((c) => c.countyFips === p.county.fips).map((c) => [c.id, p.row.accession!] as const))
   const results = await tx.query(
     `SELECT id, index_case_id, accession_number, lab_row_id, positive, tested_on::text AS tested_on, data
-     FROM lab_results WHERE index_case_id = ANY($1::bigint[])`, [[...byId.keys()]])
+     FROM lab_results JOIN (SELECT DISTINCT * FROM unnest($1::bigint[], $2::text[])) AS x(index_case_id, accession_number)
+       USING (index_case_id, accession_number)`,
+    [pairs.map((p) => p[0]), pairs.map((p) => p[1])])
   for (const r of results) {
     const c = byId.get(r.index_case_id)!
     c.results.set(r.accession_number, {
@@ -134,7 +150,6 @@ async function lockPeople(tx: Queryable, state: LinkState) {
 }
 
 async function write(tx: Queryable, s: LinkState) {
-  const now = new Date()
   await tx.copyInto('people', ['id', 'external_id', 'date_of_birth', 'match_last', 'match_first', ...PERSON_FIELDS],
     s.newPeople.map((p) => [p.id, p.externalId, p.match?.dob ?? null, p.match?.last ?? null, p.match?.first ?? null, ...PERSON_FIELDS.map((f) => p.fields[f])]))
   const updatedPeople = [...s.people.values()].filter((p) => p.changed)
@@ -148,22 +163,27 @@ async function write(tx: Queryable, s: LinkState) {
   await tx.copyInto('person_keys', ['patient_key', 'person_id', 'lab_row_id'], s.newKeys.map((k) => [k.key, k.person.id, k.row]))
 
   await tx.copyInto('index_cases',
-    ['id', 'person_id', 'county_fips', 'case_id', 'data', 'closed', 'opened_on', 'activity_ended_on', 'reinfection_of', 'sync_requested_at'],
-    s.newCases.map((c) => [c.id, c.person.id, c.countyFips, c.caseId, c.data, c.closed, c.openedOn, c.activityEndedOn, c.reinfectionOf?.id ?? null, now]))
-  const updatedCases = [...s.cases.values()].flat().filter((c) => !c.isNew && c.changed)
+    ['id', 'person_id', 'county_fips', 'case_id', 'data', 'closed', 'opened_on', 'activity_ended_on', 'reinfection_of'],
+    s.newCases.map((c) => [c.id, c.person.id, c.countyFips, c.caseId, c.data, c.closed, c.openedOn, c.activityEndedOn, c.reinfectionOf?.id ?? null]))
+  const cases = [...s.cases.values()].flat()
+  const updatedCases = cases.filter((c) => !c.isNew && c.changed)
   if (updatedCases.length > 0) {
-    // Every change asks case sync to post the case again (casesync's inbox: sync_state pending).
     await tx.query(
-      `UPDATE index_cases c SET data = x.data, closed = x.closed, activity_ended_on = x.activity_ended_on,
-         version = c.version + 1, sync_state = 'pending', sync_requested_at = now(), updated_at = now()
+      `UPDATE index_cases c SET data = x.data, closed = x.closed, activity_ended_on = x.activity_ended_on, updated_at = now()
        FROM json_to_recordset($1::json) AS x(id bigint, data jsonb, closed boolean, activity_ended_on date)
        WHERE c.id = x.id`,
       [JSON.stringify(updatedCases.map((c) => ({ id: c.id, data: c.data, closed: c.closed, activity_ended_on: c.activityEndedOn })))])
   }
+  const toSync = cases.filter((c) => c.sync).map((c) => c.id)
+  if (toSync.length > 0) {
+    await tx.query(
+      `INSERT INTO case_sync_queue (index_case_id) SELECT unnest($1::bigint[]) ORDER BY 1
+       ON CONFLICT (index_case_id) DO UPDATE SET generation = case_sync_queue.generation + 1, requested_at = now()`, [toSync])
+  }
 
   await tx.copyInto('lab_results', ['id', 'index_case_id', 'accession_number', 'lab_row_id', 'positive', 'tested_on', 'data'],
     s.newResults.map((r) => [r.id, r.indexCase.id, r.accession, r.labRowId, r.positive, r.testedOn, r.data]))
-  const updatedResults = [...s.cases.values()].flat().flatMap((c) => [...c.results.values()]).filter((r) => !r.isNew && r.changed)
+  const updatedResults = cases.flatMap((c) => [...c.results.values()]).filter((r) => !r.isNew && r.changed)
   if (updatedResults.length > 0) {
     await tx.query(
       `UPDATE lab_results r SET data = x.data, updated_at = now()

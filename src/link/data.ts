@@ -14,16 +14,12 @@ export type PersonFields = Record<(typeof PERSON_FIELDS)[number], string | null>
 
 export function personFields(row: LinkRow): PersonFields {
   const t = row.typed
-  const text = (v: unknown) => (v === null || v === undefined ? null : String(v))
   return {
-    first_name: text(t.first_name), middle_name: text(t.middle_name), last_name: text(t.last_name), sex: text(t.sex),
-    phone: row.phone, address1: text(t.address1), address2: text(t.address2), city: text(t.city), zip: text(t.zip),
+    first_name: t.first_name, middle_name: t.middle_name, last_name: t.last_name, sex: t.sex,
+    phone: row.phone, address1: t.address1, address2: t.address2, city: t.city, zip: t.zip,
   }
 }
 
-/** `2020-03-20 06:03:36.589000-04:00` → `2020-03-20T06:03:36.589000-04:00` (ISO 8601, as CommCare takes it). */
-const iso = (v: unknown) => (typeof v === 'string' ? v.replace(' ', 'T') : '')
-const day = (v: unknown) => (typeof v === 'string' ? v.slice(0, 10) : '')
 const join = (parts: string[], sep: string) => parts.filter(Boolean).join(sep)
 
 function gender(sex: string): [string, string] {
@@ -34,17 +30,22 @@ function gender(sex: string): [string, string] {
 }
 
 /** Keeps only non-empty values: an empty value is "nothing to say", never a value to store. */
-function present(props: Props): Props {
-  return Object.fromEntries(Object.entries(props).filter(([, v]) => v !== ''))
+function present(props: Record<string, string | null>): Props {
+  const out: Props = {}
+  for (const k in props) {
+    const v = props[k]
+    if (v) out[k] = v
+  }
+  return out
 }
 
 /** Patient case properties from one row. Derived properties are added by `withDerived`. */
 export function caseProps(row: LinkRow, external: string, county: County): Props {
   const t = row.typed
-  const first = String(t.first_name ?? '')
-  const last = String(t.last_name ?? '')
+  const first = (t.first_name ?? '')
+  const last = (t.last_name ?? '')
   const full = join([first, last], ' ')
-  const [g, gOther] = gender(String(t.sex ?? ''))
+  const [g, gOther] = gender((t.sex ?? ''))
   return present({
     external_id: external,
     doh_mpi_id: external,
@@ -55,23 +56,23 @@ export function caseProps(row: LinkRow, external: string, county: County): Props
     name: full,
     initials: first && last ? first[0] + last[0] : '',
     name_and_id: full ? `${full} (${external})` : '',
-    dob: String(t.date_of_birth ?? ''),
+    dob: (t.date_of_birth ?? ''),
     dob_known: t.date_of_birth ? 'yes' : 'no',
     gender: g,
     gender_other: gOther,
     contact_phone_number: row.phone ?? '',
     phone_home: row.phone ?? '',
-    address: join([String(t.address1 ?? ''), String(t.city ?? ''), String(t.zip ?? '')], ', '),
-    address_street: String(t.address1 ?? ''),
-    address_city: String(t.city ?? ''),
-    address_zip: String(t.zip ?? ''),
+    address: join([(t.address1 ?? ''), (t.city ?? ''), (t.zip ?? '')], ', '),
+    address_street: (t.address1 ?? ''),
+    address_city: (t.city ?? ''),
+    address_zip: (t.zip ?? ''),
     address_county: county.name,
     county_commcare_domain: county.domain ?? '',
     county_display: county.display,
     fips: String(county.fips),
     owner_id: county.locationId ?? '',
-    analysis_date: iso(t.analysed_at),
-    eclrs_create_date: iso(t.result_created_at),
+    analysis_date: t.analysed_at,
+    eclrs_create_date: t.result_created_at,
     case_import_date: row.importedOn,
   })
 }
@@ -99,9 +100,9 @@ export function labResultProps(row: LinkRow, external: string, county: County): 
     owner_id: county.locationId ?? '',
     lab_result: resultKind(f('OBXOBSERVATIONRESULTTEXT')),
     result_text: f('OBXOBSERVATIONRESULTTEXT'),
-    analysis_date: iso(t.analysed_at),
-    eclrs_create_date: iso(t.result_created_at),
-    specimen_collection_date: iso(t.collected_at),
+    analysis_date: t.analysed_at,
+    eclrs_create_date: t.result_created_at,
+    specimen_collection_date: t.collected_at,
     specimen_source: f('OBRSPECIMENSOURCENAME'),
     test_type: f('OBXLOINCDESC'),
     eclrs_loinc: f('OBXLOINCCODE'),

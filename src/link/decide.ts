@@ -32,7 +32,10 @@ export interface CaseRec {
   openedOn: string
   activityEndedOn: string | null
   reinfectionOf: CaseRec | null
+  /** Its own columns changed: the row is written. */
   changed: boolean
+  /** It, or one of its results, changed: case sync must post it. */
+  sync: boolean
   results: Map<string, ResultRec> // by accession number: those loaded or created
 }
 
@@ -51,7 +54,7 @@ export interface ResultRec {
 export type EventKind =
   | 'person_matched' | 'person_created' | 'patient_key_added' | 'person_updated' | 'county_unknown' | 'ignored'
   | 'case_created' | 'case_reactivated' | 'case_reinfection' | 'case_updated'
-  | 'lab_result_created' | 'lab_result_updated' | 'exposure_marked' | 'no_new_information'
+  | 'lab_result_created' | 'lab_result_updated' | 'no_new_information'
 
 export interface LinkEvent {
   row: number
@@ -99,14 +102,12 @@ export class LinkState {
 export const matchKey = (m: NonNullable<LinkRow['match']>) => `${m.dob}|${m.last}|${m.first}`
 const emptyFields = () => Object.fromEntries(PERSON_FIELDS.map((f) => [f, null])) as PersonFields
 
-/** Keys the batch must hold before it looks people up: two workers never decide about one key at once. */
-export function lockKeys(rows: LinkRow[]): string[] {
-  const keys = new Set<string>()
-  for (const r of rows) {
-    if (r.patientKey) keys.add(`k:${r.patientKey}`)
-    if (r.match) keys.add(`m:${matchKey(r.match)}`)
-  }
-  return [...keys]
+/** Keys a batch must hold before it looks a row's person up: two workers never decide about one key at once. */
+export function lockKeys(r: LinkRow): string[] {
+  const keys: string[] = []
+  if (r.patientKey) keys.push(`k:${r.patientKey}`)
+  if (r.match) keys.push(`m:${matchKey(r.match)}`)
+  return keys
 }
 
 export interface Plan {
@@ -246,7 +247,7 @@ function decideRow({ row, county, person }: Plan, state: LinkState) {
         c.closed = false
         c.activityEndedOn = null
         c.data = { ...c.data, reactivated_case: 'yes' }
-        c.changed = true
+        c.changed = c.sync = true
         state.events.push({ row: row.id, kind: 'case_reactivated', person, indexCase: c, detail: { days_since_opened: since } })
         targets.push(c)
       } else ended.push(c)
@@ -263,12 +264,12 @@ function decideRow({ row, county, person }: Plan, state: LinkState) {
       const carried = Object.fromEntries(CARRIED_TO_REINFECTION.filter((k) => previous.data[k]).map((k) => [k, previous.data[k]]))
       data = { ...props, ...carried, reinfected_case: 'yes', archived_case_id: previous.caseId }
       previous.data = { ...previous.data, reinfected_case_created: 'yes' }
-      previous.changed = true
+      previous.changed = previous.sync = true
     }
     const c: CaseRec = {
       isNew: true, person, countyFips: county.fips, caseId: uuidFrom(`index_case:${row.id}:${county.fips}`), data: withDerived(data),
       closed: false, openedOn: row.testedOn ?? row.importedOn, activityEndedOn: null, reinfectionOf: previous ?? null,
-      changed: true, results: new Map(),
+      changed: true, sync: true, results: new Map(),
     }
     state.newCases.push(c)
     state.cases.set(person, [...all, c])
@@ -283,7 +284,7 @@ function decideRow({ row, county, person }: Plan, state: LinkState) {
     const data = withDerived(merged.value)
     if (Object.keys(merged.applied).length > 0) {
       c.data = data
-      c.changed = true
+      c.changed = c.sync = true
       state.events.push({ row: row.id, kind: 'case_updated', person, indexCase: c, detail: { fields: Object.keys(merged.applied) } })
     }
     logChange(state, row, 'index_case', c, merged)
@@ -301,7 +302,7 @@ function linkResult(row: LinkRow, county: County, person: PersonRec, c: CaseRec,
     if (Object.keys(merged.applied).length > 0) {
       existing.data = merged.value
       existing.changed = true
-      c.changed = true // the lab result travels with its case
+      c.sync = true // the lab result travels with its case
       state.events.push({ row: row.id, kind: 'lab_result_updated', person, indexCase: c, result: existing, detail: { fields: Object.keys(merged.applied) } })
     }
     logChange(state, row, 'lab_result', existing, merged)
@@ -313,16 +314,15 @@ function linkResult(row: LinkRow, county: County, person: PersonRec, c: CaseRec,
   }
   c.results.set(row.accession!, result)
   state.newResults.push(result)
-  if (!caseIsNew) {
+  if (!caseIsNew && c.data.new_lab_result_received !== 'yes') {
     // A signal to CommCare's workflows, raised by Herald on every later result: not an investigator's value.
     c.data = { ...c.data, new_lab_result_received: 'yes' }
+    c.changed = true
   }
-  c.changed = true
+  c.sync = true
   state.events.push({ row: row.id, kind: 'lab_result_created', person, indexCase: c, result })
-  if (row.positive && person.fields.phone) {
-    state.exposures.push(result)
-    state.events.push({ row: row.id, kind: 'exposure_marked', person, indexCase: c, result })
-  }
+  // Marked in exposure_queue, which says so (and when): no event of its own.
+  if (row.positive && person.fields.phone) state.exposures.push(result)
 }
 
 /** The change log keeps every update that added or dropped anything. */

@@ -22,6 +22,7 @@ const retryable = (err: unknown) => RETRY_SQLSTATES.has((err as { code?: string 
 function tally(result: BatchResult): Record<string, number> {
   const counts: Record<string, number> = {}
   for (const o of result.outcomes.values()) counts[o] = (counts[o] ?? 0) + 1
+  if (result.deferred > 0) counts.deferred = result.deferred
   return counts
 }
 

@@ -1,18 +1,30 @@
 /**
- * A claimed lab row, read back from its stored form (lab_rows.raw) with the same code that typed it
- * at ingest, plus what linking needs: the person's keys, the county, the test date, positivity.
+ * A claimed lab row: the columns ingest typed (timestamps as UTC ISO 8601 text), the other export
+ * columns read from its stored form (lab_rows.raw), and what linking needs: the person's keys, the
+ * county, the test date, positivity.
  */
 import { COLUMNS, columnIndex, type Version } from '../ingest/eclrs/columns.ts'
 import { recordOf } from '../ingest/eclrs/records.ts'
-import { LAB_ROW_COLUMNS, typeRow } from '../ingest/eclrs/row.ts'
+
+/** The typed lab_rows columns link reads, and how the claim selects each (r = lab_rows). */
+const NY_DATE = (c: string) => `to_char(r.${c} AT TIME ZONE 'America/New_York', 'YYYY-MM-DD')`
+const UTC_ISO = (c: string) => `to_char(r.${c} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`
+export const TYPED_SELECT: Record<string, string> = {
+  patient_key: 'r.patient_key', last_name: 'r.last_name', first_name: 'r.first_name', middle_name: 'r.middle_name',
+  date_of_birth: 'r.date_of_birth::text', sex: 'r.sex', address1: 'r.address1', address2: 'r.address2', city: 'r.city',
+  zip: 'r.zip', county_fips: 'r.county_fips', phone: 'r.phone', accession_number: 'r.accession_number',
+  collected_at: UTC_ISO('collected_at'), result_created_at: UTC_ISO('result_created_at'), analysed_at: UTC_ISO('analysed_at'),
+  tested_on: `coalesce(${NY_DATE('collected_at')}, ${NY_DATE('result_created_at')})`, imported_on: NY_DATE('ingested_at'),
+}
+type Typed = Record<keyof typeof TYPED_SELECT, string | null> & { county_fips: number }
 
 export interface LinkRow {
   id: number
   version: Version
   /** Export columns by name, trimmed; absent from this row's version → ''. */
   field: (column: string) => string
-  /** Typed as in lab_rows; timestamps as New York wall time with offset (`2020-03-20 06:03:36.589000-04:00`). */
-  typed: Record<(typeof LAB_ROW_COLUMNS)[number], string | number | null>
+  /** Typed as in lab_rows; timestamps as UTC ISO 8601 text. */
+  typed: Typed
   patientKey: string | null
   /** Rule (b)'s key, when the row has all three parts. */
   match: { dob: string; last: string; first: string } | null
@@ -26,12 +38,7 @@ export interface LinkRow {
   importedOn: string
 }
 
-export interface StoredRow {
-  id: number
-  version: number
-  raw: string
-  imported_on: string
-}
+export type StoredRow = Typed & { id: number; version: number; raw: string }
 
 const indexes = new Map<Version, Record<string, number>>()
 
@@ -57,33 +64,29 @@ export function resultKind(text: string): string {
 
 export function readRow(stored: StoredRow): LinkRow {
   const version = stored.version as Version
-  const record = recordOf(stored.raw, 0)
-  const typed = typeRow(record, version)
-  // Ingest stored only rows that typed cleanly; this can fail only if a stored row was altered.
-  if (!typed.ok) throw new Error(`lab row ${stored.id} no longer reads as a v${version} row: ${typed.reason}`)
   let idx = indexes.get(version)
   if (!idx) indexes.set(version, (idx = columnIndex(version)))
-  const fields = record.fields
   const at = idx
+  const fields = recordOf(stored.raw, 0).fields
+  // Ingest stored only rows with the header's field count; this fails only for a row altered since.
+  if (fields.length !== COLUMNS[version].length) throw new Error(`lab row ${stored.id} no longer has the v${version} field count`)
   const field = (c: string) => (at[c] === undefined ? '' : fields[at[c]].trim())
-  const t = Object.fromEntries(LAB_ROW_COLUMNS.map((c, i) => [c, typed.values[i]])) as LinkRow['typed']
-  const dob = t.date_of_birth as string | null
-  const names = matchName(t.last_name as string | null, t.first_name as string | null)
-  const tested = (t.collected_at ?? t.result_created_at) as string | null
+  const dob = stored.date_of_birth
+  const names = matchName(stored.last_name, stored.first_name)
   const flag = field('RESULTPOSITIVE').toUpperCase()
   return {
     id: stored.id,
     version,
     field,
-    typed: t,
-    patientKey: t.patient_key as string | null,
+    typed: stored,
+    patientKey: stored.patient_key,
     match: dob && names ? { dob, ...names } : null,
-    countyFips: t.county_fips as number,
-    accession: t.accession_number as string | null,
-    phone: phoneDigits(t.phone as string | null),
-    testedOn: tested ? tested.slice(0, 10) : null,
+    countyFips: stored.county_fips,
+    accession: stored.accession_number,
+    phone: phoneDigits(stored.phone),
+    testedOn: stored.tested_on,
     positive: flag ? flag.startsWith('POS') : resultKind(field('OBXOBSERVATIONRESULTTEXT')) === 'positive',
-    importedOn: stored.imported_on,
+    importedOn: stored.imported_on!,
   }
 }
 

@@ -18,9 +18,10 @@ export async function traceRow(q: Queryable, rowId: number) {
     'SELECT target, target_id, applied, dropped, at FROM link_changes WHERE lab_row_id = $1 ORDER BY id', [rowId])
   const caseIds = [...new Set(events.map((e) => e.index_case_id).filter(Boolean))]
   const cases = await q.query(
-    `SELECT c.id, c.case_id, c.person_id, c.county_fips, co.domain, c.closed, c.sync_state, c.reinfection_of,
+    `SELECT c.id, c.case_id, c.person_id, c.county_fips, co.domain, c.closed, q.generation AS sync_generation, c.reinfection_of,
        (SELECT array_agg(r.accession_number ORDER BY r.id) FROM lab_results r WHERE r.index_case_id = c.id) AS accessions
-     FROM index_cases c JOIN counties co ON co.fips = c.county_fips WHERE c.id = ANY($1::bigint[]) ORDER BY c.id`, [caseIds])
+     FROM index_cases c JOIN counties co ON co.fips = c.county_fips LEFT JOIN case_sync_queue q ON q.index_case_id = c.id
+     WHERE c.id = ANY($1::bigint[]) ORDER BY c.id`, [caseIds])
   const state = queue ? (queue.attempts >= 5 ? 'failed' : queue.attempts > 0 ? 'retrying' : 'waiting') : events.length ? 'linked' : 'unknown'
   return { row, state, queue, events, changes, cases }
 }
@@ -43,8 +44,9 @@ export async function describePerson(q: Queryable, id: number) {
   const keys = await q.query('SELECT patient_key, lab_row_id, added_at FROM person_keys WHERE person_id = $1 ORDER BY added_at, patient_key', [id])
   const cases = await q.query(
     `SELECT c.id, c.case_id, c.county_fips, co.display AS county, co.domain, c.closed, c.opened_on::text AS opened_on,
-       c.activity_ended_on::text AS activity_ended_on, c.reinfection_of, c.sync_state, c.version, c.data
-     FROM index_cases c JOIN counties co ON co.fips = c.county_fips WHERE c.person_id = $1 ORDER BY c.id`, [id])
+       c.activity_ended_on::text AS activity_ended_on, c.reinfection_of, q.generation AS sync_generation, c.data
+     FROM index_cases c JOIN counties co ON co.fips = c.county_fips LEFT JOIN case_sync_queue q ON q.index_case_id = c.id
+     WHERE c.person_id = $1 ORDER BY c.id`, [id])
   const results = await q.query(
     `SELECT r.id, r.index_case_id, r.accession_number, r.positive, r.tested_on::text AS tested_on, r.lab_row_id,
        (SELECT true FROM exposure_queue x WHERE x.lab_result_id = r.id) AS exposure_marked

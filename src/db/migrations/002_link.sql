@@ -70,14 +70,20 @@ CREATE TABLE index_cases (
   opened_on          date NOT NULL,          -- CommCare date_opened: the 90-day reactivation window starts here
   activity_ended_on  date,                   -- CommCare all_activity_complete_date (or date_closed)
   reinfection_of     bigint REFERENCES index_cases (id), -- the earlier infection this case follows
-  sync_state         text NOT NULL DEFAULT 'pending' CHECK (sync_state IN ('pending', 'synced', 'failed')),
-  sync_requested_at  timestamptz,            -- when link (or anyone) last changed it
-  version            int NOT NULL DEFAULT 1, -- bumped by every change, so case sync can tell it posted the latest
   created_at         timestamptz NOT NULL DEFAULT now(),
   updated_at         timestamptz NOT NULL DEFAULT now()
-);
+) WITH (fillfactor = 80); -- room on each page to rewrite a case in place (HOT) when its data changes
 CREATE INDEX index_cases_person ON index_cases (person_id, county_fips);
-CREATE INDEX index_cases_to_sync ON index_cases (sync_requested_at) WHERE sync_state = 'pending';
+
+-- Case sync's inbox, and a case's sync state: a case with a row here has changes (its own data or
+-- its lab results) CommCare has not been sent. Link adds the row, or bumps its generation, in the
+-- transaction that makes the change; case sync removes it once it has posted that generation.
+-- Narrow and apart from index_cases: a new result for a case rewrites this row, not the case's data.
+CREATE TABLE case_sync_queue (
+  index_case_id  bigint PRIMARY KEY REFERENCES index_cases (id),
+  generation     int NOT NULL DEFAULT 1,
+  requested_at   timestamptz NOT NULL DEFAULT now()
+);
 
 -- A lab result on an index case, one per accession number, as CommCare's lab_result child case.
 CREATE TABLE lab_results (
@@ -101,7 +107,7 @@ CREATE TABLE link_events (
     'person_matched', 'person_created', 'patient_key_added', 'person_updated',
     'county_unknown', 'ignored',
     'case_created', 'case_reactivated', 'case_reinfection', 'case_updated',
-    'lab_result_created', 'lab_result_updated', 'exposure_marked', 'no_new_information', 'failed')),
+    'lab_result_created', 'lab_result_updated', 'no_new_information', 'failed')),
   person_id      bigint,
   index_case_id  bigint,
   lab_result_id  bigint,
@@ -127,6 +133,12 @@ CREATE INDEX link_changes_row ON link_changes (lab_row_id);
 -- Exposure notification's inbox: each new positive lab result whose person has a phone.
 CREATE TABLE exposure_queue (
   lab_result_id  bigint PRIMARY KEY REFERENCES lab_results (id),
-  person_id      bigint NOT NULL REFERENCES people (id),
+  person_id      bigint NOT NULL,            -- the result's person, at hand (no second key check per row)
   marked_at      timestamptz NOT NULL DEFAULT now()
 );
+
+-- Link takes the ids of a batch's new records ahead, one nextval each: cached per session, that is
+-- a memory increment rather than a locked, logged sequence update. Ids then need not be in order.
+ALTER SEQUENCE people_id_seq CACHE 1000;
+ALTER SEQUENCE index_cases_id_seq CACHE 1000;
+ALTER SEQUENCE lab_results_id_seq CACHE 1000;
