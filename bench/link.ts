@@ -3,7 +3,7 @@
  * linked before, with several results per person, some under a second patient key and some in a
  * second county; linked by 1 and by 2 workers, each count from the same starting state.
  *
- *   npm run bench:link [-- --rows N --db postgres,pglite --workers 1,2 --batch 1000]
+ *   npm run bench:link [-- --rows N --db postgres,pglite --workers 1,2 --batch 4000]
  *
  * PostgreSQL: workers are processes; the starting state is copied with CREATE DATABASE … TEMPLATE.
  * PGlite admits one process: its workers are loops in one process, and the data folder is copied.
@@ -34,7 +34,7 @@ const { values: args } = parseArgs({
     rows: { type: 'string', default: '200000' },
     db: { type: 'string', default: 'postgres,pglite' },
     workers: { type: 'string', default: '1,2' },
-    batch: { type: 'string', default: '1000' },
+    batch: { type: 'string', default: '4000' },
     phase: { type: 'string' }, // internal: run one phase in this process
     target: { type: 'string' },
     loops: { type: 'string', default: '1' },

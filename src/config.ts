@@ -84,7 +84,7 @@ export function loadConfig(env: Env = process.env): Config {
     inbox,
     pollIntervalMs: int(env, 'HERALD_POLL_INTERVAL_MS', 5000, 100),
     ingestBatchRows: int(env, 'HERALD_INGEST_BATCH_ROWS', 10000, 1),
-    linkBatchRows: int(env, 'HERALD_LINK_BATCH_ROWS', 1000, 1),
+    linkBatchRows: int(env, 'HERALD_LINK_BATCH_ROWS', 4000, 1),
     claimLeaseSeconds: int(env, 'HERALD_CLAIM_LEASE_SECONDS', 300, 1),
     s3: Object.freeze({ endpoint: url(env, 'S3_ENDPOINT', ['http:', 'https:']), region: env.AWS_REGION || 'us-east-1' }),
     logLevel,

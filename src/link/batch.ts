@@ -149,6 +149,16 @@ async function lockPeople(tx: Queryable, state: LinkState, plans: Plan[]) {
   }
 }
 
+/** 1, 2, 3… per lab row, in the order given. */
+function numbering(): (row: number) => number {
+  const next = new Map<number, number>()
+  return (row) => {
+    const n = (next.get(row) ?? 0) + 1
+    next.set(row, n)
+    return n
+  }
+}
+
 async function write(tx: Queryable, s: LinkState) {
   await tx.copyInto('people', ['id', 'external_id', 'date_of_birth', 'match_last', 'match_first', ...PERSON_FIELDS],
     s.newPeople.map((p) => [p.id, p.externalId, p.match?.dob ?? null, p.match?.last ?? null, p.match?.first ?? null, ...PERSON_FIELDS.map((f) => p.fields[f])]))
@@ -191,10 +201,12 @@ async function write(tx: Queryable, s: LinkState) {
       [JSON.stringify(updatedResults.map((r) => ({ id: r.id, data: r.data })))])
   }
 
-  await tx.copyInto('link_events', ['lab_row_id', 'kind', 'person_id', 'index_case_id', 'lab_result_id', 'detail'],
-    s.events.map((e) => [e.row, e.kind, e.person?.id ?? null, e.indexCase?.id ?? null, e.result?.id ?? null, e.detail ?? null]))
-  await tx.copyInto('link_changes', ['lab_row_id', 'target', 'target_id', 'applied', 'dropped'],
-    s.changes.map((c) => [c.row, c.target, c.record.id, c.applied, c.dropped]))
+  const seq = numbering()
+  await tx.copyInto('link_events', ['lab_row_id', 'seq', 'kind', 'person_id', 'index_case_id', 'lab_result_id', 'detail'],
+    s.events.map((e) => [e.row, seq(e.row), e.kind, e.person?.id ?? null, e.indexCase?.id ?? null, e.result?.id ?? null, e.detail ?? null]))
+  const changeSeq = numbering()
+  await tx.copyInto('link_changes', ['lab_row_id', 'seq', 'target', 'target_id', 'applied', 'dropped'],
+    s.changes.map((c) => [c.row, changeSeq(c.row), c.target, c.record.id, c.applied, c.dropped]))
   await tx.copyInto('exposure_queue', ['lab_result_id', 'person_id'],
     s.exposures.map((r: ResultRec) => [r.id, r.indexCase.person.id]))
 }

@@ -55,7 +55,8 @@ async function linkOneByOne(db: Db, limit: number, log: Logger): Promise<Record<
            retry_at = now() + make_interval(secs => 30 * power(4, attempts))
          WHERE lab_row_id = $1 RETURNING attempts`, [id, error])
       if (row && row.attempts >= MAX_ATTEMPTS) {
-        await db.query(`INSERT INTO link_events (lab_row_id, kind, detail) VALUES ($1, 'failed', $2)`, [id, { error, attempts: row.attempts }])
+        await db.query(`INSERT INTO link_events (lab_row_id, seq, kind, detail)
+          SELECT $1, coalesce(max(seq), 0) + 1, 'failed', $2 FROM link_events WHERE lab_row_id = $1`, [id, { error, attempts: row.attempts }])
       }
       log.error({ labRow: id, attempts: row?.attempts, err: error }, 'lab row could not be linked')
       counts.failed = (counts.failed ?? 0) + 1

@@ -13,9 +13,9 @@ export async function traceRow(q: Queryable, rowId: number) {
      FROM lab_rows r JOIN files f ON f.id = r.file_id WHERE r.id = $1`, [rowId])
   if (!row) return undefined
   const [queue] = await q.query('SELECT attempts, retry_at, error FROM link_queue WHERE lab_row_id = $1', [rowId])
-  const events = await q.query(`SELECT ${EVENT_COLUMNS} FROM link_events e WHERE e.lab_row_id = $1 ORDER BY e.id`, [rowId])
+  const events = await q.query(`SELECT ${EVENT_COLUMNS} FROM link_events e WHERE e.lab_row_id = $1 ORDER BY e.seq`, [rowId])
   const changes = await q.query(
-    'SELECT target, target_id, applied, dropped, at FROM link_changes WHERE lab_row_id = $1 ORDER BY id', [rowId])
+    'SELECT target, target_id, applied, dropped, at FROM link_changes WHERE lab_row_id = $1 ORDER BY seq', [rowId])
   const caseIds = [...new Set(events.map((e) => e.index_case_id).filter(Boolean))]
   const cases = await q.query(
     `SELECT c.id, c.case_id, c.person_id, c.county_fips, co.domain, c.closed, q.generation AS sync_generation, c.reinfection_of,
@@ -51,6 +51,6 @@ export async function describePerson(q: Queryable, id: number) {
     `SELECT r.id, r.index_case_id, r.accession_number, r.positive, r.tested_on::text AS tested_on, r.lab_row_id,
        (SELECT true FROM exposure_queue x WHERE x.lab_result_id = r.id) AS exposure_marked
      FROM lab_results r JOIN index_cases c ON c.id = r.index_case_id WHERE c.person_id = $1 ORDER BY r.id`, [id])
-  const events = await q.query(`SELECT ${EVENT_COLUMNS} FROM link_events e WHERE e.person_id = $1 ORDER BY e.id`, [id])
+  const events = await q.query(`SELECT ${EVENT_COLUMNS} FROM link_events e WHERE e.person_id = $1 ORDER BY e.at, e.lab_row_id, e.seq`, [id])
   return { person, keys, cases, results, events }
 }

@@ -16,7 +16,7 @@ beforeAll(async () => {
 afterAll(async () => t.drop())
 beforeEach(async () => {
   await db.exec(`TRUNCATE inbox_files, files, lab_rows, lab_row_keys, ingest_errors, link_queue, people, person_keys,
-    index_cases, lab_results, link_events, link_changes, exposure_queue, counties RESTART IDENTITY CASCADE`)
+    index_cases, lab_results, link_events, link_changes, exposure_queue, case_sync_queue, counties RESTART IDENTITY CASCADE`)
   await loadCounties(db)
   const tmp = tempDir()
   dir = tmp.dir
@@ -34,7 +34,7 @@ async function linkFixture(name: string) {
   await ingestPath(db, copyFixture(name, dir))
   return linkAll(db)
 }
-const events = (rowId: number) => db.query('SELECT kind, detail FROM link_events WHERE lab_row_id = $1 ORDER BY id', [rowId])
+const events = (rowId: number) => db.query('SELECT kind, detail FROM link_events WHERE lab_row_id = $1 ORDER BY seq', [rowId])
 const kinds = async (rowId: number) => (await events(rowId)).map((e) => e.kind)
 
 describe('link', () => {

@@ -99,10 +99,11 @@ CREATE TABLE lab_results (
   UNIQUE (index_case_id, accession_number)
 );
 
--- What link did to each lab row and why: one row per decision. Append only.
+-- What link did to each lab row and why: one row per decision, numbered in the order taken.
+-- Append only. Keyed by the row (no sequence of its own): several are written for every lab row.
 CREATE TABLE link_events (
-  id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   lab_row_id     bigint NOT NULL,
+  seq            smallint NOT NULL,
   kind           text NOT NULL CHECK (kind IN (
     'person_matched', 'person_created', 'patient_key_added', 'person_updated',
     'county_unknown', 'ignored',
@@ -112,27 +113,28 @@ CREATE TABLE link_events (
   index_case_id  bigint,
   lab_result_id  bigint,
   detail         jsonb,                      -- the rule that decided, the reason; never names or numbers
-  at             timestamptz NOT NULL DEFAULT now()
+  at             timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (lab_row_id, seq)
 );
-CREATE INDEX link_events_row ON link_events (lab_row_id);
 CREATE INDEX link_events_person ON link_events (person_id);
 
 -- Every update of a record by a lab row: the values added, and those dropped because the record
 -- already held another value. Append only.
 CREATE TABLE link_changes (
-  id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   lab_row_id  bigint NOT NULL,
+  seq         smallint NOT NULL,
   target      text NOT NULL CHECK (target IN ('person', 'index_case', 'lab_result')),
   target_id   bigint NOT NULL,
   applied     jsonb NOT NULL,
   dropped     jsonb NOT NULL,
-  at          timestamptz NOT NULL DEFAULT now()
+  at          timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (lab_row_id, seq)
 );
-CREATE INDEX link_changes_row ON link_changes (lab_row_id);
 
--- Exposure notification's inbox: each new positive lab result whose person has a phone.
+-- Exposure notification's inbox: each new positive lab result whose person has a phone. Written
+-- in the transaction that creates the result (no foreign key check per row needed).
 CREATE TABLE exposure_queue (
-  lab_result_id  bigint PRIMARY KEY REFERENCES lab_results (id),
+  lab_result_id  bigint PRIMARY KEY,
   person_id      bigint NOT NULL,            -- the result's person, at hand (no second key check per row)
   marked_at      timestamptz NOT NULL DEFAULT now()
 );
