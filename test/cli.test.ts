@@ -54,6 +54,18 @@ describe('herald start', () => {
       // A second terminal can ingest too: through the running instance, not by opening the folder.
       const { stdout } = await run(process.execPath, [BIN, 'ingest', '--json', FIXTURES + 'v3_new_records.txt'], { env })
       expect(JSON.parse(stdout)[0]).toMatchObject({ outcome: 'ingested', version: 3, rows: 3, seen: 1, new: 2 })
+
+      // Link runs in the same process, on the sandbox's county list: people, cases and results.
+      let person: any
+      for (let i = 0; i < 100 && person?.results.length !== 1; i++) {
+        await new Promise((r) => setTimeout(r, 300))
+        person = await run(process.execPath, [BIN, 'person', '--json', '15200000000002'], { env }).then((r) => JSON.parse(r.stdout), () => undefined)
+      }
+      expect(person.person).toMatchObject({ last_name: 'GOODE', first_name: 'JOHNNY', phone: '5551234568' })
+      expect(person.cases).toEqual([expect.objectContaining({ county_fips: 900, domain: 'ny-statewide-cdcms', closed: false })])
+      const trace = (await run(process.execPath, [BIN, 'trace', String(person.results[0].lab_row_id)], { env })).stdout
+      expect(trace).toMatch(/county_unknown\s.*fips=9999 domain=ny-statewide-cdcms/)
+      expect(trace).toMatch(/person_created[\s\S]*case_created[\s\S]*lab_result_created/)
     } finally {
       start.kill('SIGTERM')
       // A process that does not stop must not outlive the test: it would hold its port and poll on.

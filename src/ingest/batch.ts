@@ -15,6 +15,7 @@ import { BASE_COUNT, COLUMNS, VERSIONS, type Version } from './eclrs/columns.ts'
 import type { RawRecord } from './eclrs/records.ts'
 import { countyOf, LAB_ROW_COLUMNS, typeRow } from './eclrs/row.ts'
 import { renew } from './inbox.ts'
+import { lockId, matchKeyOf, personKeys } from '../link/keys.ts'
 
 export type Outcome = 'new' | 'seen' | 'duplicate' | 'error'
 export const OUTCOMES: Outcome[] = ['new', 'seen', 'duplicate', 'error']
@@ -57,6 +58,10 @@ export class IngestConflict extends Error {
 const IDENTITY_LOCK = 0x68726c64
 
 const hexBytes = (hex: string) => new HexBytes(hex)
+const at = (c: (typeof LAB_ROW_COLUMNS)[number]) => LAB_ROW_COLUMNS.indexOf(c)
+const [PATIENT_KEY, DOB, LAST, FIRST] = [at('patient_key'), at('date_of_birth'), at('last_name'), at('first_name')]
+const rowLockIds = (v: unknown[]) => personKeys(v[PATIENT_KEY] as string | null,
+  matchKeyOf(v[DOB] as string | null, v[LAST] as string | null, v[FIRST] as string | null)).map(lockId)
 // NUL cannot be stored in text: an error row keeps U+FFFD in its place (valid rows never hold one).
 const rawText = (r: RawRecord) => r.bytes.toString(isUtf8(r.bytes) ? 'utf8' : 'latin1').replaceAll('\0', '\uFFFD')
 
@@ -215,6 +220,9 @@ async function store(tx: Queryable, p: FileProgress, items: Item[]) {
     // Link's inbox. The batch's lines are this file's only rows in that range (a record is stored once).
     await tx.query('INSERT INTO link_queue (lab_row_id) SELECT id FROM lab_rows WHERE file_id = $1 AND line BETWEEN $2 AND $3',
       [p.fileId, kept[0].record.line, kept[kept.length - 1].record.line])
+    // The lock rows of the rows' person keys, ready before link claims the rows (sorted: no deadlock).
+    const keys = [...new Set(kept.flatMap((it) => rowLockIds(it.values!)))].sort()
+    await tx.query('INSERT INTO link_locks (key) SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING', [keys])
   }
   const fresh = kept.filter((it) => it.outcome === 'new')
   await tx.copyInto('lab_row_keys', ['checksum', 'last_file_id'], fresh.map((it) => [hexBytes(it.own!), p.fileId]))

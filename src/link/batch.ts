@@ -17,11 +17,9 @@
 import type { Queryable } from '../db/types.ts'
 import { NoCountyList, readCounties } from './counties.ts'
 import { PERSON_FIELDS } from './data.ts'
-import { decideCases, LinkState, lockKeys, matchKey, planRows, type CaseRec, type Outcome, type PersonRec, type Plan, type ResultRec } from './decide.ts'
-import { readRow, TYPED_SELECT, type StoredRow } from './row.ts'
-
-// Class of link's two-part advisory locks ("lnk"); the other part is the key's hash.
-const LINK_LOCK_CLASS = 0x6c6e6b
+import { matchKeyText as matchKey, lockId } from './keys.ts'
+import { decideCases, LinkState, lockKeys, planRows, type CaseRec, type Outcome, type PersonRec, type Plan, type ResultRec } from './decide.ts'
+import { readRow, TYPED_SELECT, type LinkRow, type StoredRow } from './row.ts'
 
 export interface BatchResult {
   /** Rows linked (or ignored) and gone from the queue. */
@@ -54,11 +52,7 @@ export async function linkBatch(tx: Queryable, limit: number, only?: number[]): 
   const claimed = stored.map(readRow)
   const state = new LinkState()
 
-  const keys = [...new Set(claimed.flatMap(lockKeys))]
-  const held = await tx.query<{ k: string; ok: boolean }>(
-    'SELECT k, pg_try_advisory_xact_lock($1, hashtext(k)) AS ok FROM unnest($2::text[]) k', [LINK_LOCK_CLASS, keys])
-  const busy = new Set(held.filter((h) => !h.ok).map((h) => h.k))
-  const rows = busy.size === 0 ? claimed : claimed.filter((r) => lockKeys(r).every((k) => !busy.has(k)))
+  const rows = await lockRows(tx, claimed)
   await tx.query('DELETE FROM link_queue WHERE lab_row_id = ANY($1::bigint[])', [rows.map((r) => r.id)])
   await findPeople(tx, rows, state)
   const plans = planRows(rows, counties, state, outcomes)
@@ -68,6 +62,30 @@ export async function linkBatch(tx: Queryable, limit: number, only?: number[]): 
   await takeIds(tx, { people: state.newPeople, index_cases: state.newCases, lab_results: state.newResults })
   await write(tx, state)
   return { rowIds: rows.map((r) => r.id), outcomes, deferred: claimed.length - rows.length }
+}
+
+/**
+ * Locks the rows' keys (link_locks, see keys.ts) without waiting; returns the rows whose keys are
+ * all ours. A key with no row yet (a row ingested before link_locks existed) gets one here.
+ */
+async function lockRows(tx: Queryable, claimed: LinkRow[]): Promise<LinkRow[]> {
+  const ids = new Map(claimed.map((r) => [r, lockKeys(r).map(lockId)]))
+  const wanted = [...new Set([...ids.values()].flat())].sort()
+  let locked = await tx.query<{ key: string }>(
+    'SELECT key::text FROM link_locks WHERE key = ANY($1::bigint[]) FOR UPDATE SKIP LOCKED', [wanted])
+  if (locked.length < wanted.length) {
+    const have = new Set(locked.map((l) => l.key))
+    const existing = await tx.query<{ key: string }>('SELECT key::text FROM link_locks WHERE key = ANY($1::bigint[])', [wanted])
+    const known = new Set(existing.map((l) => l.key))
+    const missing = wanted.filter((k) => !known.has(k))
+    if (missing.length > 0) {
+      const added = await tx.query<{ key: string }>(
+        'INSERT INTO link_locks (key) SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING RETURNING key::text', [missing])
+      locked = [...locked, ...added.filter((a) => !have.has(a.key))]
+    }
+  }
+  const mine = new Set(locked.map((l) => l.key))
+  return mine.size === wanted.length ? claimed : claimed.filter((r) => ids.get(r)!.every((k) => mine.has(k)))
 }
 
 /** The people the rows' keys already name (ids only: their records are read once they are locked). */

@@ -9,6 +9,7 @@ import {
   addMissing, caseProps, DERIVED, labResultProps, PERSON_FIELDS, personFields, withDerived,
   type Merge, type PersonFields, type Props,
 } from './data.ts'
+import { matchKeyText as matchKey, personKeys } from './keys.ts'
 import type { LinkRow } from './row.ts'
 
 export interface PersonRec {
@@ -99,16 +100,10 @@ export class LinkState {
   }
 }
 
-export const matchKey = (m: NonNullable<LinkRow['match']>) => `${m.dob}|${m.last}|${m.first}`
 const emptyFields = () => Object.fromEntries(PERSON_FIELDS.map((f) => [f, null])) as PersonFields
 
 /** Keys a batch must hold before it looks a row's person up: two workers never decide about one key at once. */
-export function lockKeys(r: LinkRow): string[] {
-  const keys: string[] = []
-  if (r.patientKey) keys.push(`k:${r.patientKey}`)
-  if (r.match) keys.push(`m:${matchKey(r.match)}`)
-  return keys
-}
+export const lockKeys = (r: LinkRow) => personKeys(r.patientKey, r.match)
 
 export interface Plan {
   row: LinkRow

@@ -5,6 +5,7 @@
  */
 import { COLUMNS, columnIndex, type Version } from '../ingest/eclrs/columns.ts'
 import { recordOf } from '../ingest/eclrs/records.ts'
+import { matchKeyOf, type MatchKey } from './keys.ts'
 
 /** The typed lab_rows columns link reads, and how the claim selects each (r = lab_rows). */
 const NY_DATE = (c: string) => `to_char(r.${c} AT TIME ZONE 'America/New_York', 'YYYY-MM-DD')`
@@ -27,7 +28,7 @@ export interface LinkRow {
   typed: Typed
   patientKey: string | null
   /** Rule (b)'s key, when the row has all three parts. */
-  match: { dob: string; last: string; first: string } | null
+  match: MatchKey | null
   countyFips: number
   accession: string | null
   phone: string | null
@@ -41,13 +42,6 @@ export interface LinkRow {
 export type StoredRow = Typed & { id: number; version: number; raw: string }
 
 const indexes = new Map<Version, Record<string, number>>()
-
-/** Rule (b)'s name parts: upper case; the first name's first word ("Mary Ann" → "MARY"). */
-export function matchName(last: string | null, first: string | null): { last: string; first: string } | null {
-  const l = last?.trim().toUpperCase()
-  const f = first?.trim().split(/\s+/)[0]?.toUpperCase()
-  return l && f ? { last: l, first: f } : null
-}
 
 /** Digits of a phone number as labs send them ("(555) 123-4567", "555.123.4567"); US numbers without the 1. */
 export function phoneDigits(text: string | null): string | null {
@@ -71,8 +65,6 @@ export function readRow(stored: StoredRow): LinkRow {
   // Ingest stored only rows with the header's field count; this fails only for a row altered since.
   if (fields.length !== COLUMNS[version].length) throw new Error(`lab row ${stored.id} no longer has the v${version} field count`)
   const field = (c: string) => (at[c] === undefined ? '' : fields[at[c]].trim())
-  const dob = stored.date_of_birth
-  const names = matchName(stored.last_name, stored.first_name)
   const flag = field('RESULTPOSITIVE').toUpperCase()
   return {
     id: stored.id,
@@ -80,7 +72,7 @@ export function readRow(stored: StoredRow): LinkRow {
     field,
     typed: stored,
     patientKey: stored.patient_key,
-    match: dob && names ? { dob, ...names } : null,
+    match: matchKeyOf(stored.date_of_birth, stored.last_name, stored.first_name),
     countyFips: stored.county_fips,
     accession: stored.accession_number,
     phone: phoneDigits(stored.phone),

@@ -27,6 +27,13 @@ CREATE TABLE link_queue (
 );
 INSERT INTO link_queue (lab_row_id) SELECT id FROM lab_rows;
 
+-- One row per patient key and per match key (as a 64-bit hash, src/link/keys.ts): what a link batch
+-- locks (FOR UPDATE SKIP LOCKED) so that two batches never decide about one key at once. Ingest
+-- adds the keys of each row it stores; link adds any missing (rows ingested before this table).
+CREATE TABLE link_locks (
+  key  bigint PRIMARY KEY
+);
+
 -- A person. The match key (rule b: date of birth + upper-cased last name + upper-cased first word
 -- of the first name) is fixed when the person is created; the other fields only ever gain values.
 CREATE TABLE people (

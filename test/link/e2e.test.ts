@@ -1,0 +1,46 @@
+/** From files dropped in the inbox to people, cases and lab results: the engines as `herald start` runs them. */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { loadConfig } from '../../src/config.ts'
+import { Counters } from '../../src/engine/engine.ts'
+import { runEngines } from '../../src/engine/runner.ts'
+import { ingestEngine } from '../../src/ingest/index.ts'
+import { linkEngine } from '../../src/link/index.ts'
+import { createLogger } from '../../src/log.ts'
+import { createTestDb, type TestDb } from '../helpers/db.ts'
+import { copyFixture, tempDir } from '../helpers/files.ts'
+import { loadCounties } from '../helpers/link.ts'
+
+let t: TestDb
+const tmp = tempDir()
+beforeAll(async () => {
+  t = await createTestDb()
+})
+afterAll(async () => {
+  await t.drop()
+  tmp.cleanup()
+})
+
+describe('ingest and link together', () => {
+  it('turn the fixture exports dropped in the inbox into people, cases and lab results', async () => {
+    await loadCounties(t.db)
+    for (const f of ['new_records.txt', 'v2_new_records_added_info.txt', 'v3_new_records_added_info.txt']) copyFixture(f, tmp.dir)
+    await new Promise((r) => setTimeout(r, 2100)) // files younger than 2 s are still being written, for the inbox
+    const config = loadConfig({ DATABASE_URL: t.url, HERALD_INBOX: tmp.dir, HERALD_POLL_INTERVAL_MS: '100' })
+    const log = createLogger('silent')
+    const counters = new Counters()
+    await runEngines(t.db, [ingestEngine(config, log), linkEngine(config, log)], {
+      untilIdle: true, pollIntervalMs: 100, signal: new AbortController().signal, counters, log,
+    })
+    expect(counters.get('ingest', 'ingested')).toBe(3)
+    const people = await t.db.query(`SELECT p.last_name, array_agg(DISTINCT c.county_fips) AS counties, count(r.id)::int AS results,
+        bool_and(r.data ? 'employer_name' OR p.last_name = 'GOODE') AS employer, bool_or(r.data ? 'first_test') AS v3
+      FROM people p JOIN index_cases c ON c.person_id = p.id JOIN lab_results r ON r.index_case_id = c.id
+      GROUP BY p.id ORDER BY 1`)
+    expect(people).toEqual([
+      { last_name: 'GOODE', counties: [900], results: 1, employer: true, v3: true },
+      { last_name: 'LASTNAME', counties: [900], results: 1, employer: true, v3: true },
+      { last_name: 'SMITH', counties: [900], results: 1, employer: true, v3: false },
+    ])
+    expect(await t.db.query('SELECT count(*)::int AS n FROM link_queue')).toEqual([{ n: 0 }])
+  })
+})
