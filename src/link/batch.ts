@@ -95,11 +95,13 @@ async function findPeople(tx: Queryable, rows: ReturnType<typeof readRow>[], sta
   const [byKey, byMatch] = await Promise.all([
     tx.query<{ patient_key: string; person_id: number }>(
       'SELECT patient_key, person_id FROM person_keys WHERE patient_key = ANY($1::text[])', [keys]),
+    // One index probe per key (LATERAL): a join would scan all people once they outnumber the batch's keys.
     tx.query<{ id: number; dob: string; match_last: string; match_first: string }>(
-      `SELECT min(p.id) AS id, p.date_of_birth::text AS dob, p.match_last, p.match_first
-       FROM people p JOIN unnest($1::date[], $2::text[], $3::text[]) AS m(dob, last, first)
-         ON p.date_of_birth = m.dob AND p.match_last = m.last AND p.match_first = m.first
-       GROUP BY 2, 3, 4`,
+      `SELECT p.id, m.dob::text AS dob, m.last AS match_last, m.first AS match_first
+       FROM unnest($1::date[], $2::text[], $3::text[]) AS m(dob, last, first)
+       CROSS JOIN LATERAL (SELECT min(id) AS id FROM people
+         WHERE date_of_birth = m.dob AND match_last = m.last AND match_first = m.first) p
+       WHERE p.id IS NOT NULL`,
       [matches.map((m) => m.dob), matches.map((m) => m.last), matches.map((m) => m.first)]),
   ])
   for (const r of byKey) state.keyOwner.set(r.patient_key, state.existingPerson(r.person_id))

@@ -29,8 +29,9 @@ INSERT INTO link_queue (lab_row_id) SELECT id FROM lab_rows;
 
 -- One row per patient key and per match key (as a 64-bit hash, src/link/keys.ts): what a link batch
 -- locks (FOR UPDATE SKIP LOCKED) so that two batches never decide about one key at once. Ingest
--- adds the keys of each row it stores; link adds any missing (rows ingested before this table).
-CREATE TABLE link_locks (
+-- adds the keys of each row it stores; link adds any missing. Unlogged: locking thousands of rows
+-- per batch writes no WAL. A crash empties the table, and link then adds the keys again as it goes.
+CREATE UNLOGGED TABLE link_locks (
   key  bigint PRIMARY KEY
 );
 
