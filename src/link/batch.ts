@@ -169,6 +169,9 @@ async function lockPeople(tx: Queryable, state: LinkState, plans: Plan[]) {
   }
 }
 
+// The events that name the row's person (see link_events in the migration).
+const PERSON_EVENTS = new Set(['person_matched', 'person_created', 'patient_key_added', 'person_updated', 'no_new_information'])
+
 /** 1, 2, 3… per lab row, in the order given. */
 function numbering(): (row: number) => number {
   const next = new Map<number, number>()
@@ -223,7 +226,7 @@ async function write(tx: Queryable, s: LinkState) {
 
   const seq = numbering()
   await tx.copyInto('link_events', ['lab_row_id', 'seq', 'kind', 'person_id', 'index_case_id', 'lab_result_id', 'detail'],
-    s.events.map((e) => [e.row, seq(e.row), e.kind, e.person?.id ?? null, e.indexCase?.id ?? null, e.result?.id ?? null, e.detail ?? null]))
+    s.events.map((e) => [e.row, seq(e.row), e.kind, PERSON_EVENTS.has(e.kind) ? e.person!.id : null, e.indexCase?.id ?? null, e.result?.id ?? null, e.detail ?? null]))
   const changeSeq = numbering()
   await tx.copyInto('link_changes', ['lab_row_id', 'seq', 'target', 'target_id', 'applied', 'dropped'],
     s.changes.map((c) => [c.row, changeSeq(c.row), c.target, c.record.id, c.applied, c.dropped]))

@@ -51,6 +51,7 @@ export async function describePerson(q: Queryable, id: number) {
     `SELECT r.id, r.index_case_id, r.accession_number, r.positive, r.tested_on::text AS tested_on, r.lab_row_id,
        (SELECT true FROM exposure_queue x WHERE x.lab_result_id = r.id) AS exposure_marked
      FROM lab_results r JOIN index_cases c ON c.id = r.index_case_id WHERE c.person_id = $1 ORDER BY r.id`, [id])
-  const events = await q.query(`SELECT ${EVENT_COLUMNS} FROM link_events e WHERE e.person_id = $1 ORDER BY e.at, e.lab_row_id, e.seq`, [id])
+  const events = await q.query(`SELECT ${EVENT_COLUMNS} FROM link_events e
+    WHERE e.lab_row_id IN (SELECT lab_row_id FROM link_events WHERE person_id = $1) ORDER BY e.at, e.lab_row_id, e.seq`, [id])
   return { person, keys, cases, results, events }
 }

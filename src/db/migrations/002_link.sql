@@ -117,14 +117,15 @@ CREATE TABLE link_events (
     'county_unknown', 'ignored',
     'case_created', 'case_reactivated', 'case_reinfection', 'case_updated',
     'lab_result_created', 'lab_result_updated', 'no_new_information', 'failed')),
-  person_id      bigint,
+  person_id      bigint,                     -- on the person decisions only (matched, created, key added, updated,
+                                             -- no new information): a person's history is every event of those rows
   index_case_id  bigint,
   lab_result_id  bigint,
   detail         jsonb,                      -- the rule that decided, the reason; never names or numbers
   at             timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (lab_row_id, seq)
 );
-CREATE INDEX link_events_person ON link_events (person_id);
+CREATE INDEX link_events_person ON link_events (person_id) WHERE person_id IS NOT NULL;
 
 -- Every update of a record by a lab row: the values added, and those dropped because the record
 -- already held another value. Append only.
