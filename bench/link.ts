@@ -113,7 +113,12 @@ async function decisions(target: string) {
 
 async function main() {
   if (args.phase === 'setup') return console.log(JSON.stringify(await setupPhase(args.target!, ...(JSON.parse(process.env.BENCH_FILES!) as [string, string]))))
-  if (args.phase === 'link') return console.log(JSON.stringify({ ...(await linkPhase(args.target!)), peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024) }))
+  if (args.phase === 'link') {
+    const result = await linkPhase(args.target!)
+    const usage = process.resourceUsage()
+    // The worker's own CPU (JavaScript, driver): the rest of the machine's is the database's.
+    return console.log(JSON.stringify({ ...result, peak_rss_mb: Math.round(usage.maxRSS / 1024), node_cpu_s: +((usage.userCPUTime + usage.systemCPUTime) / 1e6).toFixed(1) }))
+  }
 
   const rows = Number(args.rows)
   const dir = join(tmpdir(), 'herald-bench')
@@ -167,7 +172,8 @@ async function main() {
         for (const c of parts.flatMap((p) => p.counts)) for (const [k, n] of Object.entries(c as Record<string, number>)) outcomes[k] = (outcomes[k] ?? 0) + n
         const linked = Object.values(outcomes).reduce((s, n) => s + n, 0)
         runs.push({ workers, seconds, rows: linked, rows_per_s: Math.round(linked / seconds), outcomes,
-          peak_rss_mb: Math.max(...parts.map((p) => p.peak_rss_mb)), after: await decisions(target) })
+          peak_rss_mb: Math.max(...parts.map((p) => p.peak_rss_mb)), node_cpu_s: +parts.reduce((s, p) => s + p.node_cpu_s, 0).toFixed(1),
+          after: await decisions(target) })
         await drop(target)
       }
       results.push({ db: kind, batch_rows: Number(args.batch), setup, runs })
