@@ -18,13 +18,9 @@ import pg from 'pg'
 import { from as copyFrom } from 'pg-copy-streams'
 import { migrate } from '../src/db/migrate.ts'
 import { PgliteDb } from '../src/db/pglite.ts'
-import { PostgresDb } from '../src/db/postgres.ts'
-import type { Db } from '../src/db/types.ts'
 import { COLUMNS } from '../src/ingest/eclrs/columns.ts'
-import { ingestFile } from '../src/ingest/file.ts'
-import { claim, register } from '../src/ingest/inbox.ts'
 import { generateEclrs } from '../src/ingest/generate.ts'
-import { LocalStore } from '../src/storage/local.ts'
+import { admin, ingest, open, server, targetUrl } from './targets.ts'
 
 const { values: args } = parseArgs({
   options: {
@@ -37,26 +33,11 @@ const { values: args } = parseArgs({
   },
 })
 
-const server = process.env.DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/postgres'
-
-function targetUrl(name: string): string {
-  const url = new URL(server)
-  url.pathname = `/${name}`
-  return url.toString()
-}
-
-async function open(target: string): Promise<Db> {
-  if (target.startsWith('pglite:')) return PgliteDb.open(target.slice('pglite:'.length))
-  return new PostgresDb('postgres', { connectionString: targetUrl(target), max: 2 })
-}
-
 async function ingestPhase(target: string, file: string) {
   const db = await open(target)
   await migrate(db)
-  const [id] = await register(db, [{ uri: file, size: statSync(file).size, modifiedAt: statSync(file).mtime }])
-  const item = (await claim(db, 'bench', 600, [id]))!
   const started = performance.now()
-  const r = await ingestFile(db, new LocalStore(file), item, { workerId: 'bench', leaseSeconds: 600, batchRows: Number(args.batch) })
+  const r = await ingest(db, file, Number(args.batch))
   const seconds = (performance.now() - started) / 1000
   await db.close()
   return { seconds, rows: r.rows, ...r.totals, rows_per_s: Math.round(r.rows / seconds) }
@@ -119,10 +100,7 @@ async function main() {
       cleanup = () => rmSync(folder, { recursive: true, force: true })
     } else {
       const name = `herald_bench_${process.pid}`
-      const admin = new pg.Client({ connectionString: server })
-      await admin.connect()
-      await admin.query(`CREATE DATABASE ${name}`)
-      await admin.end()
+      await admin(`CREATE DATABASE ${name}`)
       target = name
       cleanup = () => execFileSync('psql', [server, '-qc', `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`])
     }

@@ -10,24 +10,19 @@
  * Prints JSON; progress goes to stderr.
  */
 import { execFile } from 'node:child_process'
-import { cpSync, existsSync, mkdirSync, rmSync, statSync } from 'node:fs'
+import { cpSync, existsSync, mkdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { parseArgs } from 'node:util'
-import pg from 'pg'
 import { migrate } from '../src/db/migrate.ts'
-import { PgliteDb } from '../src/db/pglite.ts'
-import { PostgresDb } from '../src/db/postgres.ts'
 import type { Db } from '../src/db/types.ts'
 import { generateEclrs } from '../src/ingest/generate.ts'
-import { ingestFile } from '../src/ingest/file.ts'
-import { claim, register } from '../src/ingest/inbox.ts'
 import { loadCountyFile } from '../src/cli/link.ts'
 import { linkOnce } from '../src/link/index.ts'
 import { createLogger } from '../src/log.ts'
-import { LocalStore } from '../src/storage/local.ts'
+import { admin, ingest, open } from './targets.ts'
 
 const { values: args } = parseArgs({
   options: {
@@ -41,26 +36,8 @@ const { values: args } = parseArgs({
   },
 })
 
-const server = process.env.DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/postgres'
 const COUNTIES = fileURLToPath(new URL('../src/sandbox/commcare/county_list_ny.json', import.meta.url))
 const log = createLogger('silent')
-
-function targetUrl(name: string): string {
-  const url = new URL(server)
-  url.pathname = `/${name}`
-  return url.toString()
-}
-
-async function open(target: string): Promise<Db> {
-  if (target.startsWith('pglite:')) return PgliteDb.open(target.slice('pglite:'.length))
-  return new PostgresDb('postgres', { connectionString: targetUrl(target), max: 2 })
-}
-
-async function ingest(db: Db, file: string) {
-  const [id] = await register(db, [{ uri: file, size: statSync(file).size, modifiedAt: statSync(file).mtime }])
-  const item = (await claim(db, 'bench', 600, [id]))!
-  return ingestFile(db, new LocalStore(file), item, { workerId: 'bench', leaseSeconds: 600, batchRows: 10000 })
-}
 
 async function linkLoop(db: Db) {
   const counts: Record<string, number> = {}
@@ -183,16 +160,6 @@ async function main() {
     }
   }
   console.log(JSON.stringify(results, null, 2))
-}
-
-async function admin(sql: string) {
-  const c = new pg.Client({ connectionString: server })
-  await c.connect()
-  try {
-    await c.query(sql)
-  } finally {
-    await c.end()
-  }
 }
 
 await main()

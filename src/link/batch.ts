@@ -1,14 +1,15 @@
 /**
  * One link batch, one transaction: claim rows, take the locks, load every record the rows can
- * touch, decide (decide.ts), write. About a dozen statements whatever the batch size.
+ * touch, decide (decide.ts), write. About fifteen statements whatever the batch size.
  *
  * Why no two workers ever create two people, or two cases, for one person:
- * 1. Before looking anyone up, the batch takes a transaction advisory lock on each of its rows'
- *    patient keys and match keys (rule b). A person is only created, and a key only added, under
- *    the lock of that key: a worker with a row of the same person cannot decide about it meanwhile.
- *    The locks are tried, not waited for: a row whose key another batch holds is left in the queue
- *    (still claimed by this transaction, so skipped by the others) for a later batch. Waiting would
- *    make every pair of concurrent batches that share one person run one after the other.
+ * 1. Before looking anyone up, the batch locks each of its rows' patient keys and match keys
+ *    (rule b): their rows in link_locks (keys.ts says why rows, not advisory locks). A person is
+ *    only created, and a key only added, under the lock of that key: a worker with a row of the
+ *    same person cannot decide about it meanwhile. The locks are not waited for (SKIP LOCKED): a
+ *    row whose key another batch holds is left in the queue (still claimed by this transaction, so
+ *    skipped by the others) for a later batch. Waiting would make every pair of concurrent batches
+ *    that share one person run one after the other.
  * 2. A person can also be reached through a key another worker holds (its rows carry other keys of
  *    the same person). So the people found are then locked as rows (FOR UPDATE, ordered by id),
  *    and only then are their cases read and decided: cases of one person change one batch at a time.
@@ -89,7 +90,7 @@ async function lockRows(tx: Queryable, claimed: LinkRow[]): Promise<LinkRow[]> {
 }
 
 /** The people the rows' keys already name (ids only: their records are read once they are locked). */
-async function findPeople(tx: Queryable, rows: ReturnType<typeof readRow>[], state: LinkState) {
+async function findPeople(tx: Queryable, rows: LinkRow[], state: LinkState) {
   const keys = [...new Set(rows.flatMap((r) => (r.patientKey ? [r.patientKey] : [])))]
   const matches = [...new Map(rows.flatMap((r) => (r.match ? [[matchKey(r.match), r.match]] : []))).values()]
   const [byKey, byMatch] = await Promise.all([
