@@ -4,7 +4,7 @@
  * county, the test date, positivity.
  */
 import { COLUMNS, columnIndex, type Version } from '../ingest/eclrs/columns.ts'
-import { recordOf } from '../ingest/eclrs/records.ts'
+import { fieldsOf } from '../ingest/eclrs/records.ts'
 import { matchKeyOf, type MatchKey } from './keys.ts'
 
 /** The typed lab_rows columns link reads, and how the claim selects each (r = lab_rows). */
@@ -61,7 +61,7 @@ export function readRow(stored: StoredRow): LinkRow {
   let idx = indexes.get(version)
   if (!idx) indexes.set(version, (idx = columnIndex(version)))
   const at = idx
-  const fields = recordOf(stored.raw, 0).fields
+  const fields = fieldsOf(stored.raw)
   // Ingest stored only rows with the header's field count; this fails only for a row altered since.
   if (fields.length !== COLUMNS[version].length) throw new Error(`lab row ${stored.id} no longer has the v${version} field count`)
   const field = (c: string) => (at[c] === undefined ? '' : fields[at[c]].trim())
@@ -80,9 +80,4 @@ export function readRow(stored: StoredRow): LinkRow {
     positive: flag ? flag.startsWith('POS') : resultKind(field('OBXOBSERVATIONRESULTTEXT')) === 'positive',
     importedOn: stored.imported_on!,
   }
-}
-
-/** Every column of the row's version, for `herald trace`. */
-export function columnsOf(row: LinkRow): Record<string, string> {
-  return Object.fromEntries(COLUMNS[row.version].map((c) => [c, row.field(c)]))
 }
