@@ -229,11 +229,12 @@ function decideRow({ row, county, person }: Plan, state: LinkState) {
   logChange(state, row, 'person', person, merged)
 
   const all = state.cases.get(person) ?? []
-  const inCounty = all.filter((c) => c.countyFips === county.fips && eligible(c, all))
+  const inCounty = all.filter((c) => c.countyFips === county.fips)
+  // A result already on a case stays there, whatever has become of the case since: it is updated, not added again.
   const holding = inCounty.filter((c) => c.results.has(row.accession!))
-  const candidates = holding.length > 0 ? holding : inCounty
+  const candidates = holding.length > 0 ? [] : inCounty.filter((c) => eligible(c, all))
 
-  const targets: CaseRec[] = []
+  const targets: CaseRec[] = [...holding]
   const ended: CaseRec[] = []
   for (const c of candidates) {
     if (c.closed && c.activityEndedOn && row.testedOn && c.activityEndedOn < row.testedOn) {

@@ -142,6 +142,7 @@ describe('link', () => {
     await db.query(`UPDATE index_cases SET closed = true, activity_ended_on = '2026-06-15'`)
     await db.query('DELETE FROM case_sync_queue')
 
+    const kbFirst = (await db.query(`SELECT raw FROM lab_rows WHERE patient_key = 'KB'`))[0].raw.split('|')
     await linkRows([
       row(3, { PIDPATIENTKEY: 'KA', ...at('10JUN2026') }), // before the activity ended: a late result of that case
       row(3, { PIDPATIENTKEY: 'KA', ...at('29AUG2026') }), // day 89: reactivated
@@ -165,8 +166,15 @@ describe('link', () => {
     expect(cases[1].data.reinfected_case_created).toBe('yes')
     expect(cases[2].data).toMatchObject({ reinfected_case: 'yes', archived_case_id: (await db.query('SELECT case_id FROM index_cases WHERE id = 2'))[0].case_id })
 
-    // The next result for KB goes to the reinfection case, not back to the ended one.
-    await linkRows([row(3, { PIDPATIENTKEY: 'KB', ...at('02SEP2026') })])
+    // The next result for KB goes to the reinfection case, not back to the ended one; a later version
+    // of KB's first result (an employer added) updates that result where it is, on the ended case.
+    const again = [...kbFirst]
+    again[44] = 'EMPLOYER' // PIDEMPLOYERNAME
+    await linkRows([row(3, { PIDPATIENTKEY: 'KB', ...at('02SEP2026') }), again])
     expect(await db.query('SELECT index_case_id FROM lab_results WHERE lab_row_id = 6')).toEqual([{ index_case_id: 3 }])
+    expect(await kinds(7)).toEqual(['person_matched', 'lab_result_updated'])
+    expect(await db.query(`SELECT index_case_id, data->>'employer_name' AS employer FROM lab_results WHERE lab_row_id = 2`))
+      .toEqual([{ index_case_id: 2, employer: 'EMPLOYER' }])
+    expect(await count(db, 'lab_results')).toBe(6)
   })
 })
