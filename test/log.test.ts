@@ -1,13 +1,15 @@
-/** Logs never contain PII: ingest the fixtures through the engine and scan everything it logged. */
+/** Logs never contain PII: ingest and link the fixtures through the engines and scan everything they logged. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Writable } from 'node:stream'
 import { readdirSync, readFileSync } from 'node:fs'
 import { loadConfig } from '../src/config.ts'
 import { runEngines } from '../src/engine/runner.ts'
 import { ingestEngine } from '../src/ingest/index.ts'
+import { linkEngine } from '../src/link/index.ts'
 import { createLogger, errorText } from '../src/log.ts'
 import { createTestDb, type TestDb } from './helpers/db.ts'
 import { FIXTURES, copyFixture, tempDir, writeExport } from './helpers/files.ts'
+import { loadCounties } from './helpers/link.ts'
 
 let t: TestDb
 const tmp = tempDir()
@@ -36,8 +38,10 @@ describe('logs', () => {
     log.info({ phone: '5551234567', row: { last_name: 'SMITH' } }, 'a careless line is censored')
     const config = loadConfig({ HERALD_INBOX: tmp.dir, HERALD_WORKER_ID: 'log-test' })
     await new Promise((r) => setTimeout(r, 2100)) // past the settle delay for fresh files
-    await runEngines(t.db, [ingestEngine(config, log)], { untilIdle: true, pollIntervalMs: 100, signal: new AbortController().signal, log })
+    await loadCounties(t.db)
+    await runEngines(t.db, [ingestEngine(config, log), linkEngine(config, log)], { untilIdle: true, pollIntervalMs: 100, signal: new AbortController().signal, log })
     expect(captured).toContain('"outcome":"ingested"')
+    expect(captured).toContain('"msg":"link batch"')
     for (const pii of ['SMITH', 'AGENT', 'GOODE', 'JOHNNY', 'LASTNAME', 'FIRSTNAME', '5551234567', '123-4567', '456 OTHER', '01MAR1947', '15200000000001']) {
       expect(captured, pii).not.toContain(pii)
     }

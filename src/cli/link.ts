@@ -7,7 +7,8 @@ import { describePerson, findPerson, traceRow } from '../link/trace.ts'
 import { table, withDb } from './context.ts'
 
 const when = (t: unknown) => (t ? new Date(t as string).toISOString().slice(0, 19).replace('T', ' ') : '')
-const syncState = (c: Record<string, any>) => (c.sync_generation ? `to post (${c.sync_generation} changes)` : 'up to date')
+const syncState = (c: Record<string, any>) =>
+  c.sync_generation ? `to post (${c.sync_generation} change${c.sync_generation === 1 ? '' : 's'})` : 'up to date'
 const detail = (d: unknown) => (d ? Object.entries(d).map(([k, v]) => `${k}=${Array.isArray(v) ? v.join(',') : v}`).join(' ') : '')
 
 /** Reads and stores a CommCare county list (the fixture API's JSON). */

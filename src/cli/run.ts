@@ -40,7 +40,7 @@ export async function runCommand(opts: { engines?: string; untilIdle?: boolean }
       const where = db.kind === 'pglite-server' ? `PGlite in ${config.dataDir}/pgdata, shared with herald commands in other terminals` : describeDb(db, config)
       console.log(`  database  ${where}`)
       console.log(`  inbox     ${config.inbox}  (drop ECLRS export files here)`)
-      console.log(`  commands  in another terminal: npx herald files | npx herald ingest FILE | npx herald --help`)
+      console.log(`  commands  in another terminal: npx herald files | npx herald link | npx herald person ID | npx herald --help`)
       if (metrics) console.log(`  metrics   http://127.0.0.1:${config.metricsPort}/metrics`)
       console.log('  stop      Ctrl-C')
     }

@@ -72,7 +72,10 @@ export function linkEngine(config: Config, log: Logger): BatchEngine {
     batchSize: config.linkBatchRows,
     async step(db) {
       try {
-        return await linkOnce(db, config.linkBatchRows, log)
+        const started = Date.now()
+        const counts = await linkOnce(db, config.linkBatchRows, log)
+        if (Object.keys(counts).length > 0) log.info({ ...counts, ms: Date.now() - started }, 'link batch')
+        return counts
       } catch (err) {
         if (!(err instanceof NoCountyList)) throw err
         if (Date.now() - warnedAt > 600_000) {
