@@ -31,7 +31,7 @@ export interface BatchResult {
 }
 
 /** Claims up to `limit` rows waiting in link_queue; they leave it when this transaction commits. */
-export async function claimRows(tx: Queryable, limit: number, only?: number[]): Promise<StoredRow[]> {
+async function claimRows(tx: Queryable, limit: number, only?: number[]): Promise<StoredRow[]> {
   return tx.query<StoredRow>(
     `WITH claimed AS (
        SELECT lab_row_id FROM link_queue

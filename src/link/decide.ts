@@ -118,7 +118,7 @@ export type Outcome = 'linked' | 'no_new_information' | 'ignored'
 // A case in one of these states is not where a new result goes (Viaduct's rules).
 const CLOSED_DISPOSITIONS = new Set(['registered_in_error', 'duplicate', 'not_a_case'])
 const TRANSFER_UNDER_WAY = new Set(['pending', 'sent'])
-export const REINFECTION_DAYS = 90
+const REINFECTION_DAYS = 90
 // Person properties an investigator may have corrected on the earlier case: a reinfection case starts from them.
 const CARRIED_TO_REINFECTION = [
   'first_name', 'last_name', 'full_name', 'name', 'initials', 'name_and_id', 'preferred_name', 'dob', 'contact_phone_number',

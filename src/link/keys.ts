@@ -10,7 +10,7 @@
 import { createHash } from 'node:crypto'
 
 /** Rule (b)'s name parts: upper case; the first name's first word ("Mary Ann" → "MARY"). */
-export function matchName(last: string | null, first: string | null): { last: string; first: string } | null {
+function matchName(last: string | null, first: string | null): { last: string; first: string } | null {
   const l = last?.trim().toUpperCase()
   const f = first?.trim().split(/\s+/)[0]?.toUpperCase()
   return l && f ? { last: l, first: f } : null

@@ -44,7 +44,7 @@ export type StoredRow = Typed & { id: number; version: number; raw: string }
 const indexes = new Map<Version, Record<string, number>>()
 
 /** Digits of a phone number as labs send them ("(555) 123-4567", "555.123.4567"); US numbers without the 1. */
-export function phoneDigits(text: string | null): string | null {
+function phoneDigits(text: string | null): string | null {
   if (!text) return null
   let digits = text.replace(/\D/g, '')
   if (digits.length === 11 && digits.startsWith('1')) digits = digits.slice(1)
