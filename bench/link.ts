@@ -20,7 +20,7 @@ import { migrate } from '../src/db/migrate.ts'
 import type { Db } from '../src/db/types.ts'
 import { generateEclrs } from '../src/ingest/generate.ts'
 import { loadCountyFile } from '../src/cli/link.ts'
-import { linkOnce } from '../src/link/index.ts'
+import { linkUntilEmpty } from '../src/link/index.ts'
 import { createLogger } from '../src/log.ts'
 import { admin, ingest, open } from './targets.ts'
 
@@ -39,14 +39,7 @@ const { values: args } = parseArgs({
 const COUNTIES = fileURLToPath(new URL('../src/sandbox/commcare/county_list_ny.json', import.meta.url))
 const log = createLogger('silent')
 
-async function linkLoop(db: Db) {
-  const counts: Record<string, number> = {}
-  for (;;) {
-    const c = await linkOnce(db, Number(args.batch), log)
-    if (Object.keys(c).length === 0) return counts
-    for (const [k, n] of Object.entries(c)) counts[k] = (counts[k] ?? 0) + n
-  }
-}
+const linkLoop = (db: Db) => linkUntilEmpty(db, Number(args.batch), log)
 
 /** The starting state: counties, the known people's rows ingested and linked, the next rows ingested. */
 async function setupPhase(target: string, known: string, next: string) {

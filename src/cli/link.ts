@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs'
 import type { Db } from '../db/types.ts'
 import { CountyListError, parseCountyList, saveCounties } from '../link/counties.ts'
 import { MAX_ATTEMPTS } from '../link/batch.ts'
-import { describePerson, findPerson, traceRow } from '../link/trace.ts'
+import { describePerson, findPerson, queueState, traceRow } from '../link/trace.ts'
 import { table, withDb } from './context.ts'
 
 const when = (t: unknown) => (t ? new Date(t as string).toISOString().slice(0, 19).replace('T', ' ') : '')
@@ -55,7 +55,7 @@ export async function linkCommand(opts: { failed?: boolean; retry?: boolean; jso
         `SELECT lab_row_id, attempts, retry_at, error FROM link_queue WHERE attempts > 0 ORDER BY lab_row_id LIMIT 1000`)
       if (opts.json) return console.log(JSON.stringify(rows, null, 2))
       console.log(table(rows.map((r) => ({
-        'lab row': r.lab_row_id, state: r.attempts >= MAX_ATTEMPTS ? 'failed' : 'retrying', attempts: r.attempts, 'next try': r.attempts >= MAX_ATTEMPTS ? '' : when(r.retry_at), error: r.error,
+        'lab row': r.lab_row_id, state: queueState(r.attempts), attempts: r.attempts, 'next try': r.attempts >= MAX_ATTEMPTS ? '' : when(r.retry_at), error: r.error,
       }))))
       if (rows.length) console.log('\nherald trace ROW_ID tells more; herald link --retry tries them all again')
       return

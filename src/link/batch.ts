@@ -72,20 +72,17 @@ export async function linkBatch(tx: Queryable, limit: number, only?: number[]): 
 async function lockRows(tx: Queryable, claimed: LinkRow[]): Promise<LinkRow[]> {
   const ids = new Map(claimed.map((r) => [r, lockKeys(r).map(lockId)]))
   const wanted = [...new Set([...ids.values()].flat())].sort()
-  let locked = await tx.query<{ key: string }>(
+  const locked = await tx.query<{ key: string }>(
     'SELECT key::text FROM link_locks WHERE key = ANY($1::bigint[]) FOR UPDATE SKIP LOCKED', [wanted])
-  if (locked.length < wanted.length) {
-    const have = new Set(locked.map((l) => l.key))
-    const existing = await tx.query<{ key: string }>('SELECT key::text FROM link_locks WHERE key = ANY($1::bigint[])', [wanted])
-    const known = new Set(existing.map((l) => l.key))
-    const missing = wanted.filter((k) => !known.has(k))
-    if (missing.length > 0) {
-      const added = await tx.query<{ key: string }>(
-        'INSERT INTO link_locks (key) SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING RETURNING key::text', [missing])
-      locked = [...locked, ...added.filter((a) => !have.has(a.key))]
-    }
-  }
   const mine = new Set(locked.map((l) => l.key))
+  if (mine.size < wanted.length) {
+    // Keys not got: held by another batch, or with no row yet. Inserting the latter makes them ours;
+    // DO NOTHING skips the former without waiting for their holder.
+    const added = await tx.query<{ key: string }>(
+      'INSERT INTO link_locks (key) SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING RETURNING key::text',
+      [wanted.filter((k) => !mine.has(k))])
+    for (const a of added) mine.add(a.key)
+  }
   return mine.size === wanted.length ? claimed : claimed.filter((r) => ids.get(r)!.every((k) => mine.has(k)))
 }
 
@@ -106,7 +103,7 @@ async function findPeople(tx: Queryable, rows: LinkRow[], state: LinkState) {
       [matches.map((m) => m.dob), matches.map((m) => m.last), matches.map((m) => m.first)]),
   ])
   for (const r of byKey) state.keyOwner.set(r.patient_key, state.existingPerson(r.person_id))
-  for (const r of byMatch) state.byMatch.set(`${r.dob}|${r.match_last}|${r.match_first}`, state.existingPerson(r.id))
+  for (const r of byMatch) state.byMatch.set(matchKey({ dob: r.dob, last: r.match_last, first: r.match_first }), state.existingPerson(r.id))
 }
 
 /** Ids for the new records of each table, from the tables' sequences, in one statement. */
@@ -127,12 +124,10 @@ async function lockPeople(tx: Queryable, state: LinkState, plans: Plan[]) {
   const ids = [...state.people.keys()].sort((a, b) => a - b)
   if (ids.length === 0) return
   const people = await tx.query(
-    `SELECT id, external_id, date_of_birth::text AS dob, match_last, match_first, ${PERSON_FIELDS.join(', ')}
-     FROM people WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE`, [ids])
+    `SELECT id, external_id, ${PERSON_FIELDS.join(', ')} FROM people WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE`, [ids])
   for (const p of people) {
     const rec = state.people.get(p.id)!
     rec.externalId = p.external_id
-    rec.match = p.dob && p.match_last && p.match_first ? { dob: p.dob, last: p.match_last, first: p.match_first } : null
     rec.fields = Object.fromEntries(PERSON_FIELDS.map((f) => [f, p[f]])) as PersonRec['fields']
   }
   const known = plans.filter((p) => !p.person.isNew)

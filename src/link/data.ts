@@ -42,10 +42,10 @@ function present(props: Record<string, string | null>): Props {
 /** Patient case properties from one row. Derived properties are added by `withDerived`. */
 export function caseProps(row: LinkRow, external: string, county: County): Props {
   const t = row.typed
-  const first = (t.first_name ?? '')
-  const last = (t.last_name ?? '')
+  const first = t.first_name ?? ''
+  const last = t.last_name ?? ''
   const full = join([first, last], ' ')
-  const [g, gOther] = gender((t.sex ?? ''))
+  const [g, gOther] = gender(t.sex ?? '')
   return present({
     external_id: external,
     doh_mpi_id: external,
@@ -56,16 +56,16 @@ export function caseProps(row: LinkRow, external: string, county: County): Props
     name: full,
     initials: first && last ? first[0] + last[0] : '',
     name_and_id: full ? `${full} (${external})` : '',
-    dob: (t.date_of_birth ?? ''),
+    dob: t.date_of_birth ?? '',
     dob_known: t.date_of_birth ? 'yes' : 'no',
     gender: g,
     gender_other: gOther,
     contact_phone_number: row.phone ?? '',
     phone_home: row.phone ?? '',
-    address: join([(t.address1 ?? ''), (t.city ?? ''), (t.zip ?? '')], ', '),
-    address_street: (t.address1 ?? ''),
-    address_city: (t.city ?? ''),
-    address_zip: (t.zip ?? ''),
+    address: join([t.address1 ?? '', t.city ?? '', t.zip ?? ''], ', '),
+    address_street: t.address1 ?? '',
+    address_city: t.city ?? '',
+    address_zip: t.zip ?? '',
     address_county: county.name,
     county_commcare_domain: county.domain ?? '',
     county_display: county.display,

@@ -17,6 +17,7 @@ export interface PersonRec {
   isNew: boolean
   /** The id CommCare knows the person by (external_id, doh_mpi_id), the same in every county. */
   externalId: string
+  /** A new person's match key, written with it (never read back: it does not change). */
   match: LinkRow['match']
   fields: PersonFields
   changed: boolean

@@ -19,6 +19,11 @@ import { NoCountyList } from './counties.ts'
 const RETRY_SQLSTATES = new Set(['40P01', '40001'])
 const retryable = (err: unknown) => RETRY_SQLSTATES.has((err as { code?: string })?.code ?? '')
 
+function addCounts(into: Record<string, number>, from: Record<string, number>) {
+  for (const [k, n] of Object.entries(from)) into[k] = (into[k] ?? 0) + n
+  return into
+}
+
 function tally(result: BatchResult): Record<string, number> {
   const counts: Record<string, number> = {}
   for (const o of result.outcomes.values()) counts[o] = (counts[o] ?? 0) + 1
@@ -47,7 +52,7 @@ async function linkOneByOne(db: Db, limit: number, log: Logger): Promise<Record<
   const counts: Record<string, number> = {}
   for (const { lab_row_id: id } of ids) {
     try {
-      for (const [o, n] of Object.entries(tally(await db.transaction((tx) => linkBatch(tx, 1, [id]))))) counts[o] = (counts[o] ?? 0) + n
+      addCounts(counts, tally(await db.transaction((tx) => linkBatch(tx, 1, [id]))))
     } catch (err) {
       const error = errorText(err)
       const [row] = await db.query<{ attempts: number }>(
@@ -63,6 +68,16 @@ async function linkOneByOne(db: Db, limit: number, log: Logger): Promise<Record<
     }
   }
   return counts
+}
+
+/** Links batch after batch until nothing is waiting (scripts, tests, benchmarks); returns the outcome counts. */
+export async function linkUntilEmpty(db: Db, limit: number, log: Logger): Promise<Record<string, number>> {
+  const total: Record<string, number> = {}
+  for (;;) {
+    const counts = await linkOnce(db, limit, log)
+    if (Object.keys(counts).length === 0) return total
+    addCounts(total, counts)
+  }
 }
 
 export function linkEngine(config: Config, log: Logger): BatchEngine {

@@ -41,8 +41,6 @@ export interface LinkRow {
 
 export type StoredRow = Typed & { id: number; version: number; raw: string }
 
-const indexes = new Map<Version, Record<string, number>>()
-
 /** Digits of a phone number as labs send them ("(555) 123-4567", "555.123.4567"); US numbers without the 1. */
 function phoneDigits(text: string | null): string | null {
   if (!text) return null
@@ -58,9 +56,7 @@ export function resultKind(text: string): string {
 
 export function readRow(stored: StoredRow): LinkRow {
   const version = stored.version as Version
-  let idx = indexes.get(version)
-  if (!idx) indexes.set(version, (idx = columnIndex(version)))
-  const at = idx
+  const at = columnIndex(version)
   const fields = fieldsOf(stored.raw)
   // Ingest stored only rows with the header's field count; this fails only for a row altered since.
   if (fields.length !== COLUMNS[version].length) throw new Error(`lab row ${stored.id} no longer has the v${version} field count`)

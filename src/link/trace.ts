@@ -3,6 +3,10 @@
  * about it and the records it touched, and a person with their keys, cases, results and history.
  */
 import type { Queryable } from '../db/types.ts'
+import { MAX_ATTEMPTS } from './batch.ts'
+
+/** A queued row's state: waiting its first try, retrying after failures, or failed every attempt. */
+export const queueState = (attempts: number) => (attempts >= MAX_ATTEMPTS ? 'failed' : attempts > 0 ? 'retrying' : 'waiting')
 
 const EVENT_COLUMNS = `e.lab_row_id, e.kind, e.person_id, e.index_case_id, e.lab_result_id, e.detail, e.at`
 
@@ -22,7 +26,7 @@ export async function traceRow(q: Queryable, rowId: number) {
        (SELECT array_agg(r.accession_number ORDER BY r.id) FROM lab_results r WHERE r.index_case_id = c.id) AS accessions
      FROM index_cases c JOIN counties co ON co.fips = c.county_fips LEFT JOIN case_sync_queue q ON q.index_case_id = c.id
      WHERE c.id = ANY($1::bigint[]) ORDER BY c.id`, [caseIds])
-  const state = queue ? (queue.attempts >= 5 ? 'failed' : queue.attempts > 0 ? 'retrying' : 'waiting') : events.length ? 'linked' : 'unknown'
+  const state = queue ? queueState(queue.attempts) : events.length ? 'linked' : 'unknown'
   return { row, state, queue, events, changes, cases }
 }
 

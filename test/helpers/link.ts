@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import type { Db } from '../../src/db/types.ts'
 import { parseCountyList, saveCounties } from '../../src/link/counties.ts'
-import { linkOnce } from '../../src/link/index.ts'
+import { linkUntilEmpty } from '../../src/link/index.ts'
 import { createLogger } from '../../src/log.ts'
 
 export const COUNTY_LIST = fileURLToPath(new URL('../../../shared/fixtures/commcare/county_list_response_ny.json', import.meta.url))
@@ -14,15 +14,7 @@ export async function loadCounties(db: Db) {
 }
 
 /** Links everything waiting; returns the outcome counts. */
-export async function linkAll(db: Db, batch = 100): Promise<Record<string, number>> {
-  const total: Record<string, number> = {}
-  const log = createLogger('silent')
-  for (;;) {
-    const counts = await linkOnce(db, batch, log)
-    if (Object.keys(counts).length === 0) return total
-    for (const [k, n] of Object.entries(counts)) total[k] = (total[k] ?? 0) + n
-  }
-}
+export const linkAll = (db: Db, batch = 100) => linkUntilEmpty(db, batch, createLogger('silent'))
 
 /**
  * People, cases, results and events described without ids or times, so two databases that

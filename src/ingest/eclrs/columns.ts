@@ -43,7 +43,9 @@ export function headerVersion(line: string): Version | undefined {
   return VERSIONS.find((v) => HEADERS[v] === trimmed)
 }
 
-/** Position of each column in a row of the given version. */
-export function columnIndex(version: Version): Record<string, number> {
-  return Object.fromEntries(COLUMNS[version].map((c, i) => [c, i]))
+const INDEXES = Object.fromEntries(VERSIONS.map((v) => [v, Object.freeze(Object.fromEntries(COLUMNS[v].map((c, i) => [c, i])))]))
+
+/** Position of each column in a row of the given version (one shared, frozen object per version). */
+export function columnIndex(version: Version): Readonly<Record<string, number>> {
+  return INDEXES[version]
 }

@@ -32,7 +32,6 @@ const TIMESTAMPS: Record<string, string> = {
 // Reasons name the column, never its value: they reach terminals and reports, and values may be PII.
 export type Typed = { ok: true; countyFips: number; values: unknown[] } | { ok: false; countyFips: number | null; reason: string }
 
-const indexes = new Map<Version, Record<string, number>>()
 const COUNTY = columnIndex(1).PIDCOUNTYCODE // the same position in every version
 const PIPE = 124
 const QUOTE = 34
@@ -61,8 +60,7 @@ export function countyOf(record: Pick<RawRecord, 'bytes' | 'ends'>): number | nu
 }
 
 export function typeRow(record: RawRecord, version: Version): Typed {
-  let idx = indexes.get(version)
-  if (!idx) indexes.set(version, (idx = columnIndex(version)))
+  const idx = columnIndex(version)
   const fields = record.fields
   const expected = COLUMNS[version].length
   if (fields.length !== expected) {
