@@ -7,6 +7,7 @@ import { generateEclrs } from './ingest/generate.ts'
 import { filesCommand, inboxCommand, ingestCommand, inspectCommand } from './cli/ingest.ts'
 import { countiesCommand, countiesLoadCommand, linkCommand, personCommand, traceCommand } from './cli/link.ts'
 import { runCommand } from './cli/run.ts'
+import { casesCommand, casesRetryCommand } from './cli/casesync.ts'
 import { withDb } from './cli/context.ts'
 import { CountyListError } from './link/counties.ts'
 import { errorText } from './log.ts'
@@ -89,6 +90,14 @@ program.command('person').description('a person: keys, cases, lab results and th
   .argument('<id>', 'person id, external id (uuid) or patient key')
   .option('--json', 'print JSON')
   .action((id, opts) => personCommand(id, opts))
+
+const cases = program.command('cases').description('case sync with CommCare: cases waiting to be posted, retrying, failed; changes pulled back')
+  .option('--failed', 'list the cases whose sync failed, with their errors')
+  .option('--json', 'print JSON')
+  .action((opts) => casesCommand(opts))
+cases.command('retry').description('post failed cases again, with their attempts anew (all failed cases without an id)')
+  .argument('[case-ids...]', 'index case ids, as herald cases --failed lists them')
+  .action((ids) => casesRetryCommand(ids))
 
 const generate = program.command('generate').description('write synthetic data for demos and benchmarks')
 generate.command('eclrs').description('a realistic synthetic ECLRS export (fake people)')

@@ -31,6 +31,30 @@ export interface Config {
   workerId: string
   /** Serve engine counters at http://127.0.0.1:PORT/metrics (Prometheus text) from start and run. */
   metricsPort: number | undefined
+  /** Herald's HTTP server (CommCare's case forwarder posts to /commcare/cases); off when unset. */
+  httpPort: number | undefined
+  httpHost: string
+  commcare: CommCareConfig
+}
+
+export interface CommCareConfig {
+  /** CommCare HQ; when absent `herald start` runs the sandbox and other commands leave case sync off. */
+  url: string | undefined
+  user: string
+  apiKey: string
+  /** The project space that holds the county list. */
+  rootDomain: string
+  /** The CommCare user id Herald's forms are submitted as: changes it made itself are not pulled back. */
+  userId: string
+  /** Off: case sync pulls changes but posts nothing; jobs wait. */
+  posting: boolean
+  /** Requests in flight at once (outbound). */
+  concurrency: number
+  timeoutMs: number
+  /** Seconds between polls of a domain for changes. */
+  pollSeconds: number
+  /** Basic auth CommCare's case forwarder must send to POST /commcare/cases; no forwarder when unset. */
+  forwarder: { user: string; password: string } | undefined
 }
 
 type Env = Record<string, string | undefined>
@@ -57,6 +81,14 @@ function url(env: Env, name: string, protocols: string[]): string | undefined {
     throw new ConfigError(name, `must start with ${protocols.join(' or ')}, got ${parsed.protocol}`)
   }
   return raw
+}
+
+function bool(env: Env, name: string, fallback: boolean): boolean {
+  const raw = (env[name] ?? '').trim().toLowerCase()
+  if (raw === '') return fallback
+  if (['on', 'true', 'yes', '1'].includes(raw)) return true
+  if (['off', 'false', 'no', '0'].includes(raw)) return false
+  throw new ConfigError(name, `must be on or off, got "${env[name]}"`)
 }
 
 function port(env: Env, name: string): number {
@@ -90,5 +122,36 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel,
     workerId: env.HERALD_WORKER_ID || `${hostname()}:${process.pid}`,
     metricsPort: env.HERALD_METRICS_PORT ? port(env, 'HERALD_METRICS_PORT') : undefined,
+    httpPort: env.HERALD_HTTP_PORT ? port(env, 'HERALD_HTTP_PORT') : undefined,
+    httpHost: env.HERALD_HTTP_HOST?.trim() || '127.0.0.1',
+    commcare: commcareConfig(env),
+  })
+}
+
+function commcareConfig(env: Env): CommCareConfig {
+  const commcareUrl = url(env, 'HERALD_COMMCARE_URL', ['http:', 'https:'])
+  const required = (name: string, sandboxValue: string) => {
+    const v = env[name]?.trim()
+    if (v) return v
+    if (commcareUrl) throw new ConfigError(name, 'is required when HERALD_COMMCARE_URL is set')
+    return sandboxValue
+  }
+  const fwdUser = env.HERALD_COMMCARE_FORWARDER_USER?.trim()
+  const fwdPassword = env.HERALD_COMMCARE_FORWARDER_PASSWORD?.trim()
+  if (Boolean(fwdUser) !== Boolean(fwdPassword)) {
+    throw new ConfigError(fwdUser ? 'HERALD_COMMCARE_FORWARDER_PASSWORD' : 'HERALD_COMMCARE_FORWARDER_USER', 'the forwarder needs both a user and a password')
+  }
+  return Object.freeze({
+    url: commcareUrl?.replace(/\/+$/, ''),
+    // Without a real CommCare these are the sandbox's own credentials.
+    user: required('HERALD_COMMCARE_USER', 'herald'),
+    apiKey: required('HERALD_COMMCARE_API_KEY', 'sandbox'),
+    rootDomain: required('HERALD_COMMCARE_ROOT_DOMAIN', 'ny-covid'),
+    userId: env.HERALD_COMMCARE_USER_ID?.trim() || 'herald',
+    posting: bool(env, 'HERALD_COMMCARE_POSTING', true),
+    concurrency: int(env, 'HERALD_COMMCARE_CONCURRENCY', 16, 1),
+    timeoutMs: int(env, 'HERALD_COMMCARE_TIMEOUT_MS', 30_000, 100),
+    pollSeconds: int(env, 'HERALD_COMMCARE_POLL_SECONDS', 60, 1),
+    forwarder: fwdUser && fwdPassword ? Object.freeze({ user: fwdUser, password: fwdPassword }) : undefined,
   })
 }

@@ -1,24 +1,37 @@
 /** `herald start` (the embedded default, served to other terminals) and `herald run` (engines in the foreground). */
 import { mkdirSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
+import { commcareClient, casesyncInEngine, casesyncOutEngine, fetchCounties } from '../casesync/index.ts'
+import type { CommCareClient } from '../casesync/client.ts'
+import { forwarderRoutes } from '../casesync/forwarder.ts'
 import { describeDb } from '../db/connect.ts'
+import type { Db } from '../db/types.ts'
 import type { AnyEngine } from '../engine/engine.ts'
 import { Counters } from '../engine/engine.ts'
 import { serveMetrics } from '../engine/metrics.ts'
 import { runEngines } from '../engine/runner.ts'
+import { startHttpServer, type Routes } from '../http/server.ts'
 import { ingestEngine } from '../ingest/index.ts'
 import { linkEngine } from '../link/index.ts'
+import { startCommCareSandbox, type CommCareSandbox } from '../sandbox/commcare/server.ts'
 import type { Config } from '../config.ts'
-import type { Logger } from '../log.ts'
+import { errorText, type Logger } from '../log.ts'
 import { stopSignal, withDb } from './context.ts'
 import { loadCountyFile } from './link.ts'
 
 const SANDBOX_COUNTIES = fileURLToPath(new URL('../sandbox/commcare/county_list_ny.json', import.meta.url))
 
-/** Every engine Herald has, in pipeline order. Later engines join this list. */
-const ENGINES: Record<string, (config: Config, log: Logger) => AnyEngine> = {
+interface Outside {
+  /** CommCare, real or the sandbox; absent: case sync is off. */
+  commcare?: CommCareClient
+}
+
+/** Every engine Herald has, in pipeline order. Later engines join this list. Null: cannot run here (and why). */
+const ENGINES: Record<string, (config: Config, log: Logger, outside: Outside) => AnyEngine | string> = {
   ingest: (config, log) => ingestEngine(config, log),
   link: (config, log) => linkEngine(config, log),
+  'casesync-out': (config, log, o) => (o.commcare ? casesyncOutEngine(config, log, o.commcare) : 'no CommCare: set HERALD_COMMCARE_URL'),
+  'casesync-in': (config, log, o) => (o.commcare ? casesyncInEngine(config, log, o.commcare) : 'no CommCare: set HERALD_COMMCARE_URL'),
 }
 
 export function engineNames(list: string | undefined): string[] {
@@ -28,33 +41,69 @@ export function engineNames(list: string | undefined): string[] {
   return names
 }
 
+/** Without a real CommCare, `herald start` runs the sandbox on loopback and syncs with it. */
+async function startOutside(config: Config, serve: boolean, log: Logger): Promise<{ outside: Outside; sandbox?: CommCareSandbox }> {
+  let url = config.commcare.url
+  let sandbox: CommCareSandbox | undefined
+  if (!url && serve) {
+    const { user, apiKey, rootDomain, forwarder } = config.commcare
+    sandbox = await startCommCareSandbox({
+      user, apiKey, rootDomain,
+      forwardTo: config.httpPort && forwarder ? { url: `http://127.0.0.1:${config.httpPort}/commcare/cases`, ...forwarder } : undefined,
+    })
+    url = sandbox.url
+  }
+  if (!url) log.info('case sync is off: no CommCare configured (HERALD_COMMCARE_URL)')
+  return { outside: { commcare: url ? commcareClient(config, url) : undefined }, sandbox }
+}
+
+async function loadCountiesAtStart(db: Db, outside: Outside, serve: boolean, log: Logger) {
+  if (outside.commcare) {
+    try {
+      const n = await fetchCounties(db, outside.commcare)
+      log.info({ counties: n }, 'loaded the county list from CommCare')
+      return
+    } catch (err) {
+      log.warn({ err: errorText(err) }, 'could not load the county list from CommCare; keeping the one loaded before')
+    }
+  }
+  if (serve && db.kind === 'pglite-server' && (await db.query('SELECT 1 FROM counties LIMIT 1')).length === 0) {
+    const r = await loadCountyFile(db, SANDBOX_COUNTIES)
+    log.info({ counties: r.total }, 'loaded the sandbox county list (New York); herald counties load FILE replaces it')
+  }
+}
+
 export async function runCommand(opts: { engines?: string; untilIdle?: boolean }, serve = false) {
-  const names = engineNames(opts.engines)
   await withDb(async ({ config, db, log }) => {
+    const { outside, sandbox } = await startOutside(config, serve, log)
+    const built = engineNames(opts.engines).map((n) => [n, ENGINES[n](config, log, outside)] as const)
+    const off = built.filter(([, e]) => typeof e === 'string')
+    if (opts.engines && off.length > 0) throw new Error(off.map(([n, why]) => `${n}: ${why}`).join('; '))
+    const engines = built.map(([, e]) => e).filter((e): e is AnyEngine => typeof e !== 'string')
     if (!config.inbox.startsWith('s3://')) mkdirSync(config.inbox, { recursive: true })
     const signal = stopSignal(log)
     const counters = new Counters()
     const metrics = config.metricsPort ? await serveMetrics(counters, config.metricsPort) : undefined
+    const routes: Routes[] = outside.commcare && config.commcare.forwarder ? [forwarderRoutes({ db, client: outside.commcare, commcare: config.commcare, log })] : []
+    const http = config.httpPort ? await startHttpServer(config.httpHost, config.httpPort, routes) : undefined
     if (serve) {
-      console.log(`Herald is running: engines ${names.join(', ')}.`)
+      console.log(`Herald is running: engines ${engines.map((e) => e.name).join(', ')}.`)
       const where = db.kind === 'pglite-server' ? `PGlite in ${config.dataDir}/pgdata, shared with herald commands in other terminals` : describeDb(db, config)
       console.log(`  database  ${where}`)
       console.log(`  inbox     ${config.inbox}  (drop ECLRS export files here)`)
-      console.log(`  commands  in another terminal: npx herald files | npx herald link | npx herald person ID | npx herald --help`)
+      console.log(`  commcare  ${sandbox ? `sandbox at ${sandbox.url} (see src/sandbox/commcare/README.md)` : config.commcare.url ?? 'off'}`)
+      console.log(`  commands  in another terminal: npx herald files | npx herald link | npx herald cases | npx herald person ID | npx herald --help`)
+      if (http) console.log(`  http      http://${config.httpHost}:${config.httpPort}${routes.length ? '  (POST /commcare/cases: case forwarder)' : ''}`)
       if (metrics) console.log(`  metrics   http://127.0.0.1:${config.metricsPort}/metrics`)
       console.log('  stop      Ctrl-C')
     }
-    if (serve && db.kind === 'pglite-server' && (await db.query('SELECT 1 FROM counties LIMIT 1')).length === 0) {
-      // The embedded default has no CommCare to ask yet: the sandbox's county list stands in.
-      const r = await loadCountyFile(db, SANDBOX_COUNTIES)
-      log.info({ counties: r.total }, 'loaded the sandbox county list (New York); herald counties load FILE replaces it')
-    }
+    await loadCountiesAtStart(db, outside, serve, log)
     try {
-      await runEngines(db, names.map((n) => ENGINES[n](config, log)), {
-        untilIdle: opts.untilIdle, pollIntervalMs: config.pollIntervalMs, signal, counters, log,
-      })
+      await runEngines(db, engines, { untilIdle: opts.untilIdle, pollIntervalMs: config.pollIntervalMs, signal, counters, log })
     } finally {
       metrics?.close()
+      await http?.close()
+      await sandbox?.close()
     }
     log.info({ counts: counters.snapshot() }, 'engines stopped')
   }, { serve })

@@ -207,7 +207,9 @@ async function write(tx: Queryable, s: LinkState) {
   if (toSync.length > 0) {
     await tx.query(
       `INSERT INTO case_sync_queue (index_case_id) SELECT unnest($1::bigint[]) ORDER BY 1
-       ON CONFLICT (index_case_id) DO UPDATE SET generation = case_sync_queue.generation + 1, requested_at = now()`, [toSync])
+       ON CONFLICT (index_case_id) DO UPDATE SET generation = case_sync_queue.generation + 1, requested_at = now(),
+         -- a change to a case whose sync had failed is a new job, with its attempts anew
+         attempts = CASE WHEN case_sync_queue.failed_at IS NULL THEN case_sync_queue.attempts ELSE 0 END, failed_at = NULL`, [toSync])
   }
 
   await tx.copyInto('lab_results', ['id', 'index_case_id', 'accession_number', 'lab_row_id', 'positive', 'tested_on', 'data'],

@@ -3,13 +3,12 @@
  * functions decide row by row (a later row sees what an earlier one created or changed), and
  * batch.ts writes the outcome. No I/O here, so the rules read as rules.
  */
-import { createHash } from 'node:crypto'
 import type { County, CountyTable } from './counties.ts'
 import {
   addMissing, caseProps, DERIVED, labResultProps, PERSON_FIELDS, personFields, withDerived,
   type Merge, type PersonFields, type Props,
 } from './data.ts'
-import { matchKeyText as matchKey, personKeys } from './keys.ts'
+import { matchKeyText as matchKey, personKeys, uuidFrom } from './keys.ts'
 import type { LinkRow } from './row.ts'
 
 export interface PersonRec {
@@ -196,15 +195,6 @@ const days = (from: string, to: string) => Math.round((Date.parse(to) - Date.par
 function eligible(c: CaseRec, all: CaseRec[]): boolean {
   if (c.data.reinfected_case_created === 'yes' || all.some((o) => o.reinfectionOf === c)) return false
   return !CLOSED_DISPOSITIONS.has(c.data.final_disposition ?? '') && !TRANSFER_UNDER_WAY.has(c.data.transfer_status ?? '')
-}
-
-/**
- * Ids that CommCare will hold (a person's external_id, a case's case_id) come from the row that
- * created the record: a rerun of the same rows after a crash chooses the same ones.
- */
-function uuidFrom(name: string): string {
-  const h = createHash('sha256').update(`herald:${name}`).digest('hex')
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-${((parseInt(h[16], 16) & 3) | 8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`
 }
 
 /** Step two, once the people are locked and their cases loaded: cases, lab results, changes. */

@@ -41,3 +41,12 @@ export function personKeys(patientKey: string | null, match: MatchKey | null): s
 export function lockId(key: string): string {
   return createHash('sha256').update(key).digest().readBigInt64BE(0).toString()
 }
+
+/**
+ * Ids that CommCare will hold (a person's external_id, a case's case_id) come from the row that
+ * created the record: a rerun of the same rows after a crash chooses the same ones.
+ */
+export function uuidFrom(name: string): string {
+  const h = createHash('sha256').update(`herald:${name}`).digest('hex')
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-${((parseInt(h[16], 16) & 3) | 8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`
+}

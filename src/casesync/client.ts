@@ -1,0 +1,143 @@
+/**
+ * CommCare HQ's API (v0.5), as case sync uses it: the county list, one case with its child cases,
+ * search by external_id, changed cases page by page, and XForm submission to the receiver.
+ * Every call has a timeout. Failures are CommCareError, which says whether trying again may help
+ * and, for a 429, how long CommCare asked us to wait.
+ */
+import type { CommCareConfig } from '../config.ts'
+
+/** A case as CommCare's case API answers it (fixtures/commcare/*.json). */
+export interface CommCareCase {
+  case_id: string
+  domain?: string
+  closed: boolean
+  date_closed: string | null
+  date_modified?: string
+  server_date_modified: string
+  server_date_opened?: string
+  user_id?: string
+  properties: Record<string, string | null>
+  indices: Record<string, { case_id: string; case_type: string; relationship?: string }>
+  child_cases?: Record<string, CommCareCase>
+}
+
+interface Page {
+  meta: { next: string | null; total_count?: number }
+  objects: CommCareCase[]
+}
+
+export class CommCareError extends Error {
+  constructor(
+    message: string,
+    /** HTTP status; 0 when no answer came (network, timeout). */
+    readonly status: number,
+    /** Seconds a 429 asked us to wait. */
+    readonly retryAfter?: number,
+  ) {
+    super(message)
+    this.name = 'CommCareError'
+  }
+
+  get rateLimited() {
+    return this.status === 429
+  }
+
+  /** No answer, a server error, a timeout, an auth problem an operator can fix: worth trying later. A form refused (400, 404, 422) is not. */
+  get retryable() {
+    return this.status === 0 || this.status >= 500 || [401, 403, 408, 409, 429].includes(this.status)
+  }
+}
+
+/** Retry-After in seconds (CommCare sends seconds; an HTTP date is accepted too). */
+function retryAfterSeconds(header: string | null): number | undefined {
+  if (!header) return undefined
+  const n = Number(header)
+  if (Number.isFinite(n)) return Math.max(0, n)
+  const at = Date.parse(header)
+  return Number.isNaN(at) ? undefined : Math.max(0, (at - Date.now()) / 1000)
+}
+
+export class CommCareClient {
+  private readonly auth: string
+
+  constructor(private readonly config: Pick<CommCareConfig, 'user' | 'apiKey' | 'rootDomain' | 'timeoutMs'> & { url: string }) {
+    this.auth = `ApiKey ${config.user}:${config.apiKey}`
+  }
+
+  get baseUrl() {
+    return this.config.url
+  }
+
+  private async request(path: string, init: { method?: string; body?: string; contentType?: string } = {}): Promise<Response> {
+    const where = `${init.method ?? 'GET'} ${path.split('?')[0]}`
+    let res: Response
+    try {
+      res = await fetch(this.config.url + path, {
+        method: init.method ?? 'GET',
+        headers: { Authorization: this.auth, Accept: 'application/json', ...(init.contentType ? { 'Content-Type': init.contentType } : {}) },
+        body: init.body,
+        signal: AbortSignal.timeout(this.config.timeoutMs),
+      })
+    } catch (err) {
+      const e = err as Error
+      const why = e.name === 'TimeoutError' ? `no answer within ${this.config.timeoutMs} ms` : (e.cause as Error)?.message ?? e.message
+      throw new CommCareError(`CommCare ${where}: ${why}`, 0)
+    }
+    return res
+  }
+
+  private async json<T>(path: string, allow404 = false): Promise<T | null> {
+    const res = await this.request(path)
+    if (res.status === 404 && allow404) {
+      await res.body?.cancel()
+      return null
+    }
+    if (!res.ok) throw await failure(res, `GET ${path.split('?')[0]}`)
+    return (await res.json()) as T
+  }
+
+  async countyList(): Promise<unknown> {
+    return this.json(`/a/${enc(this.config.rootDomain)}/api/v0.5/fixture/?fixture_type=county_list&limit=1000`)
+  }
+
+  /** One case with its child (and extension) cases; null when the domain has no such case. */
+  async getCase(domain: string, caseId: string): Promise<CommCareCase | null> {
+    return this.json<CommCareCase>(`/a/${enc(domain)}/api/v0.5/case/${enc(caseId)}/?format=json&child_cases__full=true`, true)
+  }
+
+  async findByExternalId(domain: string, externalId: string): Promise<CommCareCase[]> {
+    const page = await this.json<Page>(`/a/${enc(domain)}/api/v0.5/case/?format=json&external_id=${enc(externalId)}&limit=100`)
+    return page!.objects
+  }
+
+  /** Patient cases modified at or after `since`, a page at a time, following meta.next. */
+  async *changedCases(domain: string, since: Date | null, limit = 100): AsyncGenerator<CommCareCase[]> {
+    const base = `/a/${enc(domain)}/api/v0.5/case/`
+    const query = new URLSearchParams({ format: 'json', type: 'patient', limit: String(limit) })
+    if (since) query.set('server_date_modified_start', since.toISOString())
+    let path: string | null = `${base}?${query}`
+    while (path) {
+      const page: Page = (await this.json<Page>(path))!
+      yield page.objects
+      // meta.next is a query string relative to the list's own address.
+      path = page.meta.next ? base + (page.meta.next.startsWith('?') ? page.meta.next : `?${page.meta.next.split('?')[1] ?? ''}`) : null
+    }
+  }
+
+  /** Posts an XForm to the domain's receiver; resolves when CommCare answered 201 submit_success. */
+  async submitForm(domain: string, xml: string): Promise<void> {
+    const res = await this.request(`/a/${enc(domain)}/receiver/`, { method: 'POST', body: xml, contentType: 'text/xml' })
+    const text = await res.text()
+    if (res.status === 201 && text.includes('submit_success')) return
+    throw await failure(res, `POST /a/${domain}/receiver/`, text)
+  }
+}
+
+const enc = encodeURIComponent
+
+async function failure(res: Response, where: string, body?: string): Promise<CommCareError> {
+  const text = body ?? (await res.text().catch(() => ''))
+  // CommCare's OpenRosa answer names the problem in <message>; keep it short, it is stored with the job.
+  const message = /<message[^>]*>([^<]*)<\/message>/.exec(text)?.[1]?.trim() || text.trim().slice(0, 200)
+  return new CommCareError(`CommCare ${where}: HTTP ${res.status}${message ? ` ${message}` : ''}`, res.status, retryAfterSeconds(res.headers.get('retry-after')))
+}

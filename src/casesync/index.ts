@@ -1,0 +1,54 @@
+/**
+ * Case sync: index cases ⇄ CommCare, one domain (project space) per county.
+ *   outbound.ts  cases marked by link → one form each, following transfers and duplicates (resolve.ts)
+ *   poll.ts      changes in CommCare → back into Herald, from a cursor per domain (inbound.ts has the rules)
+ *   forwarder.ts CommCare's case forwarder → the same import, in seconds
+ *   jobs.ts      the outbound job queue: leases, backoff, failures; client.ts, xform.ts: the wire
+ */
+import type { Config } from '../config.ts'
+import type { Db } from '../db/types.ts'
+import type { BatchEngine } from '../engine/engine.ts'
+import { parseCountyList, readCounties, saveCounties } from '../link/counties.ts'
+import { errorText, type Logger } from '../log.ts'
+import { CommCareClient, CommCareError } from './client.ts'
+import { outboundEngine } from './outbound.ts'
+import { pollDomain } from './poll.ts'
+
+export function commcareClient(config: Config, url: string): CommCareClient {
+  return new CommCareClient({ ...config.commcare, url })
+}
+
+export function casesyncOutEngine(config: Config, log: Logger, client: CommCareClient) {
+  return outboundEngine({ client, commcare: config.commcare, workerId: config.workerId, leaseSeconds: config.claimLeaseSeconds, log })
+}
+
+export function casesyncInEngine(config: Config, log: Logger, client: CommCareClient): BatchEngine {
+  return {
+    name: 'casesync-in',
+    batchSize: 1,
+    async step(db) {
+      const counties = await readCounties(db)
+      const domains = new Set([...counties.byFips.values()].filter((c) => c.participating && c.domain).map((c) => c.domain!))
+      const total: Record<string, number> = {}
+      for (const domain of domains) {
+        try {
+          const counts = await pollDomain(db, client, domain, counties, config.commcare.pollSeconds)
+          for (const [k, n] of Object.entries(counts ?? {})) total[k] = (total[k] ?? 0) + n
+        } catch (err) {
+          const status = err instanceof CommCareError ? err.status : undefined
+          log.warn({ domain, status, err: status === undefined ? errorText(err) : undefined }, 'polling CommCare failed; next poll will try again')
+        }
+      }
+      const changed = Object.entries(total).filter(([k]) => k !== 'unchanged' && k !== 'ignored')
+      if (changed.length > 0) log.info(total, 'pulled changes from CommCare')
+      return total
+    },
+  }
+}
+
+/** Loads CommCare's county list into counties; returns how many counties it holds. */
+export async function fetchCounties(db: Db, client: CommCareClient): Promise<number> {
+  const list = parseCountyList(await client.countyList())
+  await db.transaction((tx) => saveCounties(tx, list))
+  return list.length
+}

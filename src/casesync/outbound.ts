@@ -1,0 +1,179 @@
+/**
+ * Outbound case sync: every index case marked for sync (case_sync_queue) is posted to its county's
+ * CommCare domain as one form, the patient case with its lab results.
+ *
+ * A case CommCare has never seen is created at once (one request). A case it may hold is fetched
+ * first: an investigator may have transferred it or marked it a duplicate, and then its changes go
+ * to the case at the end of that chain (resolve.ts). Requests run `concurrency` at a time, so the
+ * rate is set by CommCare's latency, not by Herald. Failures are retried with backoff (jobs.ts); a
+ * 429 pauses every request of this worker for as long as CommCare asked, and spends no attempt.
+ */
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { CommCareConfig } from '../config.ts'
+import type { Db } from '../db/types.ts'
+import type { BatchEngine } from '../engine/engine.ts'
+import { readCounties, type CountyTable } from '../link/counties.ts'
+import { errorText, type Logger } from '../log.ts'
+import { CommCareError, type CommCareCase, type CommCareClient } from './client.ts'
+import { addEvent, claimJobs, failAttempt, failCycle, finishJob, postponeJob, releaseJobs, type Job } from './jobs.ts'
+import { caseBlocks, type LocalCase } from './payload.ts'
+import { resolveDestination, type Hop } from './resolve.ts'
+import { buildForm } from './xform.ts'
+
+export interface OutboundOptions {
+  client: CommCareClient
+  commcare: Pick<CommCareConfig, 'user' | 'userId' | 'posting' | 'concurrency'>
+  workerId: string
+  leaseSeconds: number
+  log: Logger
+}
+
+/** A 429 without Retry-After waits this long. */
+const DEFAULT_RETRY_AFTER = 5
+/** A pause longer than this gives the claimed jobs back (with their retry time) rather than sleeping on them. */
+const LONGEST_SLEEP_MS = 30_000
+
+export async function loadCases(db: Db, ids: string[]): Promise<Map<string, LocalCase>> {
+  const rows = await db.query(
+    `SELECT c.id::text, c.case_id, c.person_id::text, c.county_fips, co.domain, co.location_id, c.data,
+            (c.synced_at IS NOT NULL OR c.commcare_modified_at IS NOT NULL) AS known
+     FROM index_cases c JOIN counties co ON co.fips = c.county_fips WHERE c.id = ANY($1::bigint[])`, [ids])
+  const cases = new Map<string, LocalCase>(rows.map((r) => [r.id, {
+    id: r.id, caseId: r.case_id, personId: r.person_id, countyFips: r.county_fips, domain: r.domain,
+    locationId: r.location_id, data: r.data, known: r.known, results: [],
+  }]))
+  const results = await db.query(
+    `SELECT index_case_id::text, accession_number, data FROM lab_results WHERE index_case_id = ANY($1::bigint[]) ORDER BY id`, [ids])
+  for (const r of results) cases.get(r.index_case_id)?.results.push({ accession: r.accession_number, data: r.data })
+  return cases
+}
+
+/**
+ * The case at the end of a transfer or duplicate chain, as a local case: found by its case_id, or
+ * created for the same person in the destination's county, with the origin's lab results carried
+ * over by accession number. Repeatable: a second run finds what the first created.
+ */
+async function adoptDestination(db: Db, origin: LocalCase, domain: string, commcare: CommCareCase, counties: CountyTable): Promise<LocalCase> {
+  const county = [...counties.byFips.values()].find((c) => c.domain === domain)
+  if (!county) throw new Error(`the chain ends in domain ${domain}, which is no county's`)
+  const id = await db.transaction(async (tx) => {
+    const props = Object.fromEntries(Object.entries(commcare.properties).filter(([, v]) => v !== null))
+    await tx.query(
+      `INSERT INTO index_cases (person_id, county_fips, case_id, data, closed, opened_on, commcare_modified_at)
+       VALUES ($1, $2, $3, $4, $5, coalesce(substr($6, 1, 10)::date, current_date), $7)
+       ON CONFLICT (case_id) DO NOTHING`,
+      [origin.personId, county.fips, commcare.case_id, props, commcare.closed, props.date_opened || null, commcare.server_date_modified])
+    const [dest] = await tx.query('SELECT id::text FROM index_cases WHERE case_id = $1', [commcare.case_id])
+    await tx.query(
+      `INSERT INTO lab_results (index_case_id, accession_number, lab_row_id, positive, tested_on, data)
+       SELECT $1, accession_number, lab_row_id, positive, tested_on, data || jsonb_build_object('owner_id', $3::text)
+       FROM lab_results WHERE index_case_id = $2
+       ON CONFLICT (index_case_id, accession_number) DO NOTHING`, [dest.id, origin.id, county.locationId ?? ''])
+    return dest.id as string
+  })
+  return (await loadCases(db, [id])).get(id)!
+}
+
+type Outcome = 'posted' | 'redirected' | 'unchanged' | 'retrying' | 'failed' | 'cycle' | 'rate_limited'
+
+export function outboundEngine(opts: OutboundOptions): BatchEngine & { syncJob(db: Db, job: Job, c: LocalCase | undefined, counties: CountyTable): Promise<Outcome> } {
+  const { client, commcare, log } = opts
+  let pausedUntil = 0
+  let warnedOff = false
+
+  async function post(db: Db, job: Job, origin: LocalCase, counties: CountyTable): Promise<Outcome> {
+    let target = origin
+    let commcareCase: CommCareCase | null = null
+    let chain: Hop[] = []
+    let deadEnd: string | undefined
+    if (origin.known) {
+      const res = await resolveDestination(client, { domain: origin.domain!, caseId: origin.caseId },
+        (fips) => counties.byFips.get(Number(fips))?.domain ?? undefined)
+      if (res.kind === 'cycle') {
+        await failCycle(db, job, res.chain.map((h) => `${h.domain}/${h.caseId}`))
+        log.warn({ indexCase: job.indexCaseId, hops: res.chain.length }, 'case sync found a transfer/duplicate cycle')
+        return 'cycle'
+      }
+      if (res.kind === 'found') {
+        commcareCase = res.commcare
+        chain = res.chain
+        deadEnd = res.deadEnd
+        if (res.commcare.case_id !== origin.caseId) target = await adoptDestination(db, origin, res.domain, res.commcare, counties)
+      }
+    }
+    const blocks = caseBlocks(target, commcareCase)
+    if (blocks.length > 0) {
+      await client.submitForm(target.domain!, buildForm(blocks, { userId: commcare.userId, username: commcare.user }))
+    }
+    const redirected = target !== origin
+    await db.transaction(async (tx) => {
+      await tx.query('UPDATE index_cases SET synced_at = now() WHERE id = $1', [target.id])
+      await finishJob(tx, job)
+      if (redirected) {
+        await addEvent(tx, origin.id, 'redirected', { to_case: target.caseId, domain: target.domain, chain: chain.map((h) => `${h.domain}/${h.caseId}`), dead_end: deadEnd })
+      }
+      await addEvent(tx, target.id, 'posted', {
+        domain: target.domain, case_id: target.caseId, created: !commcareCase, blocks: blocks.length,
+        ...(redirected ? { from_case: origin.caseId } : {}), ...(deadEnd && !redirected ? { dead_end: deadEnd } : {}),
+      })
+    })
+    return redirected ? 'redirected' : blocks.length > 0 ? 'posted' : 'unchanged'
+  }
+
+  async function syncJob(db: Db, job: Job, c: LocalCase | undefined, counties: CountyTable): Promise<Outcome> {
+    if (!c?.domain) {
+      return failAttempt(db, job, c ? `county ${c.countyFips} has no CommCare domain` : 'the case no longer exists', true)
+    }
+    try {
+      return await post(db, job, c, counties)
+    } catch (err) {
+      if (err instanceof CommCareError && err.rateLimited) {
+        const seconds = err.retryAfter ?? DEFAULT_RETRY_AFTER
+        pausedUntil = Math.max(pausedUntil, Date.now() + seconds * 1000)
+        await postponeJob(db, job, seconds, err.message)
+        return 'rate_limited'
+      }
+      const retryable = err instanceof CommCareError ? err.retryable : !(err instanceof TypeError)
+      const outcome = await failAttempt(db, job, errorText(err), !retryable)
+      // Only the status: CommCare's message may quote a value.
+      log.warn({ indexCase: job.indexCaseId, status: (err as CommCareError).status, attempts: job.attempts + 1, outcome }, 'case sync attempt failed')
+      return outcome
+    }
+  }
+
+  return {
+    name: 'casesync-out',
+    batchSize: commcare.concurrency * 4,
+    syncJob,
+    async step(db, signal) {
+      if (!commcare.posting) {
+        if (!warnedOff) log.warn('case sync posting is off (HERALD_COMMCARE_POSTING=off): cases wait in case_sync_queue')
+        warnedOff = true
+        return {}
+      }
+      const jobs = await claimJobs(db, opts.workerId, commcare.concurrency * 4, opts.leaseSeconds)
+      if (jobs.length === 0) return {}
+      const [counties, cases] = await Promise.all([readCounties(db), loadCases(db, jobs.map((j) => j.indexCaseId))])
+      const counts: Record<string, number> = {}
+      let next = 0
+      const worker = async () => {
+        while (next < jobs.length && !signal.aborted) {
+          const job = jobs[next++]
+          const wait = pausedUntil - Date.now()
+          let outcome: Outcome
+          if (wait > LONGEST_SLEEP_MS) {
+            await postponeJob(db, job, Math.ceil(wait / 1000), 'waiting out a 429 from CommCare')
+            outcome = 'rate_limited'
+          } else {
+            if (wait > 0) await sleep(wait)
+            outcome = await syncJob(db, job, cases.get(job.indexCaseId), counties)
+          }
+          counts[outcome] = (counts[outcome] ?? 0) + 1
+        }
+      }
+      await Promise.all(Array.from({ length: Math.min(commcare.concurrency, jobs.length) }, worker))
+      await releaseJobs(db, jobs.slice(next))
+      return counts
+    },
+  }
+}

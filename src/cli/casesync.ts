@@ -1,0 +1,45 @@
+/** `herald cases`: case sync's queue, its failures, a retry, and each domain's inbound cursor. */
+import { retryFailed } from '../casesync/jobs.ts'
+import { table, withDb } from './context.ts'
+
+const when = (t: unknown) => (t ? new Date(t as string).toISOString().slice(0, 19).replace('T', ' ') : '')
+
+export async function casesCommand(opts: { failed?: boolean; json?: boolean }) {
+  return withDb(async ({ db }) => {
+    if (opts.failed) {
+      const rows = await db.query(
+        `SELECT q.index_case_id, c.case_id, co.domain, q.attempts, q.failed_at, q.last_error
+         FROM case_sync_queue q JOIN index_cases c ON c.id = q.index_case_id JOIN counties co ON co.fips = c.county_fips
+         WHERE q.failed_at IS NOT NULL ORDER BY q.failed_at LIMIT 1000`)
+      if (opts.json) return console.log(JSON.stringify(rows, null, 2))
+      console.log(table(rows.map((r) => ({
+        case: r.index_case_id, 'commcare case_id': r.case_id, domain: r.domain, attempts: r.attempts, failed: when(r.failed_at), error: r.last_error,
+      }))))
+      if (rows.length) console.log('\nherald cases retry [CASE...] tries them again (all of them without a case id)')
+      return
+    }
+    const [q] = await db.query(
+      `SELECT count(*) FILTER (WHERE failed_at IS NULL AND attempts = 0 AND retry_at IS NULL) AS waiting,
+              count(*) FILTER (WHERE failed_at IS NULL AND (attempts > 0 OR retry_at IS NOT NULL)) AS retrying,
+              count(*) FILTER (WHERE claimed_until > now()) AS in_flight,
+              count(*) FILTER (WHERE failed_at IS NOT NULL) AS failed
+       FROM case_sync_queue`)
+    const [c] = await db.query('SELECT count(*) AS cases, count(synced_at) AS synced FROM index_cases')
+    const cursors = await db.query('SELECT domain, modified_upto, polled_at FROM commcare_cursors ORDER BY domain')
+    const state = { queue: q, cases: c, cursors }
+    if (opts.json) return console.log(JSON.stringify(state, null, 2))
+    console.log(`outbound: ${q.waiting} waiting, ${q.retrying} retrying, ${q.in_flight} in flight, ${q.failed} failed` +
+      ` (herald cases --failed); ${c.synced} of ${c.cases} cases posted at least once`)
+    console.log(cursors.length === 0 ? 'inbound: no domain polled yet' : '\ninbound (changes pulled up to):')
+    if (cursors.length) console.log(table(cursors.map((r) => ({ domain: r.domain, 'modified up to': when(r.modified_upto), 'polled at': when(r.polled_at) }))))
+  })
+}
+
+export async function casesRetryCommand(ids: string[]) {
+  const bad = ids.filter((id) => !/^\d+$/.test(id))
+  if (bad.length) throw new Error(`not a case id (herald cases --failed lists them): ${bad.join(', ')}`)
+  return withDb(async ({ db }) => {
+    const n = await retryFailed(db, ids.length ? ids : undefined)
+    console.log(`${n} failed case${n === 1 ? '' : 's'} will be posted again by the next case sync round`)
+  })
+}

@@ -1,0 +1,220 @@
+/** Outbound case sync against the CommCare sandbox: posts, transfers and duplicates, retries, failures. */
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { retryFailed } from '../../src/casesync/jobs.ts'
+import type { Db } from '../../src/db/types.ts'
+import { casesync, caseOf, dueNow, events, labResults, linkRows, patients, startSandbox, syncAll } from '../helpers/casesync.ts'
+import { createTestDb, type TestDb } from '../helpers/db.ts'
+import { row, tempDir } from '../helpers/files.ts'
+import { count, loadCounties } from '../helpers/link.ts'
+
+const ALBANY = 'ny-albany-cdcms'
+const ALLEGANY = 'ny-allegany-cdcms'
+let t: TestDb
+let db: Db
+let dir: string
+
+beforeAll(async () => {
+  t = await createTestDb()
+  db = t.db
+})
+afterAll(async () => t.drop())
+beforeEach(async () => {
+  await db.exec(`TRUNCATE inbox_files, files, lab_rows, lab_row_keys, ingest_errors, link_queue, people, person_keys,
+    index_cases, lab_results, link_events, link_changes, exposure_queue, case_sync_queue, case_sync_events, commcare_cursors, counties
+    RESTART IDENTITY CASCADE`)
+  await loadCounties(db)
+  const tmp = tempDir()
+  dir = tmp.dir
+  return tmp.cleanup
+})
+
+/** One person in Albany with one positive result, synced once. */
+async function syncedPerson(key: string) {
+  const s = await startSandbox()
+  const cs = casesync(s)
+  await linkRows(db, dir, [row(3, { PIDPATIENTKEY: key, PIDCOUNTYCODE: '1', OBRACCESSIONNUM: `${key}-A1` })])
+  expect(await syncAll(db, cs.out)).toEqual({ posted: 1 })
+  const c = await caseOf(db)
+  return { s, cs, c }
+}
+
+describe('outbound case sync', () => {
+  it('creates the patient case with its lab result in the county domain, and forgets the job', async () => {
+    const { s, c } = await syncedPerson('K1')
+    const [p] = patients(s, ALBANY)
+    expect(p.case_id).toBe(c.case_id)
+    expect(p.properties.external_id).toBe(c.data.external_id)
+    expect(p.properties.first_name).toBe('TESTFIRST')
+    expect(p.user_id).toBe('herald')
+    const [r] = labResults(s, ALBANY)
+    expect(r.properties.accession_number).toBe('K1-A1')
+    expect(r.indices.parent).toMatchObject({ case_id: c.case_id, case_type: 'patient', relationship: 'extension' })
+    expect(await count(db, 'case_sync_queue')).toBe(0)
+    expect(c.synced_at).not.toBeNull()
+    expect((await events(db, c.id)).map((e) => e.kind)).toEqual(['posted'])
+  })
+
+  it('posts a later result to the same case, never overwriting what an investigator wrote', async () => {
+    const { s, cs, c } = await syncedPerson('K2')
+    s.edit(ALBANY, c.case_id, { first_name: 'Corrected', case_notes: 'called twice' })
+    await linkRows(db, dir, [row(3, { PIDPATIENTKEY: 'K2', PIDCOUNTYCODE: '1', OBRACCESSIONNUM: 'K2-A2', PIDLASTNAME: 'X' })])
+    expect(await syncAll(db, cs.out)).toEqual({ posted: 1 })
+    expect(patients(s)).toHaveLength(1)
+    const p = s.getCase(ALBANY, c.case_id)!
+    expect(p.properties.first_name).toBe('Corrected')
+    expect(p.properties.case_notes).toBe('called twice')
+    expect(p.properties.new_lab_result_received).toBe('yes')
+    expect(labResults(s).map((r) => r.properties.accession_number).sort()).toEqual(['K2-A1', 'K2-A2'])
+  })
+
+  it('keeps one job per case: a second change before the post bumps its generation', async () => {
+    const s = await startSandbox()
+    await linkRows(db, dir, [row(3, { PIDPATIENTKEY: 'K3', PIDCOUNTYCODE: '1', OBRACCESSIONNUM: 'K3-A1' })])
+    await linkRows(db, dir, [row(3, { PIDPATIENTKEY: 'K3', PIDCOUNTYCODE: '1', OBRACCESSIONNUM: 'K3-A2' })])
+    expect(await db.query('SELECT generation FROM case_sync_queue')).toEqual([{ generation: 2 }])
+    expect(await syncAll(db, casesync(s).out)).toEqual({ posted: 1 })
+    expect(labResults(s)).toHaveLength(2)
+  })
+
+  it('leaves the job for another round when the case changed while its post was in flight', async () => {
+    const s = await startSandbox()
+    const cs = casesync(s)
+    await linkRows(db, dir, [row(3, { PIDPATIENTKEY: 'K4', PIDCOUNTYCODE: '1' })])
+    const { claimJobs } = await import('../../src/casesync/jobs.ts')
+    const [job] = await claimJobs(db, 'test', 10, 60)
+    await db.query('UPDATE case_sync_queue SET generation = generation + 1')
+    const { loadCases } = await import('../../src/casesync/outbound.ts')
+    const counties = await (await import('../../src/link/counties.ts')).readCounties(db)
+    expect(await cs.out.syncJob(db, job, (await loadCases(db, [job.indexCaseId])).get(job.indexCaseId), counties)).toBe('posted')
+    expect(await db.query('SELECT generation, claimed_by FROM case_sync_queue')).toEqual([{ generation: 2, claimed_by: null }])
+    expect(await syncAll(db, cs.out)).toEqual({ unchanged: 1 })
+    expect(await count(db, 'case_sync_queue')).toBe(0)
+  })
+
+  it('follows a transfer to the other county: the local destination case gets the lab results', async () => {
+    const { s, cs, c } = await syncedPerson('K5')
+    const dest = s.transfer(ALBANY, c.case_id, 3)!
+    await linkRows(db, dir, [row(3, { PIDPATIENTKEY: 'K5', PIDCOUNTYCODE: '1', OBRACCESSIONNUM: 'K5-A2' })])
+    expect(await syncAll(db, cs.out)).toEqual({ redirected: 1 })
+    const local = await caseOf(db, `case_id = '${dest.case_id}'`)
+    expect(local.county_fips).toBe(3)
+    expect((await db.query('SELECT accession_number FROM lab_results WHERE index_case_id = $1 ORDER BY 1', [local.id])).map((r) => r.accession_number))
+      .toEqual(['K5-A1', 'K5-A2'])
+    expect(labResults(s, ALLEGANY).map((r) => [r.properties.accession_number, r.indices.parent.case_id]).sort())
+      .toEqual([['K5-A1', dest.case_id], ['K5-A2', dest.case_id]])
+    expect(labResults(s, ALBANY)).toHaveLength(1) // the origin got nothing new
+    const [ev] = await events(db, c.id)
+    expect(ev.kind).toBe('posted')
+    expect((await events(db, c.id))[1]).toMatchObject({ kind: 'redirected', detail: { to_case: dest.case_id, domain: ALLEGANY } })
+  })
+
+  it('follows a chain of duplicates, and stops at a dead end on the last case found', async () => {
+    const { s, cs, c } = await syncedPerson('K6')
+    const b = s.createCase(ALBANY, { case_name: 'B', external_id: c.data.external_id })
+    const cc = s.createCase(ALBANY, { case_name: 'C', external_id: c.data.external_id })
+    s.markDuplicate(ALBANY, c.case_id, b.case_id)
+    s.markDuplicate(ALBANY, b.case_id, cc.case_id)
+    s.markDuplicate(ALBANY, cc.case_id, 'no-such-case')
+    await linkRows(db, dir, [row(3, { PIDPATIENTKEY: 'K6', PIDCOUNTYCODE: '1', OBRACCESSIONNUM: 'K6-A2' })])
+    expect(await syncAll(db, cs.out)).toEqual({ redirected: 1 })
+    expect(labResults(s).filter((r) => r.indices.parent.case_id === cc.case_id)).toHaveLength(2)
+    const redirected = (await events(db, c.id)).find((e) => e.kind === 'redirected')!
+    expect(redirected.detail.chain).toEqual([c.case_id, b.case_id, cc.case_id].map((id) => `${ALBANY}/${id}`))
+    expect(redirected.detail.dead_end).toMatch(/duplicate_of_case_id names no case/)
+  })
+
+  it('keeps the case itself when a transfer leads nowhere', async () => {
+    const { s, cs, c } = await syncedPerson('K7')
+    s.transfer(ALBANY, c.case_id, 3, { createDestination: false })
+    await linkRows(db, dir, [row(3, { PIDPATIENTKEY: 'K7', PIDCOUNTYCODE: '1', OBRACCESSIONNUM: 'K7-A2' })])
+    expect(await syncAll(db, cs.out)).toEqual({ posted: 1 })
+    expect(labResults(s, ALBANY)).toHaveLength(2)
+    expect((await events(db, c.id)).at(-1)!.detail.dead_end).toMatch(/no case in ny-allegany-cdcms/)
+  })
+
+  it('ends a job in a duplicate cycle with an event, without looping or posting', async () => {
+    const { s, cs, c } = await syncedPerson('K8')
+    const b = s.createCase(ALBANY, { case_name: 'B' })
+    s.markDuplicate(ALBANY, c.case_id, b.case_id)
+    s.markDuplicate(ALBANY, b.case_id, c.case_id)
+    await linkRows(db, dir, [row(3, { PIDPATIENTKEY: 'K8', PIDCOUNTYCODE: '1', OBRACCESSIONNUM: 'K8-A2' })])
+    const before = s.stats.submissions
+    expect(await syncAll(db, cs.out)).toEqual({ cycle: 1 })
+    expect(s.stats.submissions).toBe(before)
+    expect((await events(db, c.id)).at(-1)).toMatchObject({ kind: 'cycle', detail: { chain: [c.case_id, b.case_id, c.case_id].map((id) => `${ALBANY}/${id}`) } })
+    expect(await db.query('SELECT failed_at IS NOT NULL AS failed FROM case_sync_queue')).toEqual([{ failed: true }])
+  })
+
+  it('waits out a 429 as told without spending an attempt, then posts', async () => {
+    const s = await startSandbox({ rateLimit: { every: 0, burst: 1, retryAfterSeconds: 1 } })
+    const cs = casesync(s)
+    await linkRows(db, dir, [row(3, { PIDPATIENTKEY: 'K9', PIDCOUNTYCODE: '1' })])
+    expect(await syncAll(db, cs.out)).toEqual({ rate_limited: 1 })
+    const [q] = await db.query(`SELECT attempts, retry_at > now() + interval '0.5 s' AS later FROM case_sync_queue`)
+    expect(q).toEqual({ attempts: 0, later: true })
+    s.knobs.rateLimit = undefined
+    await new Promise((r) => setTimeout(r, 1100))
+    expect(await syncAll(db, cs.out)).toEqual({ posted: 1 })
+    expect(patients(s)).toHaveLength(1)
+  })
+
+  it('retries a 5xx with backoff, then posts', async () => {
+    const s = await startSandbox({ failureRate: 1 })
+    const cs = casesync(s)
+    await linkRows(db, dir, [row(3, { PIDPATIENTKEY: 'K10', PIDCOUNTYCODE: '1' })])
+    expect(await syncAll(db, cs.out)).toEqual({ retrying: 1 })
+    const [q] = await db.query(`SELECT attempts, retry_at > now() + interval '20 s' AS later, last_error FROM case_sync_queue`)
+    expect(q).toMatchObject({ attempts: 1, later: true, last_error: expect.stringMatching(/HTTP 500/) })
+    s.knobs.failureRate = 0
+    await dueNow(db)
+    expect(await syncAll(db, cs.out)).toEqual({ posted: 1 })
+    expect(await count(db, 'case_sync_queue')).toBe(0)
+  })
+
+  it('re-posts after a post that landed but was never recorded, creating no second case', async () => {
+    const s = await startSandbox({ latencyMs: 600 })
+    const cs = casesync(s, { HERALD_COMMCARE_TIMEOUT_MS: '300' })
+    await linkRows(db, dir, [row(3, { PIDPATIENTKEY: 'K11', PIDCOUNTYCODE: '1' })])
+    expect(await syncAll(db, cs.out)).toEqual({ retrying: 1 })
+    expect(patients(s)).toHaveLength(1) // CommCare has it; Herald does not know
+    s.knobs.latencyMs = 0
+    await dueNow(db)
+    expect(await syncAll(db, cs.out)).toEqual({ posted: 1 })
+    expect(patients(s)).toHaveLength(1)
+    expect(labResults(s)).toHaveLength(1)
+  })
+
+  it('fails a case out of attempts visibly, and posts it again on retry', async () => {
+    const s = await startSandbox({ failureRate: 1 })
+    const cs = casesync(s)
+    await linkRows(db, dir, [row(3, { PIDPATIENTKEY: 'K12', PIDCOUNTYCODE: '1' })])
+    await db.query('UPDATE case_sync_queue SET attempts = 19')
+    expect(await syncAll(db, cs.out)).toEqual({ failed: 1 })
+    const c = await caseOf(db)
+    expect((await events(db, c.id)).at(-1)).toMatchObject({ kind: 'failed', detail: { attempts: 20, reason: 'out of attempts' } })
+    expect(await syncAll(db, cs.out)).toEqual({})
+    s.knobs.failureRate = 0
+    expect(await retryFailed(db)).toBe(1)
+    expect(await syncAll(db, cs.out)).toEqual({ posted: 1 })
+  })
+
+  it('fails at once a form CommCare refuses', async () => {
+    const s = await startSandbox()
+    const cs = casesync(s)
+    await linkRows(db, dir, [row(3, { PIDPATIENTKEY: 'K13', PIDCOUNTYCODE: '1' })])
+    // A case CommCare's other domain holds: the receiver refuses the form (400).
+    const c = await caseOf(db)
+    s.createCase(ALLEGANY, { case_name: 'elsewhere' })
+    await db.query(`UPDATE index_cases SET case_id = $1`, [s.cases(ALLEGANY)[0].case_id])
+    expect(await syncAll(db, cs.out)).toEqual({ failed: 1 })
+    expect((await events(db, c.id)).at(-1)).toMatchObject({ kind: 'failed', detail: { reason: 'refused' } })
+  })
+
+  it('posts nothing while posting is off', async () => {
+    const s = await startSandbox()
+    await linkRows(db, dir, [row(3, { PIDPATIENTKEY: 'K14', PIDCOUNTYCODE: '1' })])
+    expect(await syncAll(db, casesync(s, { HERALD_COMMCARE_POSTING: 'off' }).out)).toEqual({})
+    expect(s.stats.requests).toBe(0)
+    expect(await count(db, 'case_sync_queue')).toBe(1)
+  })
+})
