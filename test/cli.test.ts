@@ -66,6 +66,18 @@ describe('herald start', () => {
       const trace = (await run(process.execPath, [BIN, 'trace', String(person.results[0].lab_row_id)], { env })).stdout
       expect(trace).toMatch(/county_unknown\s.*fips=9999 domain=ny-statewide-cdcms/)
       expect(trace).toMatch(/person_created[\s\S]*case_created[\s\S]*lab_result_created/)
+
+      // Case sync posts the cases to the CommCare sandbox that herald start runs.
+      const sandbox = /commcare  sandbox at (http:\/\/127\.0\.0\.1:\d+)/.exec(out)![1]
+      let patients: any[] = []
+      for (let i = 0; i < 100 && patients.length < 3; i++) {
+        await new Promise((r) => setTimeout(r, 300))
+        patients = (await (await fetch(`${sandbox}/sandbox/cases?domain=ny-statewide-cdcms`)).json()).filter((c: any) => c.properties.case_type === 'patient')
+      }
+      expect(patients.map((c) => c.properties.last_name)).toContain('GOODE')
+      const cases = JSON.parse((await run(process.execPath, [BIN, 'cases', '--json'], { env })).stdout)
+      expect(Number(cases.queue.failed)).toBe(0)
+      expect(Number(cases.cases.synced)).toBe(patients.length)
     } finally {
       start.kill('SIGTERM')
       // A process that does not stop must not outlive the test: it would hold its port and poll on.

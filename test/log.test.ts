@@ -1,7 +1,8 @@
-/** Logs never contain PII: ingest and link the fixtures through the engines and scan everything they logged. */
+/** Logs never contain PII: ingest, link and sync the fixtures through the engines and scan everything they logged. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Writable } from 'node:stream'
 import { readdirSync, readFileSync } from 'node:fs'
+import { casesyncInEngine, casesyncOutEngine, commcareClient } from '../src/casesync/index.ts'
 import { loadConfig } from '../src/config.ts'
 import { runEngines } from '../src/engine/runner.ts'
 import { ingestEngine } from '../src/ingest/index.ts'
@@ -9,6 +10,7 @@ import { linkEngine } from '../src/link/index.ts'
 import { createLogger, errorText } from '../src/log.ts'
 import { createTestDb, type TestDb } from './helpers/db.ts'
 import { FIXTURES, copyFixture, tempDir, writeExport } from './helpers/files.ts'
+import { startSandbox } from './helpers/casesync.ts'
 import { loadCounties } from './helpers/link.ts'
 
 let t: TestDb
@@ -36,12 +38,19 @@ describe('logs', () => {
     const sink = new Writable({ write(chunk, _e, done) { captured += chunk; done() } })
     const log = createLogger('debug', sink)
     log.info({ phone: '5551234567', row: { last_name: 'SMITH' } }, 'a careless line is censored')
-    const config = loadConfig({ HERALD_INBOX: tmp.dir, HERALD_WORKER_ID: 'log-test' })
+    // CommCare fails half the time: failed attempts are logged too.
+    const sandbox = await startSandbox({ failureRate: 0.5 })
+    const config = loadConfig({ HERALD_INBOX: tmp.dir, HERALD_WORKER_ID: 'log-test', HERALD_COMMCARE_URL: sandbox.url,
+      HERALD_COMMCARE_USER: 'herald', HERALD_COMMCARE_API_KEY: 'sandbox', HERALD_COMMCARE_ROOT_DOMAIN: 'ny-covid' })
+    const client = commcareClient(config, sandbox.url)
     await new Promise((r) => setTimeout(r, 2100)) // past the settle delay for fresh files
     await loadCounties(t.db)
-    await runEngines(t.db, [ingestEngine(config, log), linkEngine(config, log)], { untilIdle: true, pollIntervalMs: 100, signal: new AbortController().signal, log })
+    const engines = [ingestEngine(config, log), linkEngine(config, log), casesyncOutEngine(config, log, client), casesyncInEngine(config, log, client)]
+    await runEngines(t.db, engines, { untilIdle: true, pollIntervalMs: 100, signal: new AbortController().signal, log })
     expect(captured).toContain('"outcome":"ingested"')
     expect(captured).toContain('"msg":"link batch"')
+    expect(captured).toContain('"msg":"case sync attempt failed"')
+    expect(sandbox.stats.submissions).toBeGreaterThan(0)
     for (const pii of ['SMITH', 'AGENT', 'GOODE', 'JOHNNY', 'LASTNAME', 'FIRSTNAME', '5551234567', '123-4567', '456 OTHER', '01MAR1947', '15200000000001']) {
       expect(captured, pii).not.toContain(pii)
     }

@@ -30,8 +30,9 @@ export async function casesCommand(opts: { failed?: boolean; json?: boolean }) {
     if (opts.json) return console.log(JSON.stringify(state, null, 2))
     console.log(`outbound: ${q.waiting} waiting, ${q.retrying} retrying, ${q.in_flight} in flight, ${q.failed} failed` +
       ` (herald cases --failed); ${c.synced} of ${c.cases} cases posted at least once`)
-    console.log(cursors.length === 0 ? 'inbound: no domain polled yet' : '\ninbound (changes pulled up to):')
-    if (cursors.length) console.log(table(cursors.map((r) => ({ domain: r.domain, 'modified up to': when(r.modified_upto), 'polled at': when(r.polled_at) }))))
+    const pulled = cursors.filter((r) => r.modified_upto)
+    console.log(`inbound: ${cursors.length} domains polled, ${pulled.length} with changes pulled` + (pulled.length ? ':' : ''))
+    if (pulled.length) console.log(table(pulled.map((r) => ({ domain: r.domain, 'changes pulled up to': when(r.modified_upto), 'last poll': when(r.polled_at) }))))
   })
 }
 
