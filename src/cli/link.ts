@@ -8,7 +8,9 @@ import { table, withDb } from './context.ts'
 
 const when = (t: unknown) => (t ? new Date(t as string).toISOString().slice(0, 19).replace('T', ' ') : '')
 const syncState = (c: Record<string, any>) =>
-  c.sync_generation ? `to post (${c.sync_generation} change${c.sync_generation === 1 ? '' : 's'})` : 'up to date'
+  c.sync_failed_at ? 'failed (herald cases --failed)'
+    : c.sync_generation ? `to post (${c.sync_generation} change${c.sync_generation === 1 ? '' : 's'})`
+    : c.synced_at ? `posted ${when(c.synced_at)}` : 'up to date'
 const detail = (d: unknown) => (d ? Object.entries(d).map(([k, v]) => `${k}=${Array.isArray(v) ? v.join(',') : v}`).join(' ') : '')
 
 /** Reads and stores a CommCare county list (the fixture API's JSON). */
@@ -122,5 +124,9 @@ export async function personCommand(ref: string, opts: { json?: boolean }) {
     console.log(table(p.events.map((e) => ({
       at: when(e.at), 'lab row': e.lab_row_id, decision: e.kind, case: e.index_case_id ?? '', 'lab result': e.lab_result_id ?? '', why: detail(e.detail),
     }))))
+    if (p.syncEvents.length) {
+      console.log('\ncase sync:')
+      console.log(table(p.syncEvents.map((e) => ({ at: when(e.at), case: e.index_case_id, event: e.kind, detail: detail(e.detail) }))))
+    }
   })
 }

@@ -48,7 +48,8 @@ export async function describePerson(q: Queryable, id: number) {
   const keys = await q.query('SELECT patient_key, lab_row_id, added_at FROM person_keys WHERE person_id = $1 ORDER BY added_at, patient_key', [id])
   const cases = await q.query(
     `SELECT c.id, c.case_id, c.county_fips, co.display AS county, co.domain, c.closed, c.opened_on::text AS opened_on,
-       c.activity_ended_on::text AS activity_ended_on, c.reinfection_of, q.generation AS sync_generation, c.data
+       c.activity_ended_on::text AS activity_ended_on, c.reinfection_of, q.generation AS sync_generation, q.failed_at AS sync_failed_at,
+       c.synced_at, c.data
      FROM index_cases c JOIN counties co ON co.fips = c.county_fips LEFT JOIN case_sync_queue q ON q.index_case_id = c.id
      WHERE c.person_id = $1 ORDER BY c.id`, [id])
   const results = await q.query(
@@ -57,5 +58,8 @@ export async function describePerson(q: Queryable, id: number) {
      FROM lab_results r JOIN index_cases c ON c.id = r.index_case_id WHERE c.person_id = $1 ORDER BY r.id`, [id])
   const events = await q.query(`SELECT ${EVENT_COLUMNS} FROM link_events e
     WHERE e.lab_row_id IN (SELECT lab_row_id FROM link_events WHERE person_id = $1) ORDER BY e.at, e.lab_row_id, e.seq`, [id])
-  return { person, keys, cases, results, events }
+  const syncEvents = await q.query(
+    `SELECT e.index_case_id, e.kind, e.detail, e.at FROM case_sync_events e
+     WHERE e.index_case_id IN (SELECT id FROM index_cases WHERE person_id = $1) ORDER BY e.id`, [id])
+  return { person, keys, cases, results, events, syncEvents }
 }
