@@ -3,19 +3,24 @@
  * outbound engine's concurrency. Target: ≥ 90% of concurrency / latency (the network wait, not
  * Herald, is the limit), and no duplicates in the sandbox.
  *
- *   npm run bench:casesync [-- --cases 10000 --concurrency 32 --latency 50 --db postgres|pglite --pool 8 --json]
+ *   npm run bench:casesync [-- --cases 10000 --concurrency 32 --latency 50 --db postgres|pglite --pool 8
+ *                              --sandbox inprocess|process --json]
  *
  * Setup, not timed: a fresh database (PostgreSQL: created on DATABASE_URL's server, default the local
  * one, and dropped after; PGlite: a data folder under the system temp folder, removed after), the
  * county list, an export of N rows of N distinct people in participating counties, ingested and linked:
- * N index cases wait in case_sync_queue. The sandbox runs in this process (its work shares the event loop).
+ * N index cases wait in case_sync_queue. The sandbox runs in this process (startCommCareSandbox), so its
+ * work shares Herald's event loop; --sandbox process runs it as a process of its own (main.ts), read
+ * through its /sandbox/ admin routes, so that only Herald's own work is in this process.
  *   phase "new":     every case is new to CommCare: one POST each.
  *   phase "changed": every case gets a property CommCare lacks: GET (to follow transfers), then POST.
  * Default --db: postgres when its server answers, else pglite. --pool: PostgreSQL connections (8, as
  * `herald start` opens). Progress goes to stderr; the summary and a Markdown row per phase to stdout.
  */
+import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { createReadStream, createWriteStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs'
+import { createInterface } from 'node:readline'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -44,6 +49,7 @@ const { values: args } = parseArgs({
     latency: { type: 'string', default: '50' },
     db: { type: 'string' },
     pool: { type: 'string', default: '8' },
+    sandbox: { type: 'string', default: 'inprocess' },
     json: { type: 'boolean', default: false },
   },
 })
@@ -56,6 +62,7 @@ for (const [k, v] of [['cases', N], ['concurrency', C], ['pool', POOL]] as const
   if (!Number.isInteger(v) || v < 1) throw new Error(`--${k} must be a whole number ≥ 1`)
 }
 if (!Number.isFinite(LATENCY) || LATENCY < 0) throw new Error('--latency must be a number of milliseconds ≥ 0')
+if (args.sandbox !== 'inprocess' && args.sandbox !== 'process') throw new Error('--sandbox must be inprocess or process')
 
 const COUNTY_FILE = fileURLToPath(new URL('../src/sandbox/commcare/county_list_ny.json', import.meta.url))
 const COUNTY_LIST = parseCountyList(JSON.parse(readFileSync(COUNTY_FILE, 'utf8')))
@@ -219,6 +226,61 @@ const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.l
 const r1 = (x: number) => Math.round(x * 10) / 10
 const r3 = (x: number) => Math.round(x * 1000) / 1000
 
+// ---- The sandbox: in this process, or a process of its own ----
+
+type Stats = CommCareSandbox['stats']
+interface CaseView { case_id: string; case_type?: string; properties: Record<string, string | null>; indices: Record<string, { case_id: string }> }
+interface Sandbox {
+  url: string
+  stats(): Promise<Stats>
+  cases(domain: string): Promise<CaseView[]>
+  /** CPU seconds the sandbox used, when it is a process of its own (Linux /proc). */
+  cpuSeconds(): number | undefined
+  close(): Promise<void>
+}
+
+const sandboxOptions = { user: 'herald', apiKey: 'sandbox', rootDomain: 'ny-covid', latencyMs: LATENCY, seed: 1 }
+
+async function startSandbox(where: string): Promise<Sandbox> {
+  if (where === 'inprocess') {
+    const s = await startCommCareSandbox(sandboxOptions)
+    return { url: s.url, stats: async () => ({ ...s.stats }), cases: async (d) => s.cases(d), cpuSeconds: () => undefined, close: () => s.close() }
+  }
+  const main = fileURLToPath(new URL('../src/sandbox/commcare/main.ts', import.meta.url))
+  const child = spawn(process.execPath, ['--import', 'tsx', main, '--port', '0', '--latency', String(LATENCY), '--seed', '1',
+    '--user', 'herald', '--api-key', 'sandbox', '--root-domain', 'ny-covid'], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const exited = once(child, 'exit')
+  let url: string | undefined
+  for await (const line of createInterface({ input: child.stdout! })) {
+    url = /listening on (http:\/\/\S+)/.exec(line)?.[1]
+    if (url) break
+  }
+  child.stdout!.resume()
+  if (!url) throw new Error('the sandbox process did not start')
+  const get = async (path: string) => {
+    const res = await fetch(url + path)
+    if (!res.ok) throw new Error(`sandbox ${path}: HTTP ${res.status}`)
+    return res.json()
+  }
+  return {
+    url,
+    stats: () => get('/sandbox/stats') as Promise<Stats>,
+    cases: (d) => get(`/sandbox/cases?domain=${encodeURIComponent(d)}`) as Promise<CaseView[]>,
+    cpuSeconds: () => {
+      try {
+        const f = readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1].split(' ')
+        return (Number(f[11]) + Number(f[12])) / 100 // utime, stime in clock ticks (100 a second on Linux)
+      } catch {
+        return undefined
+      }
+    },
+    close: async () => {
+      if (child.exitCode === null) child.kill('SIGTERM')
+      await exited
+    },
+  }
+}
+
 // ---- Checks on the sandbox ----
 
 async function domainsOf(db: Db): Promise<string[]> {
@@ -226,7 +288,7 @@ async function domainsOf(db: Db): Promise<string[]> {
 }
 
 /** Patient and lab_result cases, counted and checked for duplicates, one domain at a time (each is a copy). */
-function checkSandbox(sandbox: CommCareSandbox, domains: string[], n: number, changed: boolean) {
+async function checkSandbox(sandbox: Sandbox, domains: string[], n: number, changed: boolean) {
   let patients = 0
   let labResults = 0
   let noExternalId = 0
@@ -235,14 +297,15 @@ function checkSandbox(sandbox: CommCareSandbox, domains: string[], n: number, ch
   const externalIds = new Set<string>()
   const results = new Set<string>()
   for (const domain of domains) {
-    for (const c of sandbox.cases(domain)) {
-      if (c.case_type === 'patient') {
+    for (const c of await sandbox.cases(domain)) {
+      const type = c.case_type ?? c.properties.case_type
+      if (type === 'patient') {
         patients++
         caseIds.add(c.case_id)
         if (c.properties.external_id) externalIds.add(c.properties.external_id)
         else noExternalId++
         if (c.properties.bench_note === 'changed') marked++
-      } else if (c.case_type === 'lab_result') {
+      } else if (type === 'lab_result') {
         labResults++
         results.add(`${c.indices.parent?.case_id}|${c.properties.accession_number}`)
       }
@@ -265,7 +328,7 @@ function checkSandbox(sandbox: CommCareSandbox, domains: string[], n: number, ch
 
 // ---- One timed phase ----
 
-async function runPhase(phase: string, db: Db, sandbox: CommCareSandbox, kind: string, domains: string[], total: number, expectBenchNote: boolean) {
+async function runPhase(phase: string, db: Db, sandbox: Sandbox, kind: string, domains: string[], total: number, expectBenchNote: boolean) {
   const config = loadConfig({
     HERALD_COMMCARE_URL: sandbox.url, HERALD_COMMCARE_USER: 'herald', HERALD_COMMCARE_API_KEY: 'sandbox',
     HERALD_COMMCARE_ROOT_DOMAIN: 'ny-covid', HERALD_COMMCARE_CONCURRENCY: String(C), HERALD_WORKER_ID: 'bench',
@@ -277,8 +340,8 @@ async function runPhase(phase: string, db: Db, sandbox: CommCareSandbox, kind: s
   const outcomes: Record<string, number> = {}
   const steps: { ms: number; jobs: number; pre: number; post: number }[] = []
   let done = 0
-  const requests0 = sandbox.stats.requests
-  const submissions0 = sandbox.stats.submissions
+  const stats0 = await sandbox.stats()
+  const sandboxCpu0 = sandbox.cpuSeconds()
   meter.reset()
   const sampler = pool
     ? setInterval(() => {
@@ -293,7 +356,7 @@ async function runPhase(phase: string, db: Db, sandbox: CommCareSandbox, kind: s
   const started = now()
   const ticker = setInterval(() => {
     const s = (now() - started) / 1000
-    progress(`${kind} ${phase}: ${done}/${total} cases, ${sandbox.stats.requests - requests0} requests, ${s.toFixed(1)} s, ${Math.round(done / s)} cases/s, ${meter.inflight} in flight`)
+    progress(`${kind} ${phase}: ${done}/${total} cases, ${meter.requests} requests, ${s.toFixed(1)} s, ${Math.round(done / s)} cases/s, ${meter.inflight} in flight`)
   }, 1000)
   try {
     for (;;) {
@@ -316,17 +379,19 @@ async function runPhase(phase: string, db: Db, sandbox: CommCareSandbox, kind: s
   meter.tick() // closes the in-flight integral at the end of the phase
   const elu = performance.eventLoopUtilization(elu0)
   const cpu = process.cpuUsage(cpu0)
-  const requests = sandbox.stats.requests - requests0
+  const stats = await sandbox.stats()
+  const sandboxCpu = sandbox.cpuSeconds()
+  const requests = stats.requests - stats0.requests
   const [{ left }] = await db.query('SELECT count(*)::int AS left FROM case_sync_queue')
   const ideal = C / (LATENCY / 1000)
-  const check = checkSandbox(sandbox, domains, total, expectBenchNote)
+  const check = await checkSandbox(sandbox, domains, total, expectBenchNote)
   const stepMs = steps.map((s) => s.ms)
   return {
     phase, db: kind, cases: done, concurrency: C, latency_ms: LATENCY, seconds: r3(seconds),
     cases_per_s: r1(done / seconds), requests, requests_per_s: r1(requests / seconds), requests_per_case: r3(requests / Math.max(done, 1)),
     ideal_requests_per_s: r1(ideal), ratio: r3(requests / seconds / ideal), cases_ratio: r3(done / seconds / ideal),
-    outcomes, submissions: sandbox.stats.submissions - submissions0, queue_left: left,
-    sandbox_errors: { status429: sandbox.stats.status429, status5xx: sandbox.stats.status5xx, rejected: sandbox.stats.rejected },
+    outcomes, submissions: stats.submissions - stats0.submissions, queue_left: left,
+    sandbox_errors: { status429: stats.status429 - stats0.status429, status5xx: stats.status5xx - stats0.status5xx, rejected: stats.rejected - stats0.rejected },
     concurrency_used: { mean_in_flight: r1(meter.area / (seconds * 1000)), max_in_flight: meter.maxInflight },
     request_ms: { mean: r1(mean(meter.durations)), p50: r1(pct(meter.durations, 50)), p99: r1(pct(meter.durations, 99)), max: r1(pct(meter.durations, 100)) },
     steps: {
@@ -335,6 +400,7 @@ async function runPhase(phase: string, db: Db, sandbox: CommCareSandbox, kind: s
       // Step start → its first request (claim, counties, cases), and its last answer → step end (the last jobs' writes, release).
       before_first_request_ms_mean: r1(mean(steps.map((s) => s.pre))), after_last_answer_ms_mean: r1(mean(steps.map((s) => s.post))),
       no_request_in_flight_s: r3(steps.reduce((a, s) => a + s.pre + s.post, 0) / 1000),
+      ms_each: stepMs.map(Math.round),
     },
     db_calls: {
       transactions: meter.tx.count, transaction_ms_mean: r1(mean(meter.tx.ms)), transaction_ms_p99: r1(pct(meter.tx.ms, 99)),
@@ -342,7 +408,9 @@ async function runPhase(phase: string, db: Db, sandbox: CommCareSandbox, kind: s
       ...(pool ? { pool_size: POOL, pool_waiting_mean: r1(meter.poolWaitingSum / Math.max(meter.poolSamples, 1)), pool_waiting_max: meter.poolWaitingMax,
         pool_waiters_share: r3(meter.poolBusySamples / Math.max(meter.poolSamples, 1)) } : {}),
     },
-    event_loop_utilization: r3(elu.utilization), node_cpu_s: r1((cpu.user + cpu.system) / 1e6),
+    heap_used_mb: Math.round(process.memoryUsage().heapUsed / 2 ** 20),
+    sandbox: args.sandbox, event_loop_utilization: r3(elu.utilization), node_cpu_s: r1((cpu.user + cpu.system) / 1e6),
+    ...(sandboxCpu !== undefined && sandboxCpu0 !== undefined ? { sandbox_cpu_s: r1(sandboxCpu - sandboxCpu0) } : {}),
     check,
   }
 }
@@ -358,7 +426,7 @@ async function main() {
   const name = `herald_bench_casesync_${process.pid}`
   const folder = join(dir, `casesync-pglite-${process.pid}`)
   let db: Db | undefined
-  let sandbox: CommCareSandbox | undefined
+  let sandbox: Sandbox | undefined
   let created = false
   try {
     if (kind === 'postgres') {
@@ -384,8 +452,8 @@ async function main() {
     if (stop.signal.aborted) throw new Error('interrupted')
     const domains = await domainsOf(db)
 
-    sandbox = await startCommCareSandbox({ user: 'herald', apiKey: 'sandbox', rootDomain: 'ny-covid', latencyMs: LATENCY, seed: 1 })
-    progress(`${kind}: sandbox at ${sandbox.url}, latency ${LATENCY} ms; phase "new": ${N} cases, concurrency ${C}`)
+    sandbox = await startSandbox(args.sandbox!)
+    progress(`${kind}: sandbox (${args.sandbox}) at ${sandbox.url}, latency ${LATENCY} ms; phase "new": ${N} cases, concurrency ${C}`)
     const first = await runPhase('new', db, sandbox, kind, domains, N, false)
     progress(`${kind} new: ${first.seconds} s, ${first.cases_per_s} cases/s, ratio ${first.ratio}; no duplicates: ${first.check.pass ? 'pass' : 'FAIL'}`)
 
@@ -417,7 +485,8 @@ async function main() {
       for (const p of phases) {
         console.log(`| ${p.phase} | ${p.db} | ${p.cases.toLocaleString('en-US')} | ${p.concurrency} | ${p.latency_ms} | ${p.seconds.toFixed(1)} | ${Math.round(p.cases_per_s)} | ${Math.round(p.requests_per_s)} | ${p.requests_per_case.toFixed(2)} | ${Math.round(p.ideal_requests_per_s)} | ${p.ratio.toFixed(2)} | ${p.cases_ratio.toFixed(2)} | ${p.check.pass ? 'pass' : 'FAIL'} |`)
       }
-      console.log(`\npeak RSS ${peakRssMb} MB (process.resourceUsage().maxRSS; the sandbox and ${kind === 'pglite' ? 'PGlite' : 'the pg client'} included)`)
+      console.log(`\nsandbox: ${args.sandbox === 'inprocess' ? 'in this process (its work shares the event loop)' : 'a process of its own'}; PostgreSQL pool: ${kind === 'postgres' ? POOL : 'n/a'}`)
+      console.log(`peak RSS ${peakRssMb} MB (process.resourceUsage().maxRSS${args.sandbox === 'inprocess' ? '; the sandbox included' : ''}${kind === 'pglite' ? '; PGlite included' : ''})`)
     }
     if (!phases.every((p) => p.check.pass)) process.exitCode = 1
   } finally {
@@ -435,4 +504,8 @@ process.on('SIGINT', () => {
   progress('stopping (Ctrl-C again to quit without cleaning up)')
   stop.abort()
 })
-await main()
+await main().catch((err) => {
+  if (!stop.signal.aborted) throw err
+  progress('interrupted: the sandbox was closed and the database dropped')
+  process.exitCode = 130
+})
