@@ -61,6 +61,8 @@ export class CaseStore {
   // Keyed by case_id alone: CommCare's case ids are global, which is why a form touching a case of
   // another domain is refused rather than creating a second case with the same id.
   private readonly byId = new Map<string, SandboxCase>()
+  /** Parent case_id → the cases indexed to it: a GET with child cases must not scan the store. */
+  private readonly childIds = new Map<string, Set<string>>()
   private lastMicros = 0
 
   /**
@@ -100,9 +102,21 @@ export class CaseStore {
     return sorted([...this.byId.values()].filter((c) => domain === undefined || c.domain === domain))
   }
 
+  /** Sets (or, with no ref, removes) one of a case's indices, keeping the child lookup current. */
+  setIndex(c: SandboxCase, name: string, ref: SandboxCase['indices'][string] | undefined): void {
+    const old = c.indices[name]
+    if (old) this.childIds.get(old.case_id)?.delete(c.case_id)
+    if (ref) {
+      c.indices[name] = ref
+      const set = this.childIds.get(ref.case_id) ?? new Set<string>()
+      this.childIds.set(ref.case_id, set.add(c.case_id))
+    } else delete c.indices[name]
+  }
+
   /** Cases whose indices point at this one (CommCare's child_cases, extensions included). */
   children(c: SandboxCase): SandboxCase[] {
-    return this.all(c.domain).filter((o) => Object.values(o.indices).some((i) => i.case_id === c.case_id))
+    const kids = [...(this.childIds.get(c.case_id) ?? [])].map((id) => this.byId.get(id)!)
+    return sorted(kids.filter((o) => o.domain === c.domain && Object.values(o.indices).some((i) => i.case_id === c.case_id)))
   }
 
   list(f: CaseListFilter): SandboxCase[] {
@@ -180,7 +194,7 @@ export class CaseStore {
     this.put(patient)
     for (const props of labResults) {
       const lab = this.newCase(domain, randomUUID(), props.case_type ?? 'lab_result', INVESTIGATOR, props)
-      lab.indices.parent = { case_id: patient.case_id, case_type: patient.case_type, relationship: 'extension' }
+      this.setIndex(lab, 'parent', { case_id: patient.case_id, case_type: patient.case_type, relationship: 'extension' })
       lab.xform_ids.push(patient.xform_ids[0])
       this.put(lab)
     }

@@ -142,8 +142,7 @@ export function applyForm(store: CaseStore, domain: string, form: Form): Sandbox
     else if (b.create) setProperties(c, b.create)
     if (b.update) setProperties(c, b.update)
     for (const ix of b.indices) {
-      if (!ix.caseId) delete c.indices[ix.name]
-      else c.indices[ix.name] = { case_id: ix.caseId, case_type: ix.caseType, relationship: ix.relationship as 'child' | 'extension' }
+      store.setIndex(c, ix.name, ix.caseId ? { case_id: ix.caseId, case_type: ix.caseType, relationship: ix.relationship as 'child' | 'extension' } : undefined)
     }
     const now = isNew ? c.server_date_modified : store.stamp()
     if (b.close && !c.closed) Object.assign(c, { closed: true, date_closed: now })
