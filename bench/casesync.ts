@@ -4,14 +4,14 @@
  * Herald, is the limit), and no duplicates in the sandbox.
  *
  *   npm run bench:casesync [-- --cases 10000 --concurrency 32 --latency 50 --db postgres|pglite --pool 8
- *                              --sandbox inprocess|process --json]
+ *                              --sandbox process|inprocess --json]
  *
  * Setup, not timed: a fresh database (PostgreSQL: created on DATABASE_URL's server, default the local
  * one, and dropped after; PGlite: a data folder under the system temp folder, removed after), the
  * county list, an export of N rows of N distinct people in participating counties, ingested and linked:
- * N index cases wait in case_sync_queue. The sandbox runs in this process (startCommCareSandbox), so its
- * work shares Herald's event loop; --sandbox process runs it as a process of its own (main.ts), read
- * through its /sandbox/ admin routes, so that only Herald's own work is in this process.
+ * N index cases wait in case_sync_queue. The sandbox runs as a process of its own (main.ts), read
+ * through its /sandbox/ admin routes, as CommCare is another machine: only Herald's work is in this
+ * process (it shares the machine's cores, though). --sandbox inprocess runs it on Herald's event loop.
  *   phase "new":     every case is new to CommCare: one POST each.
  *   phase "changed": every case gets a property CommCare lacks: GET (to follow transfers), then POST.
  * Default --db: postgres when its server answers, else pglite. --pool: PostgreSQL connections (8, as
@@ -49,7 +49,7 @@ const { values: args } = parseArgs({
     latency: { type: 'string', default: '50' },
     db: { type: 'string' },
     pool: { type: 'string', default: '8' },
-    sandbox: { type: 'string', default: 'inprocess' },
+    sandbox: { type: 'string', default: 'process' },
     json: { type: 'boolean', default: false },
   },
 })

@@ -38,13 +38,31 @@ export async function addEvent(q: Queryable, indexCaseId: string, kind: string, 
   await q.query('INSERT INTO case_sync_events (index_case_id, kind, detail) VALUES ($1, $2, $3)', [indexCaseId, kind, detail])
 }
 
-/** The job is done: removed, unless the case changed again meanwhile (then it waits for the next round). */
-export async function finishJob(tx: Queryable, job: Job) {
-  const done = await tx.query('DELETE FROM case_sync_queue WHERE index_case_id = $1 AND generation = $2 RETURNING 1', [job.indexCaseId, job.generation])
-  if (done.length === 0) {
-    await tx.query(`UPDATE case_sync_queue SET claimed_by = NULL, claimed_until = NULL, attempts = 0, retry_at = NULL, last_error = NULL
-      WHERE index_case_id = $1`, [job.indexCaseId])
-  }
+/** A job whose post CommCare accepted, waiting to be recorded with others. */
+export interface Posted {
+  job: Job
+  /** The case posted: the job's own, or the end of its transfer/duplicate chain. */
+  targetId: string
+  events: [indexCaseId: string, kind: string, detail: object][]
+}
+
+/**
+ * Records posted jobs, many in one transaction: each target's synced_at, the events, and each job
+ * removed, unless its case changed again meanwhile (then it waits for the next round). Until this
+ * commits, a crash only means the same forms are posted again, which CommCare takes as updates.
+ */
+export async function finishJobs(db: Db, posted: Posted[]) {
+  if (posted.length === 0) return
+  const done = JSON.stringify(posted.map((p) => ({ origin: p.job.indexCaseId, generation: p.job.generation, target: p.targetId })))
+  await db.transaction(async (tx) => {
+    await tx.query(
+      `WITH d AS (SELECT * FROM json_to_recordset($1::json) AS d(origin bigint, generation int, target bigint)),
+         synced AS (UPDATE index_cases c SET synced_at = now() FROM d WHERE c.id = d.target),
+         changed AS (UPDATE case_sync_queue q SET claimed_by = NULL, claimed_until = NULL, attempts = 0, retry_at = NULL, last_error = NULL
+           FROM d WHERE q.index_case_id = d.origin AND q.generation <> d.generation)
+       DELETE FROM case_sync_queue q USING d WHERE q.index_case_id = d.origin AND q.generation = d.generation`, [done])
+    await tx.copyInto('case_sync_events', ['index_case_id', 'kind', 'detail'], posted.flatMap((p) => p.events))
+  })
 }
 
 /** CommCare asked us to wait: the job waits as told, and no attempt is spent. */

@@ -15,7 +15,7 @@ import type { BatchEngine } from '../engine/engine.ts'
 import { readCounties, type CountyTable } from '../link/counties.ts'
 import { errorText, type Logger } from '../log.ts'
 import { CommCareError, type CommCareCase, type CommCareClient } from './client.ts'
-import { addEvent, claimJobs, failAttempt, failCycle, finishJob, postponeJob, releaseJobs, type Job } from './jobs.ts'
+import { claimJobs, failAttempt, failCycle, finishJobs, postponeJob, releaseJobs, type Job, type Posted } from './jobs.ts'
 import { caseBlocks, type LocalCase } from './payload.ts'
 import { resolveDestination, type Hop } from './resolve.ts'
 import { buildForm } from './xform.ts'
@@ -75,13 +75,25 @@ async function adoptDestination(db: Db, origin: LocalCase, domain: string, commc
 }
 
 type Outcome = 'posted' | 'redirected' | 'unchanged' | 'retrying' | 'failed' | 'cycle' | 'rate_limited'
+interface Attempt {
+  outcome: Outcome
+  /** Set when CommCare accepted the post: recorded with others (finishJobs). */
+  posted?: Posted
+}
+
+/** Jobs claimed at a time, per request slot: enough to keep every slot busy while the next claim runs. */
+const CLAIM_PER_SLOT = 2
+/** Posted jobs recorded per transaction. */
+const RECORD_BATCH = 64
+/** A round claims for at most this long, then reports its counts. */
+const ROUND_MS = 10_000
 
 export function outboundEngine(opts: OutboundOptions): BatchEngine & { syncJob(db: Db, job: Job, c: LocalCase | undefined, counties: CountyTable): Promise<Outcome> } {
   const { client, commcare, log } = opts
   let pausedUntil = 0
   let warnedOff = false
 
-  async function post(db: Db, job: Job, origin: LocalCase, counties: CountyTable): Promise<Outcome> {
+  async function post(db: Db, job: Job, origin: LocalCase, counties: CountyTable): Promise<Attempt> {
     let target = origin
     let commcareCase: CommCareCase | null = null
     let chain: Hop[] = []
@@ -92,7 +104,7 @@ export function outboundEngine(opts: OutboundOptions): BatchEngine & { syncJob(d
       if (res.kind === 'cycle') {
         await failCycle(db, job, res.chain.map((h) => `${h.domain}/${h.caseId}`))
         log.warn({ indexCase: job.indexCaseId, hops: res.chain.length }, 'case sync found a transfer/duplicate cycle')
-        return 'cycle'
+        return { outcome: 'cycle' }
       }
       if (res.kind === 'found') {
         commcareCase = res.commcare
@@ -106,23 +118,20 @@ export function outboundEngine(opts: OutboundOptions): BatchEngine & { syncJob(d
       await client.submitForm(target.domain!, buildForm(blocks, { userId: commcare.userId, username: commcare.user }))
     }
     const redirected = target !== origin
-    await db.transaction(async (tx) => {
-      await tx.query('UPDATE index_cases SET synced_at = now() WHERE id = $1', [target.id])
-      await finishJob(tx, job)
-      if (redirected) {
-        await addEvent(tx, origin.id, 'redirected', { to_case: target.caseId, domain: target.domain, chain: chain.map((h) => `${h.domain}/${h.caseId}`), dead_end: deadEnd })
-      }
-      await addEvent(tx, target.id, 'posted', {
-        domain: target.domain, case_id: target.caseId, created: !commcareCase, blocks: blocks.length,
-        ...(redirected ? { from_case: origin.caseId } : {}), ...(deadEnd && !redirected ? { dead_end: deadEnd } : {}),
-      })
-    })
-    return redirected ? 'redirected' : blocks.length > 0 ? 'posted' : 'unchanged'
+    const events: Posted['events'] = []
+    if (redirected) {
+      events.push([origin.id, 'redirected', { to_case: target.caseId, domain: target.domain, chain: chain.map((h) => `${h.domain}/${h.caseId}`), dead_end: deadEnd }])
+    }
+    events.push([target.id, 'posted', {
+      domain: target.domain, case_id: target.caseId, created: !commcareCase, blocks: blocks.length,
+      ...(redirected ? { from_case: origin.caseId } : {}), ...(deadEnd && !redirected ? { dead_end: deadEnd } : {}),
+    }])
+    return { outcome: redirected ? 'redirected' : blocks.length > 0 ? 'posted' : 'unchanged', posted: { job, targetId: target.id, events } }
   }
 
-  async function syncJob(db: Db, job: Job, c: LocalCase | undefined, counties: CountyTable): Promise<Outcome> {
+  async function attempt(db: Db, job: Job, c: LocalCase | undefined, counties: CountyTable): Promise<Attempt> {
     if (!c?.domain) {
-      return failAttempt(db, job, c ? `county ${c.countyFips} has no CommCare domain` : 'the case no longer exists', true)
+      return { outcome: await failAttempt(db, job, c ? `county ${c.countyFips} has no CommCare domain` : 'the case no longer exists', true) }
     }
     try {
       return await post(db, job, c, counties)
@@ -131,19 +140,93 @@ export function outboundEngine(opts: OutboundOptions): BatchEngine & { syncJob(d
         const seconds = err.retryAfter ?? DEFAULT_RETRY_AFTER
         pausedUntil = Math.max(pausedUntil, Date.now() + seconds * 1000)
         await postponeJob(db, job, seconds, err.message)
-        return 'rate_limited'
+        return { outcome: 'rate_limited' }
       }
       const retryable = err instanceof CommCareError ? err.retryable : !(err instanceof TypeError)
       const outcome = await failAttempt(db, job, errorText(err), !retryable)
       // Only the status: CommCare's message may quote a value.
       log.warn({ indexCase: job.indexCaseId, status: (err as CommCareError).status, attempts: job.attempts + 1, outcome }, 'case sync attempt failed')
-      return outcome
+      return { outcome }
     }
+  }
+
+  /** One job, recorded at once (tests; the engine records posted jobs in batches). */
+  async function syncJob(db: Db, job: Job, c: LocalCase | undefined, counties: CountyTable): Promise<Outcome> {
+    const r = await attempt(db, job, c, counties)
+    if (r.posted) await finishJobs(db, [r.posted])
+    return r.outcome
+  }
+
+  /**
+   * A round: `concurrency` workers take jobs from a local queue that is topped up by a new claim
+   * whenever it runs low, so requests stay in flight without a pause between claims; posted jobs
+   * are recorded RECORD_BATCH at a time, in the background.
+   */
+  async function round(db: Db, signal: AbortSignal): Promise<Record<string, number>> {
+    const counties = await readCounties(db)
+    const started = Date.now()
+    const queue: { job: Job; c: LocalCase | undefined }[] = []
+    let exhausted = false
+    let refilling: Promise<void> | undefined
+    let failure: unknown
+    const refill = async () => {
+      try {
+        if (signal.aborted || Date.now() - started > ROUND_MS) return void (exhausted = true)
+        const jobs = await claimJobs(db, opts.workerId, commcare.concurrency * CLAIM_PER_SLOT, opts.leaseSeconds)
+        if (jobs.length === 0) return void (exhausted = true)
+        const cases = await loadCases(db, jobs.map((j) => j.indexCaseId))
+        for (const job of jobs) queue.push({ job, c: cases.get(job.indexCaseId) })
+      } catch (err) {
+        failure ??= err
+        exhausted = true
+      }
+    }
+    const take = async () => {
+      for (;;) {
+        if (signal.aborted) return undefined
+        if (!exhausted && !refilling && queue.length <= commcare.concurrency) refilling = refill().finally(() => (refilling = undefined))
+        if (queue.length > 0) return queue.shift()
+        if (!refilling) return undefined
+        await refilling
+      }
+    }
+
+    const toRecord: Posted[] = []
+    let recording = Promise.resolve()
+    const record = () => {
+      const batch = toRecord.splice(0)
+      // Unrecorded posts keep their lease and are posted again after it: harmless (same case ids).
+      if (batch.length > 0) recording = recording.then(() => finishJobs(db, batch)).catch((err) => void (failure ??= err))
+    }
+
+    const counts: Record<string, number> = {}
+    const worker = async () => {
+      for (let item = await take(); item; item = await take()) {
+        const wait = pausedUntil - Date.now()
+        let r: Attempt
+        if (wait > LONGEST_SLEEP_MS) {
+          await postponeJob(db, item.job, Math.ceil(wait / 1000), 'waiting out a 429 from CommCare')
+          r = { outcome: 'rate_limited' }
+        } else {
+          if (wait > 0) await sleep(wait)
+          r = await attempt(db, item.job, item.c, counties)
+        }
+        if (r.posted && toRecord.push(r.posted) >= RECORD_BATCH) record()
+        counts[r.outcome] = (counts[r.outcome] ?? 0) + 1
+      }
+    }
+    await Promise.all(Array.from({ length: commcare.concurrency }, worker))
+    await refilling
+    record()
+    await recording
+    await releaseJobs(db, queue.splice(0).map((i) => i.job))
+    if (failure) throw failure
+    return counts
   }
 
   return {
     name: 'casesync-out',
-    batchSize: commcare.concurrency * 4,
+    batchSize: commcare.concurrency * CLAIM_PER_SLOT,
     syncJob,
     async step(db, signal) {
       if (!commcare.posting) {
@@ -151,28 +234,9 @@ export function outboundEngine(opts: OutboundOptions): BatchEngine & { syncJob(d
         warnedOff = true
         return {}
       }
-      const jobs = await claimJobs(db, opts.workerId, commcare.concurrency * 4, opts.leaseSeconds)
-      if (jobs.length === 0) return {}
-      const [counties, cases] = await Promise.all([readCounties(db), loadCases(db, jobs.map((j) => j.indexCaseId))])
-      const counts: Record<string, number> = {}
-      let next = 0
-      const worker = async () => {
-        while (next < jobs.length && !signal.aborted) {
-          const job = jobs[next++]
-          const wait = pausedUntil - Date.now()
-          let outcome: Outcome
-          if (wait > LONGEST_SLEEP_MS) {
-            await postponeJob(db, job, Math.ceil(wait / 1000), 'waiting out a 429 from CommCare')
-            outcome = 'rate_limited'
-          } else {
-            if (wait > 0) await sleep(wait)
-            outcome = await syncJob(db, job, cases.get(job.indexCaseId), counties)
-          }
-          counts[outcome] = (counts[outcome] ?? 0) + 1
-        }
-      }
-      await Promise.all(Array.from({ length: Math.min(commcare.concurrency, jobs.length) }, worker))
-      await releaseJobs(db, jobs.slice(next))
+      const started = Date.now()
+      const counts = await round(db, signal)
+      if (Object.keys(counts).length > 0) log.info({ ...counts, ms: Date.now() - started }, 'case sync round')
       return counts
     },
   }
