@@ -10,7 +10,7 @@
  * A version already seen (index_cases.commcare_modified_at) is skipped: polls overlap on purpose.
  */
 import type { Db, Queryable } from '../db/types.ts'
-import type { CountyTable } from '../link/counties.ts'
+import { countyOfDomain, type CountyTable } from '../link/counties.ts'
 import { lockId, matchKeyOf, matchKeyText, uuidFrom } from '../link/keys.ts'
 import type { CommCareCase, CommCareClient } from './client.ts'
 import { addEvent } from './jobs.ts'
@@ -36,7 +36,7 @@ function caseColumns(cc: CommCareCase) {
 
 export async function importCase(db: Db, client: CommCareClient, cc: CommCareCase, domain: string, counties: CountyTable): Promise<ImportOutcome> {
   if ((cc.properties.case_type ?? '') !== 'patient') return 'ignored'
-  const county = [...counties.byFips.values()].find((c) => c.domain === domain)
+  const county = countyOfDomain(counties, domain)
   if (!county) return 'ignored'
   const [known] = await db.query('SELECT 1 FROM index_cases WHERE case_id = $1', [cc.case_id])
   // A case new to Herald comes with its lab results: fetched before the transaction, not inside it.
@@ -62,23 +62,33 @@ async function updateCase(tx: Queryable, existing: { id: string; data: Record<st
   return 'updated'
 }
 
-async function createCase(tx: Queryable, cc: CommCareCase, domain: string, fips: number): Promise<ImportOutcome> {
-  const p = cc.properties
-  const { personId, isNew } = await findOrCreatePerson(tx, cc, domain)
+/**
+ * A case CommCare holds, as a local index case of `personId` in county `fips` (idempotent: a case
+ * already there by its case_id is kept). Returns its id. Also used when a transfer chain ends in a
+ * case Herald did not know (outbound.ts).
+ */
+export async function insertCaseFrom(tx: Queryable, cc: CommCareCase, personId: string, fips: number): Promise<string> {
   const c = caseColumns(cc)
-  const [row] = await tx.query(
-    `INSERT INTO index_cases (person_id, county_fips, case_id, data, closed, opened_on, activity_ended_on, commcare_modified_at, synced_at)
-     VALUES ($1, $2, $3, $4, $5, coalesce($6::date, current_date), $7::date, $8, now()) RETURNING id::text`,
-    [personId, fips, cc.case_id, present(p), c.closed, c.openedOn, c.endedOn, cc.server_date_modified])
+  await tx.query(
+    `INSERT INTO index_cases (person_id, county_fips, case_id, data, closed, opened_on, activity_ended_on, commcare_modified_at)
+     VALUES ($1, $2, $3, $4, $5, coalesce($6::date, current_date), $7::date, $8) ON CONFLICT (case_id) DO NOTHING`,
+    [personId, fips, cc.case_id, present(cc.properties), c.closed, c.openedOn, c.endedOn, cc.server_date_modified])
+  const [row] = await tx.query('SELECT id::text FROM index_cases WHERE case_id = $1', [cc.case_id])
+  return row.id
+}
+
+async function createCase(tx: Queryable, cc: CommCareCase, domain: string, fips: number): Promise<ImportOutcome> {
+  const { personId, isNew } = await findOrCreatePerson(tx, cc, domain)
+  const id = await insertCaseFrom(tx, cc, personId, fips)
   const results = Object.values(cc.child_cases ?? {}).filter((ch) => ch.properties.case_type === 'lab_result' && ch.properties.accession_number)
   for (const r of results) {
     await tx.query(
       `INSERT INTO lab_results (index_case_id, accession_number, positive, tested_on, data) VALUES ($1, $2, $3, $4::date, $5)
        ON CONFLICT (index_case_id, accession_number) DO NOTHING`,
-      [row.id, r.properties.accession_number, (r.properties.lab_result ?? '').toLowerCase() === 'positive',
+      [id, r.properties.accession_number, (r.properties.lab_result ?? '').toLowerCase() === 'positive',
         dateOf(r.properties.specimen_collection_date), present(r.properties)])
   }
-  await addEvent(tx, row.id, isNew ? 'pulled_new_person' : 'pulled_new_case',
+  await addEvent(tx, id, isNew ? 'pulled_new_person' : 'pulled_new_case',
     { domain, case_id: cc.case_id, person_id: personId, lab_results: results.length })
   return isNew ? 'new_person' : 'new_case'
 }

@@ -12,10 +12,11 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { CommCareConfig } from '../config.ts'
 import type { Db } from '../db/types.ts'
 import type { BatchEngine } from '../engine/engine.ts'
-import { readCounties, type CountyTable } from '../link/counties.ts'
+import { countyOfDomain, readCounties, type CountyTable } from '../link/counties.ts'
 import { errorText, type Logger } from '../log.ts'
 import { CommCareError, type CommCareCase, type CommCareClient } from './client.ts'
 import { claimJobs, failAttempt, failCycle, finishJobs, postponeJob, releaseJobs, type Job, type Posted } from './jobs.ts'
+import { insertCaseFrom } from './inbound.ts'
 import { caseBlocks, type LocalCase } from './payload.ts'
 import { resolveDestination, type Hop } from './resolve.ts'
 import { buildForm } from './xform.ts'
@@ -54,22 +55,16 @@ export async function loadCases(db: Db, ids: string[]): Promise<Map<string, Loca
  * over by accession number. Repeatable: a second run finds what the first created.
  */
 async function adoptDestination(db: Db, origin: LocalCase, domain: string, commcare: CommCareCase, counties: CountyTable): Promise<LocalCase> {
-  const county = [...counties.byFips.values()].find((c) => c.domain === domain)
+  const county = countyOfDomain(counties, domain)
   if (!county) throw new Error(`the chain ends in domain ${domain}, which is no county's`)
   const id = await db.transaction(async (tx) => {
-    const props = Object.fromEntries(Object.entries(commcare.properties).filter(([, v]) => v !== null))
-    await tx.query(
-      `INSERT INTO index_cases (person_id, county_fips, case_id, data, closed, opened_on, commcare_modified_at)
-       VALUES ($1, $2, $3, $4, $5, coalesce(substr($6, 1, 10)::date, current_date), $7)
-       ON CONFLICT (case_id) DO NOTHING`,
-      [origin.personId, county.fips, commcare.case_id, props, commcare.closed, props.date_opened || null, commcare.server_date_modified])
-    const [dest] = await tx.query('SELECT id::text FROM index_cases WHERE case_id = $1', [commcare.case_id])
+    const dest = await insertCaseFrom(tx, commcare, origin.personId, county.fips)
     await tx.query(
       `INSERT INTO lab_results (index_case_id, accession_number, lab_row_id, positive, tested_on, data)
        SELECT $1, accession_number, lab_row_id, positive, tested_on, data || jsonb_build_object('owner_id', $3::text)
        FROM lab_results WHERE index_case_id = $2
-       ON CONFLICT (index_case_id, accession_number) DO NOTHING`, [dest.id, origin.id, county.locationId ?? ''])
-    return dest.id as string
+       ON CONFLICT (index_case_id, accession_number) DO NOTHING`, [dest, origin.id, county.locationId ?? ''])
+    return dest
   })
   return (await loadCases(db, [id])).get(id)!
 }

@@ -89,6 +89,12 @@ export interface CountyTable {
   state: County | undefined
 }
 
+/** The county whose cases a CommCare domain holds. */
+export function countyOfDomain(counties: CountyTable, domain: string): County | undefined {
+  for (const c of counties.byFips.values()) if (c.domain === domain) return c
+  return undefined
+}
+
 export async function readCounties(q: Queryable): Promise<CountyTable> {
   const rows = await q.query(
     'SELECT fips, name, display, domain, participating, is_state_domain, location_id FROM counties')

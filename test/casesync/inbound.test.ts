@@ -8,7 +8,7 @@ import { readCounties } from '../../src/link/counties.ts'
 import { casesync, caseOf, events, linkRows, startSandbox, syncAll } from '../helpers/casesync.ts'
 import { createTestDb, type TestDb } from '../helpers/db.ts'
 import { row, tempDir } from '../helpers/files.ts'
-import { count, loadCounties } from '../helpers/link.ts'
+import { count, resetDb } from '../helpers/link.ts'
 
 const ALBANY = 'ny-albany-cdcms'
 const ALLEGANY = 'ny-allegany-cdcms'
@@ -22,10 +22,7 @@ beforeAll(async () => {
 })
 afterAll(async () => t.drop())
 beforeEach(async () => {
-  await db.exec(`TRUNCATE inbox_files, files, lab_rows, lab_row_keys, ingest_errors, link_queue, people, person_keys,
-    index_cases, lab_results, link_events, link_changes, exposure_queue, case_sync_queue, case_sync_events, commcare_cursors, counties
-    RESTART IDENTITY CASCADE`)
-  await loadCounties(db)
+  await resetDb(db)
   const tmp = tempDir()
   dir = tmp.dir
   return tmp.cleanup
@@ -95,10 +92,10 @@ describe('inbound case sync', () => {
     s.createCase(ALLEGANY, { case_type: 'patient', case_name: 'Y', first_name: 'New', last_name: 'Stranger', dob: '1990-01-01', contact_phone_number: '+1 (555) 010-0142' })
     s.createCase(ALLEGANY, { case_type: 'contact', case_name: 'a contact' })
     expect(await poll(client, ALLEGANY)).toEqual({ new_case: 1, new_person: 1 })
-    const cases = await db.query(`SELECT c.person_id::text, c.county_fips, c.synced_at IS NOT NULL AS synced,
+    const cases = await db.query(`SELECT c.person_id::text, c.county_fips, c.commcare_modified_at IS NOT NULL AS known,
         (SELECT array_agg(accession_number || ':' || positive || ':' || tested_on) FROM lab_results r WHERE r.index_case_id = c.id) AS results
       FROM index_cases c WHERE county_fips = 3 ORDER BY c.id`)
-    expect(cases[0]).toEqual({ person_id: p.id, county_fips: 3, synced: true, results: ['HAND-1:true:2026-11-01'] })
+    expect(cases[0]).toEqual({ person_id: p.id, county_fips: 3, known: true, results: ['HAND-1:true:2026-11-01'] })
     expect(cases[1].person_id).not.toBe(p.id)
     expect(await db.query(`SELECT last_name, date_of_birth::text, match_last, match_first, phone FROM people WHERE id = $1`, [cases[1].person_id]))
       .toEqual([{ last_name: 'Stranger', date_of_birth: '1990-01-01', match_last: 'STRANGER', match_first: 'NEW', phone: '5550100142' }])

@@ -5,7 +5,7 @@ import type { Db } from '../../src/db/types.ts'
 import { casesync, caseOf, dueNow, events, labResults, linkRows, patients, startSandbox, syncAll } from '../helpers/casesync.ts'
 import { createTestDb, type TestDb } from '../helpers/db.ts'
 import { row, tempDir } from '../helpers/files.ts'
-import { count, loadCounties } from '../helpers/link.ts'
+import { count, resetDb } from '../helpers/link.ts'
 
 const ALBANY = 'ny-albany-cdcms'
 const ALLEGANY = 'ny-allegany-cdcms'
@@ -19,10 +19,7 @@ beforeAll(async () => {
 })
 afterAll(async () => t.drop())
 beforeEach(async () => {
-  await db.exec(`TRUNCATE inbox_files, files, lab_rows, lab_row_keys, ingest_errors, link_queue, people, person_keys,
-    index_cases, lab_results, link_events, link_changes, exposure_queue, case_sync_queue, case_sync_events, commcare_cursors, counties
-    RESTART IDENTITY CASCADE`)
-  await loadCounties(db)
+  await resetDb(db)
   const tmp = tempDir()
   dir = tmp.dir
   return tmp.cleanup

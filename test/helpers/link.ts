@@ -13,6 +13,13 @@ export async function loadCounties(db: Db) {
   return db.transaction((tx) => saveCounties(tx, list))
 }
 
+/** Every table emptied (whatever later migrations add) and the county list loaded: a test's clean start. */
+export async function resetDb(db: Db) {
+  const tables = await db.query(`SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename <> 'schema_migrations'`)
+  await db.exec(`TRUNCATE ${tables.map((t) => t.tablename).join(', ')} RESTART IDENTITY CASCADE`)
+  await loadCounties(db)
+}
+
 /** Links everything waiting; returns the outcome counts. */
 export const linkAll = (db: Db, batch = 100) => linkUntilEmpty(db, batch, createLogger('silent'))
 

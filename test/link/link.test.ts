@@ -3,7 +3,7 @@ import type { Db } from '../../src/db/types.ts'
 import { createTestDb, type TestDb } from '../helpers/db.ts'
 import { copyFixture, exportText, row, tempDir, writeExport } from '../helpers/files.ts'
 import { ingestPath } from '../helpers/ingest.ts'
-import { count, linkAll, loadCounties } from '../helpers/link.ts'
+import { count, linkAll, resetDb } from '../helpers/link.ts'
 
 let t: TestDb
 let db: Db
@@ -15,9 +15,7 @@ beforeAll(async () => {
 })
 afterAll(async () => t.drop())
 beforeEach(async () => {
-  await db.exec(`TRUNCATE inbox_files, files, lab_rows, lab_row_keys, ingest_errors, link_queue, people, person_keys,
-    index_cases, lab_results, link_events, link_changes, exposure_queue, case_sync_queue, counties RESTART IDENTITY CASCADE`)
-  await loadCounties(db)
+  await resetDb(db)
   const tmp = tempDir()
   dir = tmp.dir
   return tmp.cleanup

@@ -1,23 +1,15 @@
 /** Sandboxes that close after each test, authenticated requests, and case-block XForms built from parts. */
 import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
-import { afterEach } from 'vitest'
-import { startCommCareSandbox, type CommCareSandbox, type CommCareSandboxOptions } from '../../src/sandbox/commcare/server.ts'
+import type { CommCareSandbox, CommCareSandboxOptions } from '../../src/sandbox/commcare/server.ts'
+import { startSandbox } from '../helpers/casesync.ts'
 
 export const INDEX_CASE_XML = readFileSync(fileURLToPath(new URL('../../../shared/fixtures/commcare/index_case.xml', import.meta.url)), 'utf8')
 export const DOMAIN = 'ny-allegany-cdcms'
 const AUTH = { authorization: 'ApiKey herald:sandbox' }
 
-const open: CommCareSandbox[] = []
-afterEach(async () => {
-  await Promise.all(open.splice(0).map((s) => s.close()))
-})
-
-export async function sandbox(opts: Partial<CommCareSandboxOptions> = {}): Promise<CommCareSandbox> {
-  const s = await startCommCareSandbox({ user: 'herald', apiKey: 'sandbox', rootDomain: 'ny-covid', seed: 1, ...opts })
-  open.push(s)
-  return s
-}
+/** A sandbox closed after the test (test/helpers/casesync.ts). */
+export const sandbox = (opts: Partial<CommCareSandboxOptions> = {}) => startSandbox(opts)
 
 /** GET with the sandbox's credentials; `path` is under the sandbox's URL. */
 export function get(s: CommCareSandbox, path: string, headers: Record<string, string> = AUTH): Promise<Response> {
