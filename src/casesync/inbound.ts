@@ -1,6 +1,6 @@
 /**
  * Inbound case sync: changes investigators make in CommCare come back, by polling each
- * participating county's domain from a stored cursor, and by CommCare's case forwarder (http.ts).
+ * participating county's domain from a stored cursor, and by CommCare's case forwarder (forwarder.ts).
  * Both end in importCase, whose rules go in order:
  *   1. a case Herald knows (by case_id) takes CommCare's values: investigators own them. Its lab
  *      results are not imported (they came from Herald or will be posted by it).

@@ -26,7 +26,7 @@ interface Outside {
   commcare?: CommCareClient
 }
 
-/** Every engine Herald has, in pipeline order. Later engines join this list. Null: cannot run here (and why). */
+/** Every engine Herald has, in pipeline order. Later engines join this list. A string: why it cannot run here. */
 const ENGINES: Record<string, (config: Config, log: Logger, outside: Outside) => AnyEngine | string> = {
   ingest: (config, log) => ingestEngine(config, log),
   link: (config, log) => linkEngine(config, log),
