@@ -50,14 +50,21 @@ export class PostgresDb implements Db {
     this.base = queryable(this.pool, this.useCopy)
   }
 
+  /**
+   * pglite-socket runs each protocol message of each client as it comes, so outside a transaction
+   * another client's statement can run between one client's Parse and its Bind, and the Bind then
+   * fails (26000) or binds the wrong statement. Inside a transaction it runs only the owner's
+   * messages: on the embedded server every statement is given one.
+   */
   query<R extends Row = Row>(sql: string, params?: unknown[]) {
+    if (this.kind === 'pglite-server' && params?.length) return this.transaction((tx) => tx.query<R>(sql, params))
     return this.base.query<R>(sql, params)
   }
   exec(sql: string) {
     return this.base.exec(sql)
   }
   async copyInto(table: string, columns: string[], rows: unknown[][]) {
-    if (!this.useCopy) return this.base.copyInto(table, columns, rows)
+    if (!this.useCopy) return this.transaction((tx) => tx.copyInto(table, columns, rows))
     const client = await this.pool.connect()
     try {
       await queryable(client, true).copyInto(table, columns, rows)
