@@ -38,16 +38,20 @@ export async function importCase(db: Db, client: CommCareClient, cc: CommCareCas
   if ((cc.properties.case_type ?? '') !== 'patient') return 'ignored'
   const county = countyOfDomain(counties, domain)
   if (!county) return 'ignored'
-  const [known] = await db.query('SELECT 1 FROM index_cases WHERE case_id = $1', [cc.case_id])
-  // A case new to Herald comes with its lab results: fetched before the transaction, not inside it.
-  const full = known || cc.child_cases ? cc : (await client.getCase(domain, cc.case_id)) ?? cc
-  return db.transaction(async (tx) => {
-    const [existing] = await tx.query<{ id: string; data: Record<string, string>; seen: boolean }>(
-      'SELECT id::text, data, commcare_modified_at >= $2::timestamptz AS seen FROM index_cases WHERE case_id = $1 FOR UPDATE',
-      [cc.case_id, cc.server_date_modified])
-    if (existing) return existing.seen ? 'unchanged' : updateCase(tx, existing, cc)
-    return createCase(tx, full, domain, county.fips)
-  })
+  const known = await db.transaction((tx) => updateKnown(tx, cc))
+  if (known) return known
+  // A case new to Herald comes with its lab results: fetched outside any transaction.
+  const full = cc.child_cases ? cc : (await client.getCase(domain, cc.case_id)) ?? cc
+  return db.transaction(async (tx) => (await updateKnown(tx, cc)) ?? createCase(tx, full, domain, county.fips))
+}
+
+/** Rule 1, or undefined when Herald does not know the case. */
+async function updateKnown(tx: Queryable, cc: CommCareCase): Promise<ImportOutcome | undefined> {
+  const [existing] = await tx.query<{ id: string; data: Record<string, string>; seen: boolean }>(
+    'SELECT id::text, data, commcare_modified_at >= $2::timestamptz AS seen FROM index_cases WHERE case_id = $1 FOR UPDATE',
+    [cc.case_id, cc.server_date_modified])
+  if (!existing) return undefined
+  return existing.seen ? 'unchanged' : updateCase(tx, existing, cc)
 }
 
 async function updateCase(tx: Queryable, existing: { id: string; data: Record<string, string> }, cc: CommCareCase): Promise<ImportOutcome> {
