@@ -38,8 +38,8 @@ describe('logs', () => {
     const sink = new Writable({ write(chunk, _e, done) { captured += chunk; done() } })
     const log = createLogger('debug', sink)
     log.info({ phone: '5551234567', row: { last_name: 'SMITH' } }, 'a careless line is censored')
-    // CommCare fails half the time: failed attempts are logged too.
-    const sandbox = await startSandbox({ failureRate: 0.5 })
+    // CommCare fails at first, so that failed attempts are logged too; then it takes the retries.
+    const sandbox = await startSandbox({ failureRate: 1 })
     const config = loadConfig({ HERALD_INBOX: tmp.dir, HERALD_WORKER_ID: 'log-test', HERALD_COMMCARE_URL: sandbox.url,
       HERALD_COMMCARE_USER: 'herald', HERALD_COMMCARE_API_KEY: 'sandbox', HERALD_COMMCARE_ROOT_DOMAIN: 'ny-covid' })
     const client = commcareClient(config, sandbox.url)
@@ -47,10 +47,16 @@ describe('logs', () => {
     await loadCounties(t.db)
     const engines = [ingestEngine(config, log), linkEngine(config, log), casesyncOutEngine(config, log, client), casesyncInEngine(config, log, client)]
     await runEngines(t.db, engines, { untilIdle: true, pollIntervalMs: 100, signal: new AbortController().signal, log })
+    sandbox.knobs.failureRate = 0
+    await t.db.query('UPDATE case_sync_queue SET retry_at = now()')
+    await t.db.query('UPDATE commcare_cursors SET polled_at = NULL')
+    await runEngines(t.db, engines, { untilIdle: true, pollIntervalMs: 100, signal: new AbortController().signal, log })
     expect(captured).toContain('"outcome":"ingested"')
     expect(captured).toContain('"msg":"link batch"')
     expect(captured).toContain('"msg":"case sync attempt failed"')
     expect(sandbox.stats.submissions).toBeGreaterThan(0)
+    expect(captured).toContain('"msg":"case sync round"')
+    expect(captured).toContain('"msg":"pulled changes from CommCare"')
     for (const pii of ['SMITH', 'AGENT', 'GOODE', 'JOHNNY', 'LASTNAME', 'FIRSTNAME', '5551234567', '123-4567', '456 OTHER', '01MAR1947', '15200000000001']) {
       expect(captured, pii).not.toContain(pii)
     }

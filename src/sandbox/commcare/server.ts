@@ -48,7 +48,7 @@ export async function startCommCareSandbox(opts: CommCareSandboxOptions): Promis
   const countyList = opts.countyList ?? JSON.parse(readFileSync(new URL('./county_list_ny.json', import.meta.url), 'utf8'))
   const forwarder = opts.forwardTo ? new Forwarder(opts.forwardTo) : undefined
   const store = new CaseStore(countyLookup(countyList), (c) => forwarder?.send(c))
-  const app = Fastify({ logger: false, bodyLimit: 16 * 1024 * 1024, routerOptions: { ignoreTrailingSlash: true, maxParamLength: 500 } })
+  const app = Fastify({ logger: false, forceCloseConnections: true, bodyLimit: 16 * 1024 * 1024, routerOptions: { ignoreTrailingSlash: true, maxParamLength: 500 } })
   const stats = { requests: 0, submissions: 0, rejected: 0, status429: 0, status5xx: 0 }
   const sandbox: CommCareSandbox = {
     url: '',
