@@ -1,8 +1,8 @@
 /**
  * Outbound jobs: the rows of case_sync_queue (one per case, by its primary key). A worker claims a
- * few with a lease (no transaction is held across CommCare's answer), and records each job's
- * outcome in one short transaction. The job is removed only when the generation it posted is
- * still the row's: a change made while the post was in flight leaves the job for another round.
+ * few with a lease (no transaction is held across CommCare's answer) and records the posted ones
+ * many to a transaction, a failure at once. The job is removed only when the generation it posted
+ * is still the row's: a change made while the post was in flight leaves the job for another round.
  */
 import type { Db, Queryable } from '../db/types.ts'
 
