@@ -35,8 +35,33 @@ export interface Config {
   httpPort: number | undefined
   httpHost: string
   commcare: CommCareConfig
+  exposure: ExposureConfig
 }
 
+export interface ExposureConfig {
+  /** The verification server (admin API); absent: `herald start` runs the sandbox, other commands leave exposure off. */
+  enxUrl: string | undefined
+  enxApiKey: string
+  /** Twilio Lookup v2; absent with a real verification server: numbers are checked locally only. */
+  lookupUrl: string | undefined
+  twilioAccountSid: string
+  twilioAuthToken: string
+  /** The time zone test dates are in: tzOffset is computed from it on each test date. */
+  timezone: string
+  /** Key of the keyed hashes (idempotency uuids, lookup cache); absent: a key kept in the data folder. */
+  secretKey: string | undefined
+  /** Lab result test types that count (LOINC codes or test names); empty: every positive result. */
+  testTypes: string[]
+  lookbackDays: number
+  /** A positive result this many days after an episode's first one opens a new episode. */
+  episodeDays: number
+  defaultRegion: string
+  /** Lookup line types accepted (mobile always; VoIP types by choice). */
+  lineTypes: string[]
+  lookupCacheDays: number
+  lookupConcurrency: number
+  issueConcurrency: number
+}
 export interface CommCareConfig {
   /** CommCare HQ; when absent `herald start` runs the sandbox and other commands leave case sync off. */
   url: string | undefined
@@ -125,6 +150,54 @@ export function loadConfig(env: Env = process.env): Config {
     httpPort: env.HERALD_HTTP_PORT ? port(env, 'HERALD_HTTP_PORT') : undefined,
     httpHost: env.HERALD_HTTP_HOST?.trim() || '127.0.0.1',
     commcare: commcareConfig(env),
+    exposure: exposureConfig(env),
+  })
+}
+
+const list = (raw: string | undefined, fallback: string[]) =>
+  raw === undefined ? fallback : raw.split(',').map((s) => s.trim()).filter(Boolean)
+
+function exposureConfig(env: Env): ExposureConfig {
+  const enxUrl = url(env, 'HERALD_ENX_URL', ['http:', 'https:'])
+  const lookupUrl = url(env, 'HERALD_LOOKUP_URL', ['http:', 'https:'])
+  /** A credential: required once the service's URL is set; without it, the sandbox's. */
+  const need = (name: string, urlVariable: 'HERALD_ENX_URL' | 'HERALD_LOOKUP_URL', sandboxValue: string) => {
+    const v = env[name]?.trim()
+    if (v) return v
+    if (env[urlVariable]) throw new ConfigError(name, `is required when ${urlVariable} is set`)
+    return sandboxValue
+  }
+  const timezone = env.HERALD_TIMEZONE?.trim() || 'America/New_York'
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: timezone })
+  } catch {
+    throw new ConfigError('HERALD_TIMEZONE', `"${timezone}" is not an IANA time zone (e.g. America/New_York)`)
+  }
+  const secretKey = env.HERALD_SECRET_KEY?.trim() || undefined
+  if (secretKey && secretKey.length < 32) throw new ConfigError('HERALD_SECRET_KEY', 'must be at least 32 characters (e.g. openssl rand -hex 32)')
+  if (enxUrl && !secretKey) throw new ConfigError('HERALD_SECRET_KEY', 'is required when HERALD_ENX_URL is set')
+  const region = (env.HERALD_PHONE_REGION?.trim() || 'US').toUpperCase()
+  if (!/^[A-Z]{2}$/.test(region)) throw new ConfigError('HERALD_PHONE_REGION', `must be a two-letter country code, got "${region}"`)
+  const lineTypes = list(env.HERALD_LOOKUP_LINE_TYPES, ['mobile'])
+  const known = ['mobile', 'nonFixedVoip', 'fixedVoip', 'landline', 'tollFree', 'voicemail', 'pager', 'personal', 'sharedCost', 'uan', 'unknown']
+  const bad = lineTypes.filter((t) => !known.includes(t))
+  if (bad.length) throw new ConfigError('HERALD_LOOKUP_LINE_TYPES', `unknown line type ${bad.join(', ')}; Twilio's are ${known.join(', ')}`)
+  return Object.freeze({
+    enxUrl: enxUrl?.replace(/\/+$/, ''),
+    enxApiKey: need('HERALD_ENX_API_KEY', 'HERALD_ENX_URL', 'sandbox'),
+    lookupUrl: lookupUrl?.replace(/\/+$/, ''),
+    twilioAccountSid: need('HERALD_TWILIO_ACCOUNT_SID', 'HERALD_LOOKUP_URL', 'ACsandbox'),
+    twilioAuthToken: need('HERALD_TWILIO_AUTH_TOKEN', 'HERALD_LOOKUP_URL', 'sandbox'),
+    timezone,
+    secretKey,
+    testTypes: list(env.HERALD_EXPOSURE_TEST_TYPES, []),
+    lookbackDays: int(env, 'HERALD_EXPOSURE_LOOKBACK_DAYS', 14, 1),
+    episodeDays: int(env, 'HERALD_EXPOSURE_EPISODE_DAYS', 90, 1),
+    defaultRegion: region,
+    lineTypes: [...new Set(['mobile', ...lineTypes])],
+    lookupCacheDays: int(env, 'HERALD_LOOKUP_CACHE_DAYS', 30, 0),
+    lookupConcurrency: int(env, 'HERALD_LOOKUP_CONCURRENCY', 16, 1),
+    issueConcurrency: int(env, 'HERALD_ENX_CONCURRENCY', 8, 1),
   })
 }
 

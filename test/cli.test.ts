@@ -68,7 +68,7 @@ describe('herald start', () => {
       expect(trace).toMatch(/person_created[\s\S]*case_created[\s\S]*lab_result_created/)
 
       // Case sync posts the cases to the CommCare sandbox that herald start runs.
-      const sandbox = /commcare  sandbox at (http:\/\/127\.0\.0\.1:\d+)/.exec(out)![1]
+      const sandbox = /sandbox   commcare at (http:\/\/127\.0\.0\.1:\d+)/.exec(out)![1]
       let patients: any[] = []
       for (let i = 0; i < 100 && patients.length < 3; i++) {
         await new Promise((r) => setTimeout(r, 300))

@@ -14,6 +14,10 @@ import { startHttpServer, type Routes } from '../http/server.ts'
 import { ingestEngine } from '../ingest/index.ts'
 import { linkEngine } from '../link/index.ts'
 import { startCommCareSandbox, type CommCareSandbox } from '../sandbox/commcare/server.ts'
+import { startLookupSandbox } from '../sandbox/lookup/server.ts'
+import { startVerificationSandbox } from '../sandbox/verification/server.ts'
+import { LookupClient, VerificationClient } from '../exposure/clients.ts'
+import { exposureEngines } from '../exposure/index.ts'
 import type { Config } from '../config.ts'
 import { errorText, type Logger } from '../log.ts'
 import { stopSignal, withDb } from './context.ts'
@@ -24,7 +28,12 @@ const SANDBOX_COUNTIES = fileURLToPath(new URL('../sandbox/commcare/county_list_
 interface Outside {
   /** CommCare, real or the sandbox; absent: case sync is off. */
   commcare?: CommCareClient
+  /** The verification server and the phone lookup, real or sandboxes; absent: exposure is off. */
+  exposure?: { verification: VerificationClient; lookup?: LookupClient }
 }
+
+const exposure = (i: number) => (config: Config, log: Logger, o: Outside) =>
+  o.exposure ? exposureEngines(config, log, o.exposure)[i] : 'no verification server: set HERALD_ENX_URL'
 
 /** Every engine Herald has, in pipeline order. Later engines join this list. A string: why it cannot run here. */
 const ENGINES: Record<string, (config: Config, log: Logger, outside: Outside) => AnyEngine | string> = {
@@ -32,6 +41,9 @@ const ENGINES: Record<string, (config: Config, log: Logger, outside: Outside) =>
   link: (config, log) => linkEngine(config, log),
   'casesync-out': (config, log, o) => (o.commcare ? casesyncOutEngine(config, log, o.commcare) : 'no CommCare: set HERALD_COMMCARE_URL'),
   'casesync-in': (config, log, o) => (o.commcare ? casesyncInEngine(config, log, o.commcare) : 'no CommCare: set HERALD_COMMCARE_URL'),
+  'exposure-intake': exposure(0),
+  'exposure-check': exposure(1),
+  'exposure-issue': exposure(2),
 }
 
 export function engineNames(list: string | undefined): string[] {
@@ -41,20 +53,47 @@ export function engineNames(list: string | undefined): string[] {
   return names
 }
 
-/** Without a real CommCare, `herald start` runs the sandbox on loopback and syncs with it. */
-async function startOutside(config: Config, serve: boolean, log: Logger): Promise<{ outside: Outside; sandbox?: CommCareSandbox }> {
-  let url = config.commcare.url
-  let sandbox: CommCareSandbox | undefined
-  if (!url && serve) {
+/**
+ * Outside systems: the real ones configured, else, for `herald start`, the sandboxes on loopback.
+ * Returns the clients, the sandboxes' addresses for the banner, and how to stop them.
+ */
+async function startOutside(config: Config, serve: boolean, log: Logger) {
+  const stops: (() => Promise<void>)[] = []
+  const sandboxes: string[] = []
+  let commcareUrl = config.commcare.url
+  if (!commcareUrl && serve) {
     const { user, apiKey, rootDomain, forwarder } = config.commcare
-    sandbox = await startCommCareSandbox({
+    const sandbox: CommCareSandbox = await startCommCareSandbox({
       user, apiKey, rootDomain,
       forwardTo: config.httpPort && forwarder ? { url: `http://127.0.0.1:${config.httpPort}/commcare/cases`, ...forwarder } : undefined,
     })
-    url = sandbox.url
+    stops.push(() => sandbox.close())
+    sandboxes.push(`commcare at ${sandbox.url} (see src/sandbox/commcare/README.md)`)
+    commcareUrl = sandbox.url
   }
-  if (!url) log.info('case sync is off: no CommCare configured (HERALD_COMMCARE_URL)')
-  return { outside: { commcare: url ? commcareClient(config, url) : undefined }, sandbox }
+  if (!commcareUrl) log.info('case sync is off: no CommCare configured (HERALD_COMMCARE_URL)')
+
+  const x = config.exposure
+  let enxUrl = x.enxUrl
+  let lookupUrl = x.lookupUrl
+  if (!enxUrl && serve) {
+    const enx = await startVerificationSandbox({ apiKey: x.enxApiKey })
+    const lookup = await startLookupSandbox({ accountSid: x.twilioAccountSid, authToken: x.twilioAuthToken })
+    stops.push(() => enx.close(), () => lookup.close())
+    sandboxes.push(`verification at ${enx.url} (ledger: ${enx.url}/sandbox/ledger)`, `lookup at ${lookup.url} (see src/sandbox/lookup/README.md)`)
+    enxUrl = enx.url
+    lookupUrl = lookup.url
+  }
+  if (!enxUrl) log.info('exposure notification is off: no verification server configured (HERALD_ENX_URL)')
+  const timeoutMs = config.commcare.timeoutMs
+  const outside: Outside = {
+    commcare: commcareUrl ? commcareClient(config, commcareUrl) : undefined,
+    exposure: enxUrl ? {
+      verification: new VerificationClient({ url: enxUrl, apiKey: x.enxApiKey, timeoutMs }),
+      lookup: lookupUrl ? new LookupClient({ url: lookupUrl, accountSid: x.twilioAccountSid, authToken: x.twilioAuthToken, timeoutMs }) : undefined,
+    } : undefined,
+  }
+  return { outside, sandboxes, stop: async () => { for (const s of stops) await s() } }
 }
 
 async function loadCountiesAtStart(db: Db, outside: Outside, serve: boolean, log: Logger) {
@@ -75,7 +114,7 @@ async function loadCountiesAtStart(db: Db, outside: Outside, serve: boolean, log
 
 export async function runCommand(opts: { engines?: string; untilIdle?: boolean }, serve = false) {
   await withDb(async ({ config, db, log }) => {
-    const { outside, sandbox } = await startOutside(config, serve, log)
+    const { outside, sandboxes, stop } = await startOutside(config, serve, log)
     const built = engineNames(opts.engines).map((n) => [n, ENGINES[n](config, log, outside)] as const)
     const off = built.filter(([, e]) => typeof e === 'string')
     if (opts.engines && off.length > 0) throw new Error(off.map(([n, why]) => `${n}: ${why}`).join('; '))
@@ -91,7 +130,7 @@ export async function runCommand(opts: { engines?: string; untilIdle?: boolean }
       const where = db.kind === 'pglite-server' ? `PGlite in ${config.dataDir}/pgdata, shared with herald commands in other terminals` : describeDb(db, config)
       console.log(`  database  ${where}`)
       console.log(`  inbox     ${config.inbox}  (drop ECLRS export files here)`)
-      console.log(`  commcare  ${sandbox ? `sandbox at ${sandbox.url} (see src/sandbox/commcare/README.md)` : config.commcare.url ?? 'off'}`)
+      for (const line of sandboxes) console.log(`  sandbox   ${line}`)
       console.log(`  commands  in another terminal: npx herald files | npx herald link | npx herald cases | npx herald person ID | npx herald --help`)
       if (http) console.log(`  http      http://${config.httpHost}:${config.httpPort}${routes.length ? '  (POST /commcare/cases: case forwarder)' : ''}`)
       if (metrics) console.log(`  metrics   http://127.0.0.1:${config.metricsPort}/metrics`)
@@ -103,7 +142,7 @@ export async function runCommand(opts: { engines?: string; untilIdle?: boolean }
     } finally {
       metrics?.close()
       await http?.close()
-      await sandbox?.close()
+      await stop()
     }
     log.info({ counts: counters.snapshot() }, 'engines stopped')
   }, { serve })
