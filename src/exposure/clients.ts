@@ -17,7 +17,21 @@ const header = (h: Record<string, string | string[] | undefined>, name: string) 
   const v = h[name]
   return (Array.isArray(v) ? v[0] : v) ?? undefined
 }
-const seconds = (v: string | undefined) => (v !== undefined && Number.isFinite(Number(v)) ? Number(v) : undefined)
+const seconds = (v: string | undefined) => (v !== undefined && v !== '' && Number.isFinite(Number(v)) ? Number(v) : undefined)
+/** A header that is seconds or an HTTP date (the real verification server sends dates), as a unix time in seconds. */
+const instant = (v: string | undefined) => {
+  const n = seconds(v)
+  if (n !== undefined) return n
+  const at = v ? Date.parse(v) : NaN
+  return Number.isNaN(at) ? undefined : at / 1000
+}
+/** Retry-After: seconds, or an HTTP date. */
+const retryAfter = (v: string | undefined) => {
+  const n = seconds(v)
+  if (n !== undefined) return n
+  const at = instant(v)
+  return at === undefined ? undefined : Math.max(0, Math.ceil(at - Date.now() / 1000))
+}
 
 async function send(agent: Agent, url: string, timeoutMs: number, init: { method: 'GET' | 'POST'; headers: Record<string, string>; body?: string }) {
   try {
@@ -49,7 +63,7 @@ export class LookupClient {
     if (res.statusCode === 200) return { valid: body.valid !== false, lineType: body.line_type_intelligence?.type ?? null }
     // 429 (20429, too many concurrent requests), 5xx, and auth an operator can fix: try again later.
     const retryable = res.statusCode === 429 || res.statusCode >= 500 || res.statusCode === 401 || res.statusCode === 403
-    throw new ServiceError(`lookup: HTTP ${res.statusCode}${body.code ? ` (${body.code})` : ''}`, res.statusCode, retryable, seconds(header(res.headers, 'retry-after')))
+    throw new ServiceError(`lookup: HTTP ${res.statusCode}${body.code ? ` (${body.code})` : ''}`, res.statusCode, retryable, retryAfter(header(res.headers, 'retry-after')))
   }
 
   close = () => this.agent.close()
@@ -93,10 +107,10 @@ export class VerificationClient {
       body: JSON.stringify({ codes: items.map((i) => ({ ...i, smsTemplateLabel: 'default' })) }),
     })
     const remaining = seconds(header(res.headers, 'x-ratelimit-remaining'))
-    const reset = seconds(header(res.headers, 'x-ratelimit-reset'))
+    const reset = instant(header(res.headers, 'x-ratelimit-reset'))
     const answer: BatchAnswer = {
       status: res.statusCode,
-      retryAfter: seconds(header(res.headers, 'retry-after')),
+      retryAfter: retryAfter(header(res.headers, 'retry-after')),
       rate: remaining !== undefined && reset !== undefined
         ? { remaining, reset, limit: seconds(header(res.headers, 'x-ratelimit-limit')) } : undefined,
     }
