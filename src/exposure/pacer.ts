@@ -18,6 +18,11 @@ export async function takeQuota(db: Db, n: number): Promise<{ granted: number; w
      FROM avail a WHERE r.name = 'enx'
      RETURNING coalesce(least(a.left_, $1), $1) AS granted,
        greatest(0, extract(epoch FROM (a.reset_at - now())))::float AS wait_seconds`, [n])
+  if (!r) {
+    // No quota known yet (a fresh database): nothing to pace by until the server reports one.
+    await db.query(`INSERT INTO rate_limits (name) VALUES ('enx') ON CONFLICT DO NOTHING`)
+    return { granted: n, waitSeconds: 0 }
+  }
   return { granted: r.granted, waitSeconds: r.granted > 0 ? 0 : Math.max(1, Math.ceil(r.wait_seconds ?? 1)) }
 }
 

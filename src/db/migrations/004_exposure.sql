@@ -55,4 +55,3 @@ CREATE TABLE rate_limits (
   updated_at timestamptz NOT NULL DEFAULT now()
 );
 ALTER TABLE rate_limits ADD COLUMN quota int; -- X-RateLimit-Limit: what a new window holds
-INSERT INTO rate_limits (name) VALUES ('enx');
