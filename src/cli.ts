@@ -8,6 +8,7 @@ import { filesCommand, inboxCommand, ingestCommand, inspectCommand } from './cli
 import { countiesCommand, countiesLoadCommand, linkCommand, personCommand, traceCommand } from './cli/link.ts'
 import { runCommand } from './cli/run.ts'
 import { casesCommand, casesRetryCommand } from './cli/casesync.ts'
+import { exposureRetryCommand, exposureStatusCommand } from './cli/exposure.ts'
 import { withDb } from './cli/context.ts'
 import { CountyListError } from './link/counties.ts'
 import { errorText } from './log.ts'
@@ -98,6 +99,14 @@ const cases = program.command('cases').description('case sync with CommCare: cas
 cases.command('retry').description('post failed cases again, with their attempts anew (all failed cases without an id)')
   .argument('[case-ids...]', 'index case ids, as herald cases --failed lists them')
   .action((ids) => casesRetryCommand(ids))
+
+const exposure = program.command('exposure').description('exposure notification: verification codes texted to newly positive residents')
+exposure.command('status').description('notices by state and reason (pending, phone checked, issued, not sent and why)')
+  .option('--json', 'print JSON')
+  .action((opts) => exposureStatusCommand(opts))
+exposure.command('retry').description('try again the notices not sent for a reason (e.g. out_of_attempts, lookup_refused)')
+  .requiredOption('--reason <reason>', 'the reason, as herald exposure status shows it')
+  .action((opts) => exposureRetryCommand(opts))
 
 const generate = program.command('generate').description('write synthetic data for demos and benchmarks')
 generate.command('eclrs').description('a realistic synthetic ECLRS export (fake people)')

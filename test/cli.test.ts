@@ -78,6 +78,19 @@ describe('herald start', () => {
       const cases = JSON.parse((await run(process.execPath, [BIN, 'cases', '--json'], { env })).stdout)
       expect(Number(cases.queue.failed)).toBe(0)
       expect(Number(cases.cases.synced)).toBe(patients.length)
+
+      // Exposure: the positive residents got codes, in the verification sandbox's ledger.
+      const enx = /sandbox   verification at (http:\/\/127\.0\.0\.1:\d+)/.exec(out)![1]
+      let ledger: any[] = []
+      for (let i = 0; i < 100 && ledger.length < 2; i++) {
+        await new Promise((r) => setTimeout(r, 300))
+        ledger = await (await fetch(`${enx}/sandbox/ledger`)).json()
+      }
+      expect(ledger.map((e) => e.phone)).toContain('+15551234568') // GOODE's
+      const status = JSON.parse((await run(process.execPath, [BIN, 'exposure', 'status', '--json'], { env })).stdout)
+      // Two of the fixture's people share a phone and a test date: one code reaches that phone (the second is a 409).
+      expect(new Set(ledger.map((e) => e.phone)).size).toBe(ledger.length)
+      expect(status.notices.find((n: any) => n.state === 'issued')?.notices).toBe(3)
     } finally {
       start.kill('SIGTERM')
       // A process that does not stop must not outlive the test: it would hold its port and poll on.
