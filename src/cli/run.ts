@@ -93,6 +93,12 @@ async function startOutside(config: Config, serve: boolean, log: Logger) {
       lookup: lookupUrl ? new LookupClient({ url: lookupUrl, accountSid: x.twilioAccountSid, authToken: x.twilioAuthToken, timeoutMs }) : undefined,
     } : undefined,
   }
+  // Keep-alive connections would hold the process open after the engines stop.
+  stops.push(async () => {
+    await outside.commcare?.close()
+    await outside.exposure?.verification.close()
+    await outside.exposure?.lookup?.close()
+  })
   return { outside, sandboxes, stop: async () => { for (const s of stops) await s() } }
 }
 

@@ -9,7 +9,8 @@ import type { Db } from '../db/types.ts'
 /** Codes that may be sent now (up to n), or 0 and the seconds until the window resets. */
 export async function takeQuota(db: Db, n: number): Promise<{ granted: number; waitSeconds: number }> {
   const [r] = await db.query(
-    `WITH cur AS (SELECT remaining, quota, reset_at, (reset_at IS NULL OR reset_at <= now()) AS new_window
+    // A second's margin past the reset: the server's clock, and its rounding of the reset, may differ.
+    `WITH cur AS (SELECT remaining, quota, reset_at, (reset_at IS NULL OR reset_at + interval '1 second' <= now()) AS new_window
                   FROM rate_limits WHERE name = 'enx' FOR UPDATE),
           avail AS (SELECT CASE WHEN new_window THEN quota ELSE remaining END AS left_, reset_at, new_window FROM cur)
      UPDATE rate_limits r SET remaining = CASE WHEN a.left_ IS NULL THEN NULL ELSE a.left_ - least(a.left_, $1) END,
@@ -17,7 +18,7 @@ export async function takeQuota(db: Db, n: number): Promise<{ granted: number; w
        reset_at = CASE WHEN a.new_window THEN now() + interval '1 second' ELSE r.reset_at END, updated_at = now()
      FROM avail a WHERE r.name = 'enx'
      RETURNING coalesce(least(a.left_, $1), $1) AS granted,
-       greatest(0, extract(epoch FROM (a.reset_at - now())))::float AS wait_seconds`, [n])
+       greatest(0, extract(epoch FROM (a.reset_at + interval '1 second' - now())))::float AS wait_seconds`, [n])
   if (!r) {
     // No quota known yet (a fresh database): nothing to pace by until the server reports one.
     await db.query(`INSERT INTO rate_limits (name) VALUES ('enx') ON CONFLICT DO NOTHING`)
