@@ -1,31 +1,21 @@
 /** Inbound case sync: polling from a cursor (paging, overlap), the import rules, and the case forwarder. */
 import Fastify from 'fastify'
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { forwarderRoutes } from '../../src/casesync/forwarder.ts'
 import { pollDomain } from '../../src/casesync/poll.ts'
 import type { Db } from '../../src/db/types.ts'
 import { readCounties } from '../../src/link/counties.ts'
 import { casesync, caseOf, events, linkRows, startSandbox, syncAll } from '../helpers/casesync.ts'
-import { createTestDb, type TestDb } from '../helpers/db.ts'
-import { row, tempDir } from '../helpers/files.ts'
-import { count, resetDb } from '../helpers/link.ts'
+import { row } from '../helpers/files.ts'
+import { count, freshDbEachTest } from '../helpers/link.ts'
 
 const ALBANY = 'ny-albany-cdcms'
 const ALLEGANY = 'ny-allegany-cdcms'
-let t: TestDb
 let db: Db
 let dir: string
-
-beforeAll(async () => {
-  t = await createTestDb()
-  db = t.db
-})
-afterAll(async () => t.drop())
-beforeEach(async () => {
-  await resetDb(db)
-  const tmp = tempDir()
-  dir = tmp.dir
-  return tmp.cleanup
+freshDbEachTest((d, x) => {
+  db = d
+  dir = x
 })
 
 const person = (n: number, extra: Record<string, string> = {}) => ({

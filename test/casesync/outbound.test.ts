@@ -1,28 +1,18 @@
 /** Outbound case sync against the CommCare sandbox: posts, transfers and duplicates, retries, failures. */
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { retryFailed } from '../../src/casesync/jobs.ts'
 import type { Db } from '../../src/db/types.ts'
 import { casesync, caseOf, dueNow, events, labResults, linkRows, patients, startSandbox, syncAll } from '../helpers/casesync.ts'
-import { createTestDb, type TestDb } from '../helpers/db.ts'
-import { row, tempDir } from '../helpers/files.ts'
-import { count, resetDb } from '../helpers/link.ts'
+import { row } from '../helpers/files.ts'
+import { count, freshDbEachTest } from '../helpers/link.ts'
 
 const ALBANY = 'ny-albany-cdcms'
 const ALLEGANY = 'ny-allegany-cdcms'
-let t: TestDb
 let db: Db
 let dir: string
-
-beforeAll(async () => {
-  t = await createTestDb()
-  db = t.db
-})
-afterAll(async () => t.drop())
-beforeEach(async () => {
-  await resetDb(db)
-  const tmp = tempDir()
-  dir = tmp.dir
-  return tmp.cleanup
+freshDbEachTest((d, x) => {
+  db = d
+  dir = x
 })
 
 /** One person in Albany with one positive result, synced once. */

@@ -1,27 +1,18 @@
 /** Exposure notification against the verification and lookup sandboxes: one code per person and episode, never two. */
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { ConfigError, loadConfig } from '../../src/config.ts'
 import type { Db } from '../../src/db/types.ts'
 import { tzOffsetMinutes } from '../../src/exposure/keys.ts'
 import { linkRows } from '../helpers/casesync.ts'
-import { createTestDb, type TestDb } from '../helpers/db.ts'
 import { dueNow, exposureWorld, states } from '../helpers/exposure.ts'
-import { row, tempDir } from '../helpers/files.ts'
-import { resetDb } from '../helpers/link.ts'
+import { row } from '../helpers/files.ts'
+import { freshDbEachTest } from '../helpers/link.ts'
 
-let t: TestDb
 let db: Db
 let dir: string
-beforeAll(async () => {
-  t = await createTestDb()
-  db = t.db
-})
-afterAll(async () => t.drop())
-beforeEach(async () => {
-  await resetDb(db)
-  const tmp = tempDir()
-  dir = tmp.dir
-  return tmp.cleanup
+freshDbEachTest((d, x) => {
+  db = d
+  dir = x
 })
 
 let n = 0

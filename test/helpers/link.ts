@@ -1,7 +1,10 @@
 /** Link in tests: the county list fixture, linking until the queue is empty, records compared by content. */
 import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
+import { afterAll, beforeAll, beforeEach } from 'vitest'
 import type { Db } from '../../src/db/types.ts'
+import { createTestDb, type TestDb } from './db.ts'
+import { tempDir } from './files.ts'
 import { parseCountyList, saveCounties } from '../../src/link/counties.ts'
 import { linkUntilEmpty } from '../../src/link/index.ts'
 import { createLogger } from '../../src/log.ts'
@@ -18,6 +21,24 @@ export async function resetDb(db: Db) {
   const tables = await db.query(`SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename <> 'schema_migrations'`)
   await db.exec(`TRUNCATE ${tables.map((t) => t.tablename).join(', ')} RESTART IDENTITY CASCADE`)
   await loadCounties(db)
+}
+
+/**
+ * One database for the test file, emptied (county list loaded) before each test, and a temporary
+ * folder per test; `use` receives them, so a file keeps its own `db` and `dir` variables.
+ */
+export function freshDbEachTest(use: (db: Db, dir: string) => void) {
+  let t: TestDb
+  beforeAll(async () => {
+    t = await createTestDb()
+  })
+  afterAll(async () => t.drop())
+  beforeEach(async () => {
+    await resetDb(t.db)
+    const tmp = tempDir()
+    use(t.db, tmp.dir)
+    return tmp.cleanup
+  })
 }
 
 /** Links everything waiting; returns the outcome counts. */

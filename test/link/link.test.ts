@@ -1,24 +1,14 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import type { Db } from '../../src/db/types.ts'
-import { createTestDb, type TestDb } from '../helpers/db.ts'
-import { copyFixture, exportText, row, tempDir, writeExport } from '../helpers/files.ts'
+import { copyFixture, exportText, row, writeExport } from '../helpers/files.ts'
 import { ingestPath } from '../helpers/ingest.ts'
-import { count, linkAll, resetDb } from '../helpers/link.ts'
+import { count, linkAll, freshDbEachTest } from '../helpers/link.ts'
 
-let t: TestDb
 let db: Db
 let dir: string
-
-beforeAll(async () => {
-  t = await createTestDb()
-  db = t.db
-})
-afterAll(async () => t.drop())
-beforeEach(async () => {
-  await resetDb(db)
-  const tmp = tempDir()
-  dir = tmp.dir
-  return tmp.cleanup
+freshDbEachTest((d, x) => {
+  db = d
+  dir = x
 })
 
 let fileNo = 0
