@@ -52,12 +52,15 @@ export async function runEngines(db: Db, engines: AnyEngine[], opts: RunOptions)
     engines.map(async (engine) => {
       while (!opts.signal.aborted) {
         let claimed = 0
+        idle.delete(engine.name) // busy until a round of its own finds nothing
         try {
           claimed = await runOnce(db, engine, opts)
         } catch (err) {
           opts.log.error({ engine: engine.name, err: errorText(err) }, 'engine round failed')
         }
-        if (claimed > 0) idle.delete(engine.name)
+        // Work done by one engine may be work for another (a pipeline): after it, every engine must
+        // find nothing again before the run is idle.
+        if (claimed > 0) idle.clear()
         else idle.add(engine.name)
         if (opts.untilIdle && engines.every((e) => idle.has(e.name))) return
         if (claimed === 0) await sleep(opts.untilIdle ? 50 : opts.pollIntervalMs, undefined, { signal: opts.signal }).catch(() => {})
