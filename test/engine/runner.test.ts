@@ -10,7 +10,7 @@ function stage(name: string, from: { n: number }, to: { n: number }, ms: number)
   return {
     name,
     batchSize: 1,
-    async step() {
+    async step(): Promise<Record<string, number>> {
       if (from.n === 0) return {}
       const n = from.n
       from.n = 0
