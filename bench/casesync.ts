@@ -17,10 +17,8 @@
  * Default --db: postgres when its server answers, else pglite. --pool: PostgreSQL connections (8, as
  * `herald start` opens). Progress goes to stderr; the summary and a Markdown row per phase to stdout.
  */
-import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { createReadStream, createWriteStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs'
-import { createInterface } from 'node:readline'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -40,7 +38,8 @@ import { parseCountyList, saveCounties } from '../src/link/counties.ts'
 import { linkUntilEmpty } from '../src/link/index.ts'
 import { createLogger } from '../src/log.ts'
 import { startCommCareSandbox, type CommCareSandbox } from '../src/sandbox/commcare/server.ts'
-import { admin, ingest, open, server, targetUrl } from './targets.ts'
+import { defaultDb, spawnSandbox } from './process.ts'
+import { admin, ingest, open, targetUrl } from './targets.ts'
 
 const { values: args } = parseArgs({
   options: {
@@ -69,20 +68,6 @@ const COUNTY_LIST = parseCountyList(JSON.parse(readFileSync(COUNTY_FILE, 'utf8')
 const log = createLogger('silent')
 const progress = (msg: string) => process.stderr.write(`${msg}\n`)
 const stop = new AbortController()
-
-/** PostgreSQL when its server answers within 3 s, else PGlite. */
-async function defaultDb(): Promise<'postgres' | 'pglite'> {
-  const c = new pg.Client({ connectionString: server, connectionTimeoutMillis: 3000 })
-  try {
-    await c.connect()
-    await c.query('SELECT 1')
-    return 'postgres'
-  } catch {
-    return 'pglite'
-  } finally {
-    await c.end().catch(() => {})
-  }
-}
 
 /**
  * An export of exactly n rows, each a different person in a participating county: generated with
@@ -246,38 +231,13 @@ async function startSandbox(where: string): Promise<Sandbox> {
     const s = await startCommCareSandbox(sandboxOptions)
     return { url: s.url, stats: async () => ({ ...s.stats }), cases: async (d) => s.cases(d), cpuSeconds: () => undefined, close: () => s.close() }
   }
-  const main = fileURLToPath(new URL('../src/sandbox/commcare/main.ts', import.meta.url))
-  const child = spawn(process.execPath, ['--import', 'tsx', main, '--port', '0', '--latency', String(LATENCY), '--seed', '1',
-    '--user', 'herald', '--api-key', 'sandbox', '--root-domain', 'ny-covid'], { stdio: ['ignore', 'pipe', 'inherit'] })
-  const exited = once(child, 'exit')
-  let url: string | undefined
-  for await (const line of createInterface({ input: child.stdout! })) {
-    url = /listening on (http:\/\/\S+)/.exec(line)?.[1]
-    if (url) break
-  }
-  child.stdout!.resume()
-  if (!url) throw new Error('the sandbox process did not start')
-  const get = async (path: string) => {
-    const res = await fetch(url + path)
-    if (!res.ok) throw new Error(`sandbox ${path}: HTTP ${res.status}`)
-    return res.json()
-  }
+  const p = await spawnSandbox('commcare', ['--latency', String(LATENCY), '--seed', '1', '--user', 'herald', '--api-key', 'sandbox', '--root-domain', 'ny-covid'])
   return {
-    url,
-    stats: () => get('/sandbox/stats') as Promise<Stats>,
-    cases: (d) => get(`/sandbox/cases?domain=${encodeURIComponent(d)}`) as Promise<CaseView[]>,
-    cpuSeconds: () => {
-      try {
-        const f = readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1].split(' ')
-        return (Number(f[11]) + Number(f[12])) / 100 // utime, stime in clock ticks (100 a second on Linux)
-      } catch {
-        return undefined
-      }
-    },
-    close: async () => {
-      if (child.exitCode === null) child.kill('SIGTERM')
-      await exited
-    },
+    url: p.url,
+    stats: () => p.get<Stats>('/sandbox/stats'),
+    cases: (d) => p.get<CaseView[]>(`/sandbox/cases?domain=${encodeURIComponent(d)}`),
+    cpuSeconds: () => p.cpuSeconds(),
+    close: () => p.close(),
   }
 }
 

@@ -164,6 +164,7 @@ describe('knobs', () => {
     expect(later.headers.get('x-ratelimit-remaining')).toBe('4')
     expect(s.ledger).toHaveLength(6)
     expect(s.stats).toMatchObject({ status429: 2, issued: 6, itemErrors: { quota_exceeded: 1 } })
+    expect(s.stats.status429ByWindow).toEqual({ '2026-11-23T12:00:00.000Z': 2 })
   })
 
   it('an injected sms_failure texts nothing and leaves the uuid unused: the same uuid succeeds once the knob is reset', async () => {

@@ -6,7 +6,7 @@
  */
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify'
 import type { IncomingMessage } from 'node:http'
-import { INJECTABLE, Issuer, isObject, mulberry32, padding, windowEnd, type Answer, type Injectable, type LedgerEntry } from './issue.ts'
+import { INJECTABLE, Issuer, isObject, mulberry32, padding, windowEnd, windowStart, type Answer, type Injectable, type LedgerEntry } from './issue.ts'
 
 export type { LedgerEntry } from './issue.ts'
 
@@ -23,7 +23,11 @@ export interface VerificationSandboxOptions {
 export interface VerificationSandbox {
   readonly url: string
   knobs: { latencyMs: number; failures: Record<string, number>; quota?: { perMinute: number } }
-  readonly stats: { requests: number; items: number; issued: number; conflicts409: number; status429: number; itemErrors: Record<string, number> }
+  readonly stats: {
+    requests: number; items: number; issued: number; conflicts409: number; status429: number; itemErrors: Record<string, number>
+    /** HTTP 429 answers per quota window, by the window's start (ISO): how often the quota was overrun. */
+    status429ByWindow: Record<string, number>
+  }
   readonly ledger: LedgerEntry[]
   textedPerPhone(): Map<string, number>
   close(): Promise<void>
@@ -33,7 +37,7 @@ const MAX_BATCH = 10
 
 export async function startVerificationSandbox(opts: VerificationSandboxOptions): Promise<VerificationSandbox> {
   const now = opts.now ?? Date.now
-  const stats = { requests: 0, items: 0, issued: 0, conflicts409: 0, status429: 0, itemErrors: {} as Record<string, number> }
+  const stats = { requests: 0, items: 0, issued: 0, conflicts409: 0, status429: 0, itemErrors: {} as Record<string, number>, status429ByWindow: {} as Record<string, number> }
   const knobs: VerificationSandbox['knobs'] = {
     latencyMs: opts.latencyMs ?? 0,
     failures: Object.fromEntries(INJECTABLE.map((k) => [k, opts.failures?.[k] ?? 0])),
@@ -103,7 +107,10 @@ function hooks(app: FastifyInstance, sandbox: VerificationSandbox, issuer: Issue
     return payload
   })
   app.addHook('onResponse', async (req, reply) => {
-    if (isApi(req.url) && reply.statusCode === 429) stats.status429++
+    if (!isApi(req.url) || reply.statusCode !== 429) return
+    stats.status429++
+    const window = new Date(windowStart(timeOf(req.raw))).toISOString()
+    stats.status429ByWindow[window] = (stats.status429ByWindow[window] ?? 0) + 1
   })
 }
 
