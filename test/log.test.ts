@@ -1,16 +1,21 @@
-/** Logs never contain PII: ingest, link and sync the fixtures through the engines and scan everything they logged. */
+/** Logs never contain PII: ingest, link, sync and notify the fixtures through the engines and scan everything they logged. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Writable } from 'node:stream'
 import { readdirSync, readFileSync } from 'node:fs'
 import { casesyncInEngine, casesyncOutEngine, commcareClient } from '../src/casesync/index.ts'
 import { loadConfig } from '../src/config.ts'
 import { runEngines } from '../src/engine/runner.ts'
+import { LookupClient, VerificationClient } from '../src/exposure/clients.ts'
+import { exposureEngines } from '../src/exposure/index.ts'
 import { ingestEngine } from '../src/ingest/index.ts'
 import { linkEngine } from '../src/link/index.ts'
 import { createLogger, errorText } from '../src/log.ts'
+import { startLookupSandbox } from '../src/sandbox/lookup/server.ts'
+import { startVerificationSandbox } from '../src/sandbox/verification/server.ts'
 import { createTestDb, type TestDb } from './helpers/db.ts'
 import { FIXTURES, copyFixture, tempDir, writeExport } from './helpers/files.ts'
 import { startSandbox } from './helpers/casesync.ts'
+import { SECRET } from './helpers/exposure.ts'
 import { loadCounties } from './helpers/link.ts'
 
 let t: TestDb
@@ -39,25 +44,45 @@ describe('logs', () => {
     const log = createLogger('debug', sink)
     log.info({ phone: '5551234567', row: { last_name: 'SMITH' } }, 'a careless line is censored')
     // CommCare fails at first, so that failed attempts are logged too; then it takes the retries.
+    // The verification server too fails every code at first.
     const sandbox = await startSandbox({ failureRate: 1 })
+    const enx = await startVerificationSandbox({ apiKey: 'enx-key', failures: { sms_failure: 1 } })
+    const lookup = await startLookupSandbox({ accountSid: 'ACtest', authToken: 'token' })
     const config = loadConfig({ HERALD_INBOX: tmp.dir, HERALD_WORKER_ID: 'log-test', HERALD_COMMCARE_URL: sandbox.url,
-      HERALD_COMMCARE_USER: 'herald', HERALD_COMMCARE_API_KEY: 'sandbox', HERALD_COMMCARE_ROOT_DOMAIN: 'ny-covid' })
+      HERALD_COMMCARE_USER: 'herald', HERALD_COMMCARE_API_KEY: 'sandbox', HERALD_COMMCARE_ROOT_DOMAIN: 'ny-covid',
+      HERALD_ENX_URL: enx.url, HERALD_ENX_API_KEY: 'enx-key', HERALD_LOOKUP_URL: lookup.url, HERALD_TWILIO_ACCOUNT_SID: 'ACtest',
+      HERALD_TWILIO_AUTH_TOKEN: 'token', HERALD_SECRET_KEY: SECRET })
     const client = commcareClient(config, sandbox.url)
+    const services = {
+      verification: new VerificationClient({ url: enx.url, apiKey: 'enx-key', timeoutMs: 2000 }),
+      lookup: new LookupClient({ url: lookup.url, accountSid: 'ACtest', authToken: 'token', timeoutMs: 2000 }),
+    }
     await new Promise((r) => setTimeout(r, 2100)) // past the settle delay for fresh files
     await loadCounties(t.db)
-    const engines = [ingestEngine(config, log), linkEngine(config, log), casesyncOutEngine(config, log, client), casesyncInEngine(config, log, client)]
-    await runEngines(t.db, engines, { untilIdle: true, pollIntervalMs: 100, signal: new AbortController().signal, log })
-    sandbox.knobs.failureRate = 0
-    await t.db.query('UPDATE case_sync_queue SET retry_at = now()')
-    await t.db.query('UPDATE commcare_cursors SET polled_at = NULL')
-    await runEngines(t.db, engines, { untilIdle: true, pollIntervalMs: 100, signal: new AbortController().signal, log })
+    const engines = [ingestEngine(config, log), linkEngine(config, log), casesyncOutEngine(config, log, client), casesyncInEngine(config, log, client),
+      ...exposureEngines(config, log, services)]
+    try {
+      await runEngines(t.db, engines, { untilIdle: true, pollIntervalMs: 100, signal: new AbortController().signal, log })
+      sandbox.knobs.failureRate = 0
+      enx.knobs.failures.sms_failure = 0
+      await t.db.query('UPDATE case_sync_queue SET retry_at = now()')
+      await t.db.query('UPDATE commcare_cursors SET polled_at = NULL')
+      await t.db.query('UPDATE exposure_notices SET retry_at = now() WHERE retry_at IS NOT NULL')
+      await runEngines(t.db, engines, { untilIdle: true, pollIntervalMs: 100, signal: new AbortController().signal, log })
+    } finally {
+      await Promise.all([enx.close(), lookup.close(), services.verification.close(), services.lookup.close(), client.close()])
+    }
     expect(captured).toContain('"outcome":"ingested"')
     expect(captured).toContain('"msg":"link batch"')
     expect(captured).toContain('"msg":"case sync attempt failed"')
     expect(sandbox.stats.submissions).toBeGreaterThan(0)
     expect(captured).toContain('"msg":"case sync round"')
     expect(captured).toContain('"msg":"pulled changes from CommCare"')
-    for (const pii of ['SMITH', 'AGENT', 'GOODE', 'JOHNNY', 'LASTNAME', 'FIRSTNAME', '5551234567', '123-4567', '456 OTHER', '01MAR1947', '15200000000001']) {
+    expect(enx.stats.itemErrors.sms_failure).toBeGreaterThan(0)
+    expect(enx.ledger.length).toBeGreaterThan(0)
+    expect(captured).toContain('"msg":"exposure codes issued"')
+    const phones = enx.ledger.map((e) => e.phone)
+    for (const pii of [...phones, ...phones.map((p) => p.slice(2)), 'SMITH', 'AGENT', 'GOODE', 'JOHNNY', 'LASTNAME', 'FIRSTNAME', '5551234567', '123-4567', '456 OTHER', '01MAR1947', '15200000000001']) {
       expect(captured, pii).not.toContain(pii)
     }
   })
