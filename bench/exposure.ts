@@ -185,7 +185,10 @@ async function runPhase(phase: 'unlimited' | 'quota', db: Db, kind: string, look
       const perWindow = new Map<number, number>()
       for (const e of ledger) perWindow.set(Math.floor(e.at / WINDOW_MS) * WINDOW_MS, (perWindow.get(Math.floor(e.at / WINDOW_MS) * WINDOW_MS) ?? 0) + 1)
       const whole: { start: string; issued: number; status429: number }[] = []
-      for (let w = Math.ceil(started / WINDOW_MS) * WINDOW_MS; w + WINDOW_MS <= ended; w += WINDOW_MS) {
+      // Whole windows while people were still waiting: a window in which the last of them got their
+      // code could not use its quota, whatever the pacer did.
+      const supplied = Math.min(ended, ledger.length === N ? ledger.at(-1)!.at : ended)
+      for (let w = Math.ceil(started / WINDOW_MS) * WINDOW_MS; w + WINDOW_MS <= supplied; w += WINDOW_MS) {
         const start = new Date(w).toISOString()
         whole.push({ start, issued: perWindow.get(w) ?? 0, status429: stats.status429ByWindow[start] ?? 0 })
       }

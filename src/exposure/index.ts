@@ -5,28 +5,15 @@
  *   exposure-check   pending → phone_checked, or not sent with the reason (check.ts)
  *   exposure-issue   phone_checked → issued, 10 to a request, paced to the server's quota (issue.ts, pacer.ts)
  */
-import { randomBytes } from 'node:crypto'
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
 import type { Config } from '../config.ts'
 import type { BatchEngine } from '../engine/engine.ts'
 import type { Logger } from '../log.ts'
+import { secretKey } from '../privacy/keys.ts'
 import { checkPhones } from './check.ts'
 import type { LookupClient, VerificationClient } from './clients.ts'
 import { intake } from './intake.ts'
 import { BATCH, issueBatch } from './issue.ts'
 import { claimNotices, record, type Change } from './notices.ts'
-
-/** The key of the keyed hashes: HERALD_SECRET_KEY, or on the embedded default one kept in the data folder. */
-export function secretKey(config: Config): string {
-  if (config.exposure.secretKey) return config.exposure.secretKey
-  const path = join(config.dataDir, 'secret.key')
-  if (!existsSync(path)) {
-    mkdirSync(config.dataDir, { recursive: true })
-    writeFileSync(path, randomBytes(32).toString('hex'), { flag: 'wx', mode: 0o600 })
-  }
-  return readFileSync(path, 'utf8').trim()
-}
 
 const tally = (changes: Change[]) => {
   const counts: Record<string, number> = {}
