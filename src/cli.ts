@@ -10,6 +10,8 @@ import { runCommand } from './cli/run.ts'
 import { casesCommand, casesRetryCommand } from './cli/casesync.ts'
 import { exposureRetryCommand, exposureStatusCommand } from './cli/exposure.ts'
 import { withDb } from './cli/context.ts'
+import { keyCreateCommand, keyRevokeCommand, memberAddCommand, serviceCreateCommand, serviceListCommand, templateArchiveCommand, templateCreateCommand,
+  templateUpdateCommand } from './cli/messaging.ts'
 import { CountyListError } from './link/counties.ts'
 import { errorText } from './log.ts'
 
@@ -107,6 +109,50 @@ exposure.command('status').description('notices by state and reason (pending, ph
 exposure.command('retry').description('try again the notices not sent for a reason (e.g. out_of_attempts, lookup_refused)')
   .requiredOption('--reason <reason>', 'the reason, as herald exposure status shows it')
   .action((opts) => exposureRetryCommand(opts))
+
+const service = program.command('service').description('messaging services: who sends texts, with what limits')
+service.command('create').description('create a service (then: herald key create, herald template create)')
+  .argument('<name>')
+  .option('--sender <from>', 'the From of its texts: a number or a sender id (default: the name, 11 characters)')
+  .option('--international', 'may text numbers outside HERALD_PHONE_REGION')
+  .option('--restricted', 'trial mode: live keys text team members and the guest list only')
+  .option('--rate-limit <n>', 'requests a minute per key type', positive)
+  .option('--message-limit <n>', 'texts a day', positive)
+  .option('--timezone <tz>', 'its days (daily limit, retention, facts)')
+  .option('--json', 'print JSON')
+  .action((name, opts) => serviceCreateCommand(name, opts))
+service.command('list').description('every service').option('--json', 'print JSON').action((opts) => serviceListCommand(opts))
+
+const key = program.command('key').description("a service's API keys (GOV.UK Notify format)")
+key.command('create').description('create an API key; it is shown once')
+  .requiredOption('--service <id>', 'service id or name')
+  .requiredOption('--name <name>', 'what the key is for')
+  .requiredOption('--type <type>', 'normal (live), team (team members and guest list only) or test (never sent)')
+  .option('--json', 'print JSON')
+  .action((opts) => keyCreateCommand(opts))
+key.command('revoke').description('revoke a key').argument('<key>', 'key id or name').requiredOption('--service <id>', 'service id or name')
+  .action((k, opts) => keyRevokeCommand(k, opts))
+
+const template = program.command('template').description("a service's SMS templates: ((placeholders)), every version kept")
+template.command('create').description('create an SMS template')
+  .requiredOption('--service <id>', 'service id or name')
+  .requiredOption('--name <name>', 'its name')
+  .option('--body <text>', 'the text, with ((placeholders))')
+  .option('--file <file>', 'read the text from a file')
+  .option('--json', 'print JSON')
+  .action((opts) => templateCreateCommand(opts))
+template.command('update').description('a new version of a template').argument('<id>')
+  .option('--name <name>').option('--body <text>').option('--file <file>')
+  .action((id, opts) => templateUpdateCommand(id, opts))
+template.command('archive').description('archive a template: no more texts from it').argument('<id>').action((id) => templateArchiveCommand(id))
+
+const member = program.command('member').description('team members and the guest list: whom team keys may text')
+member.command('add').description('add a team member (or, with --guest, a guest list entry)')
+  .requiredOption('--service <id>', 'service id or name')
+  .requiredOption('--phone <number>', 'their mobile number')
+  .option('--name <name>', 'their name')
+  .option('--guest', 'a guest list entry rather than a team member')
+  .action((opts) => memberAddCommand(opts))
 
 const generate = program.command('generate').description('write synthetic data for demos and benchmarks')
 generate.command('eclrs').description('a realistic synthetic ECLRS export (fake people)')

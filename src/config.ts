@@ -36,6 +36,25 @@ export interface Config {
   httpHost: string
   commcare: CommCareConfig
   exposure: ExposureConfig
+  messaging: MessagingConfig
+}
+
+export type ProviderKind = 'twilio' | 'vonage'
+export interface MessagingConfig {
+  /** SMS providers, first preferred (HERALD_SMS_PROVIDERS); empty: `herald start` runs a sandbox of each, other commands send nothing. */
+  providers: ProviderKind[]
+  twilioUrl: string
+  vonageUrl: string
+  vonageApiKey: string
+  vonageApiSecret: string
+  /** Herald's HTTP server as the providers reach it, for delivery receipts; default http://HOST:PORT. */
+  publicUrl: string | undefined
+  /** Texts handed to providers at once. */
+  sendConcurrency: number
+  /** How long API processes keep services, keys and templates before reading them again. */
+  cacheMs: number
+  /** A failing provider's penalty halves over this many seconds: it drifts back up the order. */
+  providerRecoverySeconds: number
 }
 
 export interface ExposureConfig {
@@ -151,6 +170,34 @@ export function loadConfig(env: Env = process.env): Config {
     httpHost: env.HERALD_HTTP_HOST?.trim() || '127.0.0.1',
     commcare: commcareConfig(env),
     exposure: exposureConfig(env),
+    messaging: messagingConfig(env),
+  })
+}
+
+function messagingConfig(env: Env): MessagingConfig {
+  const providers = list(env.HERALD_SMS_PROVIDERS, [])
+  const bad = providers.filter((p) => p !== 'twilio' && p !== 'vonage')
+  if (bad.length) throw new ConfigError('HERALD_SMS_PROVIDERS', `unknown provider ${bad.join(', ')}; Herald speaks twilio and vonage`)
+  if (new Set(providers).size !== providers.length) throw new ConfigError('HERALD_SMS_PROVIDERS', 'names a provider twice')
+  const needed = (name: string, provider: ProviderKind) => {
+    const v = env[name]?.trim()
+    if (v) return v
+    if (providers.includes(provider)) throw new ConfigError(name, `is required when HERALD_SMS_PROVIDERS includes ${provider}`)
+    return 'sandbox'
+  }
+  if (providers.includes('twilio')) {
+    for (const name of ['HERALD_TWILIO_ACCOUNT_SID', 'HERALD_TWILIO_AUTH_TOKEN']) needed(name, 'twilio')
+  }
+  return Object.freeze({
+    providers: providers as ProviderKind[],
+    twilioUrl: (url(env, 'HERALD_TWILIO_URL', ['http:', 'https:']) ?? 'https://api.twilio.com').replace(/\/+$/, ''),
+    vonageUrl: (url(env, 'HERALD_VONAGE_URL', ['http:', 'https:']) ?? 'https://rest.nexmo.com').replace(/\/+$/, ''),
+    vonageApiKey: needed('HERALD_VONAGE_API_KEY', 'vonage'),
+    vonageApiSecret: needed('HERALD_VONAGE_API_SECRET', 'vonage'),
+    publicUrl: url(env, 'HERALD_PUBLIC_URL', ['http:', 'https:'])?.replace(/\/+$/, ''),
+    sendConcurrency: int(env, 'HERALD_SEND_CONCURRENCY', 32, 1),
+    cacheMs: int(env, 'HERALD_API_CACHE_MS', 2000, 0),
+    providerRecoverySeconds: int(env, 'HERALD_PROVIDER_RECOVERY_SECONDS', 300, 1),
   })
 }
 

@@ -6,7 +6,11 @@
 import { type Agent, request } from 'undici'
 
 export class ServiceError extends Error {
-  constructor(message: string, readonly status: number, readonly retryable: boolean, readonly retryAfter?: number) {
+  /**
+   * `unsent`: the request never reached the service (no connection), so it surely did nothing; a
+   * timeout or a connection lost later leaves that unknown.
+   */
+  constructor(message: string, readonly status: number, readonly retryable: boolean, readonly retryAfter?: number, readonly unsent = false) {
     super(message)
     this.name = 'ServiceError'
   }
@@ -32,12 +36,15 @@ export const retryAfter = (v: string | undefined) => {
   return at === undefined ? undefined : Math.max(0, Math.ceil(at - Date.now() / 1000))
 }
 
+const NOT_CONNECTED = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'UND_ERR_CONNECT_TIMEOUT'])
+
 export async function send(agent: Agent, url: string, timeoutMs: number, init: { method: 'GET' | 'POST'; headers: Record<string, string>; body?: string }) {
   try {
     return await request(url, { ...init, dispatcher: agent, headersTimeout: timeoutMs, bodyTimeout: timeoutMs, signal: AbortSignal.timeout(timeoutMs) })
   } catch (err) {
-    const e = err as Error
-    throw new ServiceError(`${init.method} ${new URL(url).pathname}: ${e.name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : e.message}`, 0, true)
+    const e = err as Error & { code?: string; cause?: { code?: string } }
+    const unsent = NOT_CONNECTED.has(e.code ?? e.cause?.code ?? '')
+    throw new ServiceError(`${init.method} ${new URL(url).pathname}: ${e.name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : e.message}`, 0, true, undefined, unsent)
   }
 }
 

@@ -1,0 +1,125 @@
+/**
+ * Admitting notifications: the rate limit (a token bucket per service and key type), the daily
+ * limit (texts per service per local day; test keys do not count), and the insert. Requests that
+ * arrive together are admitted together, in one transaction of four statements (group commit), so
+ * an API process does not pay a transaction per text; row locks on the buckets and counters keep
+ * the limits exact across any number of API processes sharing the database.
+ */
+import type { Db, Queryable } from '../../db/types.ts'
+import type { KeyType } from '../keys.ts'
+import type { Service } from '../services.ts'
+
+export interface NewNotification {
+  id: string
+  service: Service
+  templateId: string
+  templateVersion: number
+  apiKeyId: string | null
+  keyType: KeyType
+  reference: string | null
+  recipientHash: Buffer
+  recipientCt: Buffer
+  personalisationCt: Buffer | null
+  international: boolean
+  jobId?: string
+  jobRow?: number
+}
+
+export type Admission = { ok: true; createdAt: Date } | { ok: false; limit: 'rate' | 'daily' }
+
+export const NOTIFICATION_COLUMNS = ['id', 'service_id', 'template_id', 'template_version', 'api_key_id', 'key_type', 'job_id', 'job_row',
+  'reference', 'recipient_hash', 'recipient_ct', 'personalisation_ct', 'international', 'created_at']
+export const notificationRow = (n: NewNotification, at: Date) => [n.id, n.service.id, n.templateId, n.templateVersion, n.apiKeyId, n.keyType,
+  n.jobId ?? null, n.jobRow ?? null, n.reference, n.recipientHash, n.recipientCt, n.personalisationCt, n.international, at]
+
+const group = <T>(items: T[], key: (t: T) => string) => {
+  const m = new Map<string, T[]>()
+  for (const t of items) m.set(key(t), [...(m.get(key(t)) ?? []), t])
+  return m
+}
+
+/** Admits a batch in one transaction; answers each notification in order. */
+export async function admitBatch(tx: Queryable, batch: NewNotification[]): Promise<Admission[]> {
+  const answers = new Map<NewNotification, Admission>()
+  // Rate limit: tokens refill at rate_limit a minute, up to rate_limit; a full bucket to begin with.
+  const byBucket = group(batch, (n) => `${n.service.id}/${n.keyType}`)
+  const buckets = [...byBucket.values()].map((ns) => ({ s: ns[0].service.id, k: ns[0].keyType, n: ns.length, lim: ns[0].service.rateLimit }))
+  await tx.query(`INSERT INTO rate_buckets (service_id, key_type, tokens) SELECT s, k, lim FROM unnest($1::uuid[], $2::text[], $3::int[]) AS w(s, k, lim)
+    ON CONFLICT DO NOTHING`, [buckets.map((b) => b.s), buckets.map((b) => b.k), buckets.map((b) => b.lim)])
+  const granted = await tx.query(
+    `WITH w AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::int[]) AS w(s, k, n, lim)),
+     cur AS (SELECT b.service_id, b.key_type, w.n,
+                    least(w.lim::float8, b.tokens + extract(epoch FROM clock_timestamp() - b.refilled_at) * w.lim / 60.0) AS avail
+             FROM rate_buckets b JOIN w ON b.service_id = w.s AND b.key_type = w.k ORDER BY 1, 2 FOR UPDATE OF b)
+     UPDATE rate_buckets b SET tokens = c.avail - least(c.n, floor(c.avail)), refilled_at = clock_timestamp()
+     FROM cur c WHERE b.service_id = c.service_id AND b.key_type = c.key_type
+     RETURNING b.service_id::text AS s, b.key_type AS k, least(c.n, floor(c.avail))::int AS granted`,
+    [buckets.map((b) => b.s), buckets.map((b) => b.k), buckets.map((b) => b.n), buckets.map((b) => b.lim)])
+  const within: NewNotification[] = []
+  for (const g of granted) {
+    byBucket.get(`${g.s}/${g.k}`)!.forEach((n, i) => (i < g.granted ? within.push(n) : answers.set(n, { ok: false, limit: 'rate' })))
+  }
+  // Daily limit: live and team keys only, per day in the service's time zone.
+  const counted = within.filter((n) => n.keyType !== 'test')
+  const byService = group(counted, (n) => n.service.id)
+  const days = [...byService.values()].map((ns) => ({ s: ns[0].service.id, n: ns.length, lim: ns[0].service.messageLimit, tz: ns[0].service.timezone }))
+  const today = new Map<string, number>()
+  if (days.length > 0) {
+    const params = [days.map((d) => d.s), days.map((d) => d.n), days.map((d) => d.lim), days.map((d) => d.tz)]
+    await tx.query(`INSERT INTO daily_counts (service_id, day) SELECT s, (now() AT TIME ZONE tz)::date FROM unnest($1::uuid[], $2::text[]) AS w(s, tz)
+      ON CONFLICT DO NOTHING`, [params[0], params[3]])
+    for (const r of await tx.query(
+      `WITH w AS (SELECT s, n, lim, (now() AT TIME ZONE tz)::date AS day FROM unnest($1::uuid[], $2::int[], $3::int[], $4::text[]) AS w(s, n, lim, tz)),
+       cur AS (SELECT d.service_id, d.day, greatest(0, least(w.n, w.lim - d.texts)) AS granted FROM daily_counts d
+               JOIN w ON d.service_id = w.s AND d.day = w.day ORDER BY 1 FOR UPDATE OF d)
+       UPDATE daily_counts d SET texts = d.texts + c.granted FROM cur c WHERE d.service_id = c.service_id AND d.day = c.day
+       RETURNING d.service_id::text AS s, c.granted`, params)) today.set(r.s, r.granted)
+  }
+  for (const [s, ns] of byService) ns.forEach((n, i) => (i < (today.get(s) ?? 0) ? null : answers.set(n, { ok: false, limit: 'daily' })))
+  const admitted = within.filter((n) => !answers.has(n))
+  const at = new Date()
+  await tx.copyInto('notifications', NOTIFICATION_COLUMNS, admitted.map((n) => notificationRow(n, at)))
+  for (const n of admitted) answers.set(n, { ok: true, createdAt: at })
+  return batch.map((n) => answers.get(n)!)
+}
+
+/** Collects the requests of the moment and admits them together, at most two batches in flight. */
+export class Admitter {
+  private queue: { n: NewNotification; resolve: (a: Admission) => void; reject: (e: unknown) => void }[] = []
+  private inFlight = 0
+  private scheduled = false
+
+  constructor(private readonly db: Db, private readonly maxBatch = 500, private readonly maxInFlight = 2) {}
+
+  admit(n: NewNotification): Promise<Admission> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ n, resolve, reject })
+      this.schedule()
+    })
+  }
+
+  private schedule() {
+    if (this.scheduled || this.inFlight >= this.maxInFlight || this.queue.length === 0) return
+    this.scheduled = true
+    // After the requests already read in this turn of the event loop have joined the batch.
+    setImmediate(() => {
+      this.scheduled = false
+      void this.flush()
+    })
+  }
+
+  private async flush() {
+    const batch = this.queue.splice(0, this.maxBatch)
+    if (batch.length === 0) return
+    this.inFlight++
+    try {
+      const answers = await this.db.transaction((tx) => admitBatch(tx, batch.map((b) => b.n)))
+      batch.forEach((b, i) => b.resolve(answers[i]))
+    } catch (err) {
+      for (const b of batch) b.reject(err)
+    } finally {
+      this.inFlight--
+      this.schedule()
+    }
+  }
+}

@@ -1,0 +1,175 @@
+/**
+ * The public API v2 (GOV.UK Notify-compatible, SMS): send a text, read notifications, read and
+ * preview templates. Each request is authenticated (auth.ts), validated with Notify's messages,
+ * and a text admitted with the others of its moment (admit.ts).
+ */
+import { randomUUID } from 'node:crypto'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { Db } from '../../db/types.ts'
+import type { Sealer } from '../../privacy/seal.ts'
+import { checkPhone } from '../phone.ts'
+import { render } from '../templates.ts'
+import { Admitter } from './admit.ts'
+import { Authenticator, type Caller } from './auth.ts'
+import type { Directory } from './directory.ts'
+import { ApiError, badRequest, notFound, validation } from './errors.ts'
+import { presentNotification, presentTemplate } from './present.ts'
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+const SMS_CHAR_LIMIT = 918
+const PAGE = 250
+const STATUSES = ['cancelled', 'created', 'sending', 'sent', 'delivered', 'pending', 'failed', 'technical-failure', 'temporary-failure',
+  'permanent-failure', 'pending-virus-check', 'validation-failed', 'virus-scan-failed', 'returned-letter', 'accepted', 'received']
+const FAILED = ['technical-failure', 'temporary-failure', 'permanent-failure', 'validation-failed']
+const KEY_WORD = { normal: 'LIVE', team: 'TEAM', test: 'TEST' } as const
+const TEAM_ONLY = 'Can’t send to this recipient using a team-only API key'
+const TRIAL = 'Can’t send to this recipient when service is in trial mode – see https://www.notifications.service.gov.uk/trial-mode'
+
+export interface ApiDeps { db: Db; dir: Directory; sealer: Sealer; auth: Authenticator; region: string }
+
+const baseUrl = (req: FastifyRequest) => `${req.protocol}://${req.headers.host ?? 'localhost'}`
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
+const shown = (v: unknown) => (typeof v === 'string' ? v : JSON.stringify(v)).replace(/'/g, '')
+
+/** Notify's schema messages for POST /v2/notifications/sms. */
+function checkSmsRequest(body: unknown, region: string): string[] {
+  const b = isObject(body) ? body : {}
+  const errors: string[] = []
+  for (const k of ['phone_number', 'template_id']) if (b[k] === undefined || b[k] === null) errors.push(`${k} is a required property`)
+  const extra = Object.keys(b).filter((k) => !['phone_number', 'template_id', 'personalisation', 'reference', 'sms_sender_id', 'scheduled_for'].includes(k))
+  if (extra.length) errors.push(`Additional properties are not allowed (${extra.join(', ')} was unexpected)`)
+  if (b.template_id !== undefined && b.template_id !== null && (typeof b.template_id !== 'string' || !UUID.test(b.template_id))) errors.push('template_id is not a valid UUID')
+  if (b.sms_sender_id !== undefined && b.sms_sender_id !== null && (typeof b.sms_sender_id !== 'string' || !UUID.test(b.sms_sender_id))) errors.push('sms_sender_id is not a valid UUID')
+  if (b.personalisation !== undefined && b.personalisation !== null && !isObject(b.personalisation)) errors.push(`personalisation ${shown(b.personalisation)} is not of type object`)
+  if (b.reference !== undefined && b.reference !== null && typeof b.reference !== 'string') errors.push(`reference ${shown(b.reference)} is not of type string`)
+  else if (typeof b.reference === 'string' && b.reference.length > 1000) errors.push(`reference ${b.reference} is too long`)
+  if (b.phone_number !== undefined && b.phone_number !== null) {
+    if (typeof b.phone_number !== 'string') errors.push(`phone_number ${shown(b.phone_number)} is not of type string`)
+    else {
+      const p = checkPhone(b.phone_number, region)
+      if (!p.ok) errors.push(`phone_number ${p.message}`)
+    }
+  }
+  return errors
+}
+
+export function messagingApi(deps: ApiDeps) {
+  const { db, dir, sealer, region } = deps
+  const admitter = new Admitter(db)
+  const caller = (req: FastifyRequest) => deps.auth.authenticate(req.headers.authorization)
+
+  return (app: FastifyInstance) => {
+    app.post('/v2/notifications/sms', async (req, reply) => {
+      const { service, key } = await caller(req)
+      const errors = checkSmsRequest(req.body, region)
+      if (errors.length) throw validation(errors)
+      const b = req.body as { phone_number: string; template_id: string; personalisation?: Record<string, unknown>; reference?: string; sms_sender_id?: string }
+      const template = await dir.template(service.id, b.template_id.toLowerCase())
+      if (!template) throw badRequest('Template not found')
+      if (template.archived) throw badRequest('Template has been deleted')
+      const { text, missing } = render(template.body, b.personalisation)
+      if (missing.length) throw badRequest(`Missing personalisation: ${missing.join(', ')}`)
+      if (text.length === 0) throw badRequest('Your message is empty.')
+      if (b.sms_sender_id) throw badRequest(`sms_sender_id ${b.sms_sender_id} does not exist in database for service id ${service.id}`)
+      const phone = checkPhone(b.phone_number, region)
+      if (!phone.ok) throw validation(`phone_number ${phone.message}`)
+      const hash = sealer.hash(phone.e164)
+      if (key.keyType === 'team' && !(await dir.isRecipient(service.id, hash))) throw badRequest(TEAM_ONLY)
+      if (key.keyType === 'normal' && service.restricted && !(await dir.isRecipient(service.id, hash))) throw badRequest(TRIAL)
+      if (phone.international && !service.international) throw badRequest('Cannot send to international mobile numbers')
+      const length = [...text].length
+      if (length > SMS_CHAR_LIMIT) {
+        throw badRequest(`Your message is too long. Text messages cannot be longer than ${SMS_CHAR_LIMIT} characters. Your message is ${length} characters long.`)
+      }
+      const id = randomUUID()
+      const admitted = await admitter.admit({
+        id, service, templateId: template.id, templateVersion: template.version, apiKeyId: key.id, keyType: key.keyType,
+        reference: b.reference ?? null, recipientHash: hash, recipientCt: sealer.seal(b.phone_number.trim()),
+        personalisationCt: b.personalisation && Object.keys(b.personalisation).length ? sealer.seal(JSON.stringify(b.personalisation)) : null,
+        international: phone.international,
+      })
+      if (!admitted.ok && admitted.limit === 'rate') {
+        throw new ApiError(429, 'RateLimitError', `Exceeded rate limit for key type ${KEY_WORD[key.keyType]} of ${service.rateLimit} requests per 60 seconds`)
+      }
+      if (!admitted.ok) throw new ApiError(429, 'TooManyRequestsError', `Exceeded send limits (sms: ${service.messageLimit}) for today`)
+      const base = baseUrl(req)
+      return reply.code(201).send({
+        id, reference: b.reference ?? null, uri: `${base}/v2/notifications/${id}`,
+        template: { id: template.id, version: template.version, uri: `${base}/services/${service.id}/templates/${template.id}` },
+        scheduled_for: null, content: { from_number: service.smsSender, body: text },
+      })
+    })
+
+    app.get<{ Params: { id: string } }>('/v2/notifications/:id', async (req) => {
+      const { service } = await caller(req)
+      if (!UUID.test(req.params.id)) throw validation('notification_id is not a valid UUID')
+      const [row] = await db.query(`${SELECT_NOTIFICATIONS} WHERE n.id = $1 AND n.service_id = $2`, [req.params.id, service.id])
+      if (!row) throw notFound()
+      return presentNotification(row, sealer, baseUrl(req))
+    })
+
+    app.get('/v2/notifications', async (req) => listNotifications(req, await caller(req)))
+
+    app.get<{ Params: { id: string; version?: string } }>('/v2/template/:id', async (req) => presentTemplate(await templateOf(req, await caller(req))))
+    app.get<{ Params: { id: string; version: string } }>('/v2/template/:id/version/:version', async (req) => presentTemplate(await templateOf(req, await caller(req))))
+    app.get<{ Querystring: { type?: string } }>('/v2/templates', async (req) => {
+      const { service } = await caller(req)
+      const type = req.query.type
+      if (type !== undefined && !['sms', 'email', 'letter', 'broadcast'].includes(type)) throw validation(`type ${type} is not one of [sms, email, letter, broadcast]`)
+      return { templates: type && type !== 'sms' ? [] : (await dir.templatesOf(service.id)).map(presentTemplate) }
+    })
+    app.post<{ Params: { id: string } }>('/v2/template/:id/preview', async (req) => {
+      const template = await templateOf(req, await caller(req))
+      const body = isObject(req.body) ? req.body : {}
+      if (body.personalisation !== undefined && body.personalisation !== null && !isObject(body.personalisation)) {
+        throw validation(`personalisation ${shown(body.personalisation)} is not of type object`)
+      }
+      const { text, missing } = render(template.body, body.personalisation as Record<string, unknown> | undefined)
+      if (missing.length) throw badRequest(`Missing personalisation: ${missing.join(', ')}`)
+      return { id: template.id, type: 'sms', version: template.version, body: text, html: null, subject: null, postage: null }
+    })
+  }
+
+  async function templateOf(req: FastifyRequest<{ Params: { id: string; version?: string } }>, { service }: Caller) {
+    if (!UUID.test(req.params.id)) throw validation('template_id is not a valid UUID')
+    const version = req.params.version === undefined ? undefined : Number(req.params.version)
+    if (version !== undefined && !(Number.isInteger(version) && version > 0)) throw validation(`version ${req.params.version} is not of type integer`)
+    const t = await dir.template(service.id, req.params.id.toLowerCase(), version)
+    if (!t) throw notFound()
+    return t
+  }
+
+  async function listNotifications(req: FastifyRequest, { service, key }: Caller) {
+    const q = req.query as Record<string, string | string[] | undefined>
+    const errors: string[] = []
+    const extra = Object.keys(q).filter((k) => !['reference', 'status', 'template_type', 'include_jobs', 'older_than'].includes(k))
+    if (extra.length) errors.push(`Additional properties are not allowed (${extra.join(', ')} was unexpected)`)
+    const statuses = [q.status ?? []].flat()
+    for (const s of statuses) if (!STATUSES.includes(s)) errors.push(`status ${s} is not one of [${STATUSES.join(', ')}]`)
+    const types = [q.template_type ?? []].flat()
+    for (const t of types) if (!['sms', 'email', 'letter'].includes(t)) errors.push(`template_type ${t} is not one of [sms, email, letter]`)
+    const olderThan = [q.older_than ?? []].flat()[0]
+    if (olderThan !== undefined && !UUID.test(olderThan)) errors.push('older_than is not a valid UUID')
+    if (errors.length) throw validation(errors)
+    const wanted = statuses.flatMap((s) => (s === 'failed' ? FAILED : s === 'accepted' ? ['created', 'sending'] : s === 'received' ? ['delivered'] : [s]))
+    const rows = await db.query(
+      `${SELECT_NOTIFICATIONS}
+       WHERE n.service_id = $1 AND n.key_type = $2
+         AND (cardinality($3::text[]) = 0 OR n.status = ANY($3)) AND (cardinality($4::text[]) = 0 OR n.notification_type = ANY($4))
+         AND ($5::text IS NULL OR n.reference = $5) AND ($6::boolean OR n.job_id IS NULL)
+         AND ($7::uuid IS NULL OR (n.created_at, n.id) < (SELECT created_at, id FROM notifications WHERE id = $7 AND service_id = $1))
+       ORDER BY n.created_at DESC, n.id DESC LIMIT ${PAGE}`,
+      [service.id, key.keyType, wanted, types, [q.reference ?? []].flat()[0] ?? null, [q.include_jobs].flat()[0] === 'true', olderThan ?? null])
+    const base = baseUrl(req)
+    const current = new URL(`${base}${req.url}`)
+    const links: { current: string; next?: string } = { current: current.toString() }
+    if (rows.length > 0) {
+      current.searchParams.set('older_than', rows[rows.length - 1].id)
+      links.next = current.toString()
+    }
+    return { notifications: rows.map((r) => presentNotification(r, sealer, base)), links }
+  }
+}
+
+const SELECT_NOTIFICATIONS = `SELECT n.*, v.body AS template_body FROM notifications n
+  LEFT JOIN template_versions v ON v.template_id = n.template_id AND v.version = n.template_version`

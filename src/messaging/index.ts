@@ -1,0 +1,35 @@
+/**
+ * Messaging: a GOV.UK Notify-compatible platform. Services, keys and templates (services.ts, keys.ts,
+ * templates.ts); the public API v2 (api/); sending through SMS providers with failover (send/);
+ * delivery receipts (receipts/). Phone numbers and personalisation are kept sealed (src/privacy/).
+ */
+import type { FastifyInstance } from 'fastify'
+import type { Config } from '../config.ts'
+import type { Db } from '../db/types.ts'
+import type { Logger } from '../log.ts'
+import { secretKey } from '../privacy/keys.ts'
+import { Sealer } from '../privacy/seal.ts'
+import { Authenticator } from './api/auth.ts'
+import { Directory } from './api/directory.ts'
+import { notifyErrors } from './api/errors.ts'
+import { messagingApi } from './api/routes.ts'
+import { KeySecrets } from './keys.ts'
+
+/** The keys of messaging, from HERALD_SECRET_KEY (or the data folder's key). */
+export function messagingKeys(config: Config) {
+  const secret = secretKey(config)
+  return { sealer: new Sealer(secret), secrets: new KeySecrets(secret) }
+}
+
+/** The API v2 routes, in a scope of their own with Notify's error format. */
+export function messagingRoutes(config: Config, db: Db, log: Logger) {
+  const { sealer, secrets } = messagingKeys(config)
+  const dir = new Directory(db, config.messaging.cacheMs)
+  const api = messagingApi({ db, dir, sealer, auth: new Authenticator(dir, secrets), region: config.exposure.defaultRegion })
+  return (app: FastifyInstance) => {
+    void app.register(async (scope) => {
+      notifyErrors(scope, log)
+      api(scope)
+    })
+  }
+}

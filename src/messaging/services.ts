@@ -1,0 +1,108 @@
+/**
+ * Services and what they own: API keys, templates (each change a new version), and the people a
+ * team key may text. What the CLI (and later an admin API) calls; the API reads through cache.ts.
+ */
+import { randomUUID } from 'node:crypto'
+import type { Queryable } from '../db/types.ts'
+import type { Sealer } from '../privacy/seal.ts'
+import { type KeySecrets, type KeyType } from './keys.ts'
+
+export interface Service {
+  id: string
+  name: string
+  smsSender: string
+  international: boolean
+  restricted: boolean
+  rateLimit: number
+  messageLimit: number
+  timezone: string
+}
+
+export interface ServiceInput {
+  name: string
+  smsSender?: string
+  international?: boolean
+  restricted?: boolean
+  rateLimit?: number
+  messageLimit?: number
+  timezone?: string
+}
+
+const serviceRow = (r: Record<string, any>): Service => ({
+  id: r.id, name: r.name, smsSender: r.sms_sender, international: r.international, restricted: r.restricted,
+  rateLimit: r.rate_limit, messageLimit: r.message_limit, timezone: r.timezone,
+})
+
+export class NotFound extends Error {}
+
+export async function createService(db: Queryable, s: ServiceInput): Promise<Service> {
+  const [row] = await db.query(
+    `INSERT INTO services (id, name, sms_sender, international, restricted, rate_limit, message_limit, timezone)
+     VALUES ($1, $2, $3, $4, $5, coalesce($6, 3000), coalesce($7, 250000), coalesce($8, 'America/New_York')) RETURNING *`,
+    [randomUUID(), s.name, s.smsSender ?? s.name.slice(0, 11), s.international ?? false, s.restricted ?? false, s.rateLimit ?? null,
+      s.messageLimit ?? null, s.timezone ?? null])
+  return serviceRow(row)
+}
+
+/** A service by id, or by its exact name. */
+export async function findService(db: Queryable, idOrName: string): Promise<Service> {
+  const [row] = await db.query(`SELECT * FROM services WHERE id::text = $1 OR name = $1`, [idOrName])
+  if (!row) throw new NotFound(`no service "${idOrName}" (herald service list shows them)`)
+  return serviceRow(row)
+}
+
+export async function listServices(db: Queryable): Promise<Service[]> {
+  return (await db.query('SELECT * FROM services ORDER BY created_at')).map(serviceRow)
+}
+
+export async function createKey(db: Queryable, secrets: KeySecrets, serviceId: string, name: string, type: KeyType) {
+  const k = secrets.newKey(serviceId, name)
+  await db.query(`INSERT INTO api_keys (id, service_id, name, key_type, secret_hash) VALUES ($1, $2, $3, $4, $5)`,
+    [k.id, serviceId, name, type, k.secretHash])
+  return { id: k.id, key: k.key }
+}
+
+export async function revokeKey(db: Queryable, serviceId: string, idOrName: string): Promise<number> {
+  const rows = await db.query(`UPDATE api_keys SET revoked_at = now() WHERE service_id = $1 AND (id::text = $2 OR name = $2) AND revoked_at IS NULL RETURNING id`,
+    [serviceId, idOrName])
+  return rows.length
+}
+
+export interface Template { id: string; serviceId: string; name: string; body: string; version: number; archived: boolean; createdBy: string; createdAt: string; updatedAt: string | null }
+
+export async function createTemplate(db: Queryable, serviceId: string, name: string, body: string, createdBy: string): Promise<Template> {
+  const id = randomUUID()
+  const [row] = await db.query(`INSERT INTO templates (id, service_id, name, body, created_by) VALUES ($1, $2, $3, $4, $5) RETURNING *`,
+    [id, serviceId, name, body, createdBy])
+  await db.query(`INSERT INTO template_versions (template_id, version, name, body, created_by) VALUES ($1, 1, $2, $3, $4)`, [id, name, body, createdBy])
+  return templateRow(row)
+}
+
+/** A new version of a template (its body and/or name); the versions sent before stay as they were. */
+export async function updateTemplate(db: Queryable, id: string, change: { name?: string; body?: string }, by: string): Promise<Template> {
+  const [row] = await db.query(
+    `UPDATE templates SET name = coalesce($2, name), body = coalesce($3, body), version = version + 1, updated_at = now(), created_by = $4
+     WHERE id::text = $1 RETURNING *`, [id, change.name ?? null, change.body ?? null, by])
+  if (!row) throw new NotFound(`no template ${id}`)
+  await db.query(`INSERT INTO template_versions (template_id, version, name, body, created_by) VALUES ($1, $2, $3, $4, $5)`,
+    [row.id, row.version, row.name, row.body, by])
+  return templateRow(row)
+}
+
+export async function archiveTemplate(db: Queryable, id: string): Promise<void> {
+  const rows = await db.query(`UPDATE templates SET archived = true, updated_at = now() WHERE id::text = $1 RETURNING id`, [id])
+  if (rows.length === 0) throw new NotFound(`no template ${id}`)
+}
+
+export const templateRow = (r: Record<string, any>): Template => ({
+  id: r.id, serviceId: r.service_id, name: r.name, body: r.body, version: r.version, archived: r.archived, createdBy: r.created_by,
+  createdAt: new Date(r.created_at).toISOString(), updatedAt: r.updated_at ? new Date(r.updated_at).toISOString() : null,
+})
+
+/** A team member or guest-list entry: a number (E.164) a team key may text. */
+export async function addRecipient(db: Queryable, sealer: Sealer, serviceId: string, e164: string, kind: 'member' | 'guest', name?: string) {
+  await db.query(
+    `INSERT INTO service_recipients (service_id, phone_hash, phone_ct, kind, name) VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT (service_id, phone_hash) DO UPDATE SET kind = excluded.kind, name = coalesce(excluded.name, service_recipients.name)`,
+    [serviceId, sealer.hash(e164), sealer.seal(e164), kind, name ?? null])
+}

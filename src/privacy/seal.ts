@@ -1,0 +1,40 @@
+/**
+ * What the messaging tables keep instead of a phone number or personalisation: an AES-256-GCM
+ * ciphertext, to read the value back while it is needed (sending, reports), and an HMAC, to find
+ * equal values (search, a team's members) without reading any. Retention deletes the ciphertext;
+ * the HMAC alone reveals nothing without the key.
+ */
+import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto'
+import { deriveKey } from './keys.ts'
+
+// A ciphertext is VERSION | iv (12) | encrypted bytes | tag (16); the version names the key, so keys can rotate.
+const VERSION = 1
+
+export class Sealer {
+  private readonly encKey: Buffer
+  private readonly macKey: Buffer
+
+  constructor(secret: string) {
+    this.encKey = deriveKey(secret, 'messaging:encrypt')
+    this.macKey = deriveKey(secret, 'messaging:search')
+  }
+
+  seal(text: string): Buffer {
+    const iv = randomBytes(12)
+    const c = createCipheriv('aes-256-gcm', this.encKey, iv)
+    const body = Buffer.concat([c.update(text, 'utf8'), c.final()])
+    return Buffer.concat([Buffer.of(VERSION), iv, body, c.getAuthTag()])
+  }
+
+  open(sealed: Buffer): string {
+    if (sealed[0] !== VERSION) throw new Error(`sealed value of unknown key version ${sealed[0]}`)
+    const d = createDecipheriv('aes-256-gcm', this.encKey, sealed.subarray(1, 13))
+    d.setAuthTag(sealed.subarray(sealed.length - 16))
+    return Buffer.concat([d.update(sealed.subarray(13, sealed.length - 16)), d.final()]).toString('utf8')
+  }
+
+  /** The keyed hash of a value (a phone number in E.164): equal values, equal hashes. */
+  hash(text: string): Buffer {
+    return createHmac('sha256', this.macKey).update(text).digest()
+  }
+}

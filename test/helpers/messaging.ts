@@ -1,0 +1,49 @@
+/** Messaging in tests: a service with a key of each type and a template, and Herald's API on a free loopback port. */
+import { afterAll, beforeAll, beforeEach } from 'vitest'
+import type { FastifyInstance } from 'fastify'
+import { loadConfig } from '../../src/config.ts'
+import { startHttpServer } from '../../src/http/server.ts'
+import { messagingKeys, messagingRoutes } from '../../src/messaging/index.ts'
+import { createKey, createService, createTemplate, type Service, type ServiceInput } from '../../src/messaging/services.ts'
+import { createLogger } from '../../src/log.ts'
+import { createTestDb, type TestDb } from './db.ts'
+import { resetDb } from './link.ts'
+import { SECRET } from './exposure.ts'
+
+export const config = loadConfig({ HERALD_SECRET_KEY: SECRET, HERALD_API_CACHE_MS: '0', HERALD_PHONE_REGION: 'US' })
+export const { sealer, secrets } = messagingKeys(config)
+
+export interface World {
+  t: TestDb
+  url: string
+  service: Service
+  keys: { normal: string; team: string; test: string }
+  template: { id: string }
+}
+
+/** One database and API server for the file, emptied before each test; a fresh service each test. */
+export function messagingWorld(service: Partial<ServiceInput> = {}): World {
+  const w = {} as World
+  let app: FastifyInstance
+  beforeAll(async () => {
+    w.t = await createTestDb()
+    app = await startHttpServer('127.0.0.1', 0, [messagingRoutes(config, w.t.db, createLogger('silent'))])
+    const a = app.server.address()
+    w.url = `http://127.0.0.1:${typeof a === 'object' && a ? a.port : 0}`
+  })
+  afterAll(async () => {
+    await app?.close()
+    await w.t?.drop()
+  })
+  beforeEach(async () => {
+    await resetDb(w.t.db)
+    w.service = await createService(w.t.db, { name: 'Test results', smsSender: 'NYSDOH', ...service })
+    w.keys = {
+      normal: (await createKey(w.t.db, secrets, w.service.id, 'live', 'normal')).key,
+      team: (await createKey(w.t.db, secrets, w.service.id, 'team', 'team')).key,
+      test: (await createKey(w.t.db, secrets, w.service.id, 'test', 'test')).key,
+    }
+    w.template = await createTemplate(w.t.db, w.service.id, 'Result ready', 'Hello ((name)), your test result is ready. Ref ((ref)).', 'tester')
+  })
+  return w
+}
