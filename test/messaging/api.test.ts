@@ -88,6 +88,15 @@ describe('the official client, end to end', () => {
   })
 })
 
+describe('the OpenAPI document', () => {
+  it('is served without auth and names every route', async () => {
+    const doc = await (await fetch(`${w.url}/v2/openapi.json`)).json()
+    expect(doc.openapi).toBe('3.0.3')
+    expect(Object.keys(doc.paths)).toEqual(expect.arrayContaining(['/v2/notifications/sms', '/v2/notifications/{notification_id}', '/v2/notifications',
+      '/v2/template/{template_id}', '/v2/template/{template_id}/preview']))
+  })
+})
+
 describe('auth, as GOV.UK Notify answers it', () => {
   it('no token and a wrong scheme: 401', async () => {
     for (const [auth, message] of [[undefined, 'Unauthorized: authentication token must be provided'], ['Basic abc', 'Unauthorized: authentication bearer scheme must be used']]) {

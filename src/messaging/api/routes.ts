@@ -13,6 +13,7 @@ import { Admitter } from './admit.ts'
 import { Authenticator, type Caller } from './auth.ts'
 import type { Directory } from './directory.ts'
 import { ApiError, badRequest, notFound, validation } from './errors.ts'
+import { openApi } from './openapi.ts'
 import { presentNotification, presentTemplate } from './present.ts'
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
@@ -59,6 +60,8 @@ export function messagingApi(deps: ApiDeps) {
   const caller = (req: FastifyRequest) => deps.auth.authenticate(req.headers.authorization)
 
   return (app: FastifyInstance) => {
+    app.get('/v2/openapi.json', async () => openApi)
+
     app.post('/v2/notifications/sms', async (req, reply) => {
       const { service, key } = await caller(req)
       const errors = checkSmsRequest(req.body, region)
