@@ -8,6 +8,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { Db } from '../../db/types.ts'
 import type { Sealer } from '../../privacy/seal.ts'
 import { checkPhone } from '../phone.ts'
+import { prepareText } from '../prepare.ts'
 import { render } from '../templates.ts'
 import { Admitter } from './admit.ts'
 import { Authenticator, type Caller } from './auth.ts'
@@ -17,14 +18,11 @@ import { openApi } from './openapi.ts'
 import { presentNotification, presentTemplate } from './present.ts'
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
-const SMS_CHAR_LIMIT = 918
 const PAGE = 250
 const STATUSES = ['cancelled', 'created', 'sending', 'sent', 'delivered', 'pending', 'failed', 'technical-failure', 'temporary-failure',
   'permanent-failure', 'pending-virus-check', 'validation-failed', 'virus-scan-failed', 'returned-letter', 'accepted', 'received']
 const FAILED = ['technical-failure', 'temporary-failure', 'permanent-failure', 'validation-failed']
 const KEY_WORD = { normal: 'LIVE', team: 'TEAM', test: 'TEST' } as const
-const TEAM_ONLY = 'Can’t send to this recipient using a team-only API key'
-const TRIAL = 'Can’t send to this recipient when service is in trial mode – see https://www.notifications.service.gov.uk/trial-mode'
 
 export interface ApiDeps { db: Db; dir: Directory; sealer: Sealer; auth: Authenticator; region: string }
 
@@ -70,26 +68,16 @@ export function messagingApi(deps: ApiDeps) {
       const template = await dir.template(service.id, b.template_id.toLowerCase())
       if (!template) throw badRequest('Template not found')
       if (template.archived) throw badRequest('Template has been deleted')
-      const { text, missing } = render(template.body, b.personalisation)
-      if (missing.length) throw badRequest(`Missing personalisation: ${missing.join(', ')}`)
-      if (text.length === 0) throw badRequest('Your message is empty.')
       if (b.sms_sender_id) throw badRequest(`sms_sender_id ${b.sms_sender_id} does not exist in database for service id ${service.id}`)
-      const phone = checkPhone(b.phone_number, region)
-      if (!phone.ok) throw validation(`phone_number ${phone.message}`)
-      const hash = sealer.hash(phone.e164)
-      if (key.keyType === 'team' && !(await dir.isRecipient(service.id, hash))) throw badRequest(TEAM_ONLY)
-      if (key.keyType === 'normal' && service.restricted && !(await dir.isRecipient(service.id, hash))) throw badRequest(TRIAL)
-      if (phone.international && !service.international) throw badRequest('Cannot send to international mobile numbers')
-      const length = [...text].length
-      if (length > SMS_CHAR_LIMIT) {
-        throw badRequest(`Your message is too long. Text messages cannot be longer than ${SMS_CHAR_LIMIT} characters. Your message is ${length} characters long.`)
-      }
+      const ready = await prepareText(deps, service, key.keyType, template, b.phone_number, b.personalisation)
+      if (ready instanceof ApiError) throw ready
+      const { text, hash } = ready
       const id = randomUUID()
       const admitted = await admitter.admit({
         id, service, templateId: template.id, templateVersion: template.version, apiKeyId: key.id, keyType: key.keyType,
         reference: b.reference ?? null, recipientHash: hash, recipientCt: sealer.seal(b.phone_number.trim()),
         personalisationCt: b.personalisation && Object.keys(b.personalisation).length ? sealer.seal(JSON.stringify(b.personalisation)) : null,
-        international: phone.international,
+        international: ready.international,
       })
       if (!admitted.ok && admitted.limit === 'rate') {
         throw new ApiError(429, 'RateLimitError', `Exceeded rate limit for key type ${KEY_WORD[key.keyType]} of ${service.rateLimit} requests per 60 seconds`)
