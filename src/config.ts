@@ -55,6 +55,8 @@ export interface MessagingConfig {
   cacheMs: number
   /** A failing provider's penalty halves over this many seconds: it drifts back up the order. */
   providerRecoverySeconds: number
+  /** Where bulk job files are kept: a folder or s3://bucket/prefix (never the database). */
+  jobStore: string
 }
 
 export interface ExposureConfig {
@@ -170,11 +172,11 @@ export function loadConfig(env: Env = process.env): Config {
     httpHost: env.HERALD_HTTP_HOST?.trim() || '127.0.0.1',
     commcare: commcareConfig(env),
     exposure: exposureConfig(env),
-    messaging: messagingConfig(env),
+    messaging: messagingConfig(env, dataDir),
   })
 }
 
-function messagingConfig(env: Env): MessagingConfig {
+function messagingConfig(env: Env, dataDir: string): MessagingConfig {
   const providers = list(env.HERALD_SMS_PROVIDERS, [])
   const bad = providers.filter((p) => p !== 'twilio' && p !== 'vonage')
   if (bad.length) throw new ConfigError('HERALD_SMS_PROVIDERS', `unknown provider ${bad.join(', ')}; Herald speaks twilio and vonage`)
@@ -198,6 +200,7 @@ function messagingConfig(env: Env): MessagingConfig {
     sendConcurrency: int(env, 'HERALD_SEND_CONCURRENCY', 32, 1),
     cacheMs: int(env, 'HERALD_API_CACHE_MS', 2000, 0),
     providerRecoverySeconds: int(env, 'HERALD_PROVIDER_RECOVERY_SECONDS', 300, 1),
+    jobStore: env.HERALD_JOB_STORE?.startsWith('s3://') ? env.HERALD_JOB_STORE : resolve(env.HERALD_JOB_STORE || resolve(dataDir, 'jobs')),
   })
 }
 

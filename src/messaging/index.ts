@@ -12,7 +12,9 @@ import { Sealer } from '../privacy/seal.ts'
 import { Authenticator } from './api/auth.ts'
 import { Directory } from './api/directory.ts'
 import { notifyErrors } from './api/errors.ts'
+import { jobRoutes } from './api/jobs.ts'
 import { messagingApi } from './api/routes.ts'
+import { storeFor } from '../storage/index.ts'
 import { KeySecrets } from './keys.ts'
 
 /** The keys of messaging, from HERALD_SECRET_KEY (or the data folder's key). */
@@ -25,11 +27,15 @@ export function messagingKeys(config: Config) {
 export function messagingRoutes(config: Config, db: Db, log: Logger) {
   const { sealer, secrets } = messagingKeys(config)
   const dir = new Directory(db, config.messaging.cacheMs)
-  const api = messagingApi({ db, dir, sealer, auth: new Authenticator(dir, secrets), region: config.exposure.defaultRegion })
+  const auth = new Authenticator(dir, secrets)
+  const region = config.exposure.defaultRegion
+  const api = messagingApi({ db, dir, sealer, auth, region })
+  const jobs = jobRoutes({ db, dir, sealer, auth, region, store: storeFor(config.messaging.jobStore, config) })
   return (app: FastifyInstance) => {
     void app.register(async (scope) => {
       notifyErrors(scope, log)
       api(scope)
+      jobs(scope)
     })
   }
 }

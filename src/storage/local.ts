@@ -1,5 +1,5 @@
 /** A folder (searched recursively) or a single file as an object store. */
-import { open, readdir, stat } from 'node:fs/promises'
+import { mkdir, open, readdir, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { Readable } from 'node:stream'
 import { join, resolve, basename } from 'node:path'
 import { ObjectChanged, type ObjectStore, type StoredObject } from './types.ts'
@@ -52,6 +52,19 @@ export class LocalStore implements ObjectStore {
       return { body: Readable.from([]), version }
     }
     return { body: handle.createReadStream({ highWaterMark: 1 << 20, start: 0, end: info.size - 1 }), version }
+  }
+
+  async put(name: string, bytes: Buffer): Promise<string> {
+    const path = join(resolve(this.root), name)
+    await mkdir(resolve(this.root), { recursive: true })
+    // Written under a name list() skips, then renamed: a reader never sees half a file.
+    await writeFile(`${path}.part`, bytes)
+    await rename(`${path}.part`, path)
+    return path
+  }
+
+  async remove(uri: string): Promise<void> {
+    await rm(uri, { force: true })
   }
 }
 

@@ -1,5 +1,5 @@
 /** An S3 bucket and prefix as an object store (AWS SDK v3; S3_ENDPOINT for S3-compatible servers, path style). */
-import { GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3'
+import { DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
 import type { Readable } from 'node:stream'
 import { ObjectChanged, type ObjectStore, type StoredObject } from './types.ts'
 
@@ -61,5 +61,16 @@ export class S3Store implements ObjectStore {
       if ((err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 412) throw new ObjectChanged(uri)
       throw err
     }
+  }
+
+  async put(name: string, bytes: Buffer): Promise<string> {
+    const key = this.prefix ? `${this.prefix.replace(/\/?$/, '/')}${name}` : name
+    await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: bytes }))
+    return `s3://${this.bucket}/${key}`
+  }
+
+  async remove(uri: string): Promise<void> {
+    const { bucket, key } = parseS3Uri(uri)
+    await this.client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }))
   }
 }

@@ -17,6 +17,10 @@ export interface ObjectStore {
    * reads of one object (its hash, then its rows) are known to see the same bytes.
    */
   open(uri: string, version?: string): Promise<{ body: Readable; version: string }>
+  /** Stores bytes under `name` at the location; returns the object's uri. */
+  put(name: string, bytes: Buffer): Promise<string>
+  /** Deletes an object; one already gone is not an error. */
+  remove(uri: string): Promise<void>
 }
 
 export class ObjectChanged extends Error {

@@ -1,6 +1,9 @@
 /** Messaging in tests: a service with a key of each type and a template, and Herald's API on a free loopback port. */
 import { afterAll, beforeAll, beforeEach } from 'vitest'
 import type { FastifyInstance } from 'fastify'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { loadConfig } from '../../src/config.ts'
 import { startHttpServer } from '../../src/http/server.ts'
 import { messagingKeys, messagingRoutes } from '../../src/messaging/index.ts'
@@ -10,7 +13,8 @@ import { createTestDb, type TestDb } from './db.ts'
 import { resetDb } from './link.ts'
 import { SECRET } from './exposure.ts'
 
-export const config = loadConfig({ HERALD_SECRET_KEY: SECRET, HERALD_API_CACHE_MS: '0', HERALD_PHONE_REGION: 'US' })
+export const jobStore = mkdtempSync(join(tmpdir(), 'herald-jobs-'))
+export const config = loadConfig({ HERALD_SECRET_KEY: SECRET, HERALD_API_CACHE_MS: '0', HERALD_PHONE_REGION: 'US', HERALD_JOB_STORE: jobStore })
 export const { sealer, secrets } = messagingKeys(config)
 
 export interface World {
@@ -34,6 +38,7 @@ export function messagingWorld(service: Partial<ServiceInput> = {}): World {
   afterAll(async () => {
     await app?.close()
     await w.t?.drop()
+    rmSync(jobStore, { recursive: true, force: true })
   })
   beforeEach(async () => {
     await resetDb(w.t.db)

@@ -77,7 +77,7 @@ CREATE TABLE notifications (
   api_key_id          uuid,                   -- none for a bulk job's rows
   key_type            text NOT NULL,          -- normal | team | test
   job_id              uuid,
-  job_row             int,                    -- the CSV row number (1 = the first data row)
+  job_row             int,                    -- the CSV row number, as a spreadsheet shows it (the header is row 1)
   reference           text,                   -- the client's own reference
   recipient_hash      bytea NOT NULL,
   recipient_ct        bytea,                  -- NULL once retention has removed it
