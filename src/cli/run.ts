@@ -19,6 +19,18 @@ import { startVerificationSandbox } from '../sandbox/verification/server.ts'
 import { LookupClient, VerificationClient } from '../exposure/clients.ts'
 import { exposureEngines } from '../exposure/index.ts'
 import type { Config } from '../config.ts'
+import { messagingKeys, messagingRoutes } from '../messaging/index.ts'
+import { jobsEngine } from '../messaging/jobs/jobs.ts'
+import { receiptsEngine } from '../messaging/receipts/engine.ts'
+import { storeFor } from '../storage/index.ts'
+import { receiptRoutes, receiptUrls } from '../messaging/receipts/routes.ts'
+import { sendEngine } from '../messaging/send/engine.ts'
+import type { SmsProvider } from '../messaging/send/provider.ts'
+import { registerProviders } from '../messaging/send/providers.ts'
+import { TwilioSms } from '../messaging/send/twilio.ts'
+import { VonageSms } from '../messaging/send/vonage.ts'
+import { secretKey } from '../privacy/keys.ts'
+import { startSmsSandbox } from '../sandbox/sms/server.ts'
 import { errorText, type Logger } from '../log.ts'
 import { stopSignal, withDb } from './context.ts'
 import { loadCountyFile } from './link.ts'
@@ -30,7 +42,12 @@ interface Outside {
   commcare?: CommCareClient
   /** The verification server and the phone lookup, real or sandboxes; absent: exposure is off. */
   exposure?: { verification: VerificationClient; lookup?: LookupClient }
+  /** SMS providers, real or sandboxes, best first; empty: messaging accepts texts but sends none. */
+  sms: SmsProvider[]
 }
+
+/** `herald start` serves the messaging API here unless HERALD_HTTP_PORT says otherwise (GOV.UK Notify's local port). */
+const START_HTTP_PORT = 6011
 
 const exposure = (i: number) => (config: Config, log: Logger, o: Outside) =>
   o.exposure ? exposureEngines(config, log, o.exposure)[i] : 'no verification server: set HERALD_ENX_URL'
@@ -44,6 +61,10 @@ const ENGINES: Record<string, (config: Config, log: Logger, outside: Outside) =>
   'exposure-intake': exposure(0),
   'exposure-check': exposure(1),
   'exposure-issue': exposure(2),
+  send: (config, log, o) => (o.sms.length ? sendEngine({ providers: o.sms, sealer: messagingKeys(config).sealer, region: config.exposure.defaultRegion,
+    concurrency: config.messaging.sendConcurrency, recoverySeconds: config.messaging.providerRecoverySeconds, log }) : 'no SMS provider: set HERALD_SMS_PROVIDERS'),
+  receipts: (_config, log) => receiptsEngine(log),
+  jobs: (config, log) => jobsEngine({ sealer: messagingKeys(config).sealer, region: config.exposure.defaultRegion, store: storeFor(config.messaging.jobStore, config) }, log),
 }
 
 export function engineNames(list: string | undefined): string[] {
@@ -57,7 +78,7 @@ export function engineNames(list: string | undefined): string[] {
  * Outside systems: the real ones configured, else, for `herald start`, the sandboxes on loopback.
  * Returns the clients, the sandboxes' addresses for the banner, and how to stop them.
  */
-async function startOutside(config: Config, serve: boolean, log: Logger) {
+async function startOutside(config: Config, serve: boolean, log: Logger, httpPort: number | undefined) {
   const stops: (() => Promise<void>)[] = []
   const sandboxes: string[] = []
   let commcareUrl = config.commcare.url
@@ -65,7 +86,7 @@ async function startOutside(config: Config, serve: boolean, log: Logger) {
     const { user, apiKey, rootDomain, forwarder } = config.commcare
     const sandbox: CommCareSandbox = await startCommCareSandbox({
       user, apiKey, rootDomain,
-      forwardTo: config.httpPort && forwarder ? { url: `http://127.0.0.1:${config.httpPort}/commcare/cases`, ...forwarder } : undefined,
+      forwardTo: httpPort && forwarder ? { url: `http://127.0.0.1:${httpPort}/commcare/cases`, ...forwarder } : undefined,
     })
     stops.push(() => sandbox.close())
     sandboxes.push(`commcare at ${sandbox.url} (see src/sandbox/commcare/README.md)`)
@@ -86,20 +107,39 @@ async function startOutside(config: Config, serve: boolean, log: Logger) {
   }
   if (!enxUrl) log.info('exposure notification is off: no verification server configured (HERALD_ENX_URL)')
   const timeoutMs = config.commcare.timeoutMs
+  const m = config.messaging
+  const publicUrl = m.publicUrl ?? (httpPort ? `http://${config.httpHost}:${httpPort}` : undefined)
+  const callbacks = publicUrl ? receiptUrls(publicUrl, secretKey(config)) : undefined
+  const sms = { twilio: { url: m.twilioUrl }, vonage: { url: m.vonageUrl } }
+  let smsProviders = m.providers
+  if (smsProviders.length === 0 && serve) {
+    for (const provider of ['twilio', 'vonage'] as const) {
+      const sandbox = await startSmsSandbox({ provider, accountSid: x.twilioAccountSid, authToken: x.twilioAuthToken, apiKey: m.vonageApiKey, apiSecret: m.vonageApiSecret })
+      stops.push(() => sandbox.close())
+      sandboxes.push(`sms (${provider}) at ${sandbox.url} (ledger: ${sandbox.url}/sandbox/ledger)`)
+      sms[provider].url = sandbox.url
+    }
+    smsProviders = ['twilio', 'vonage']
+  }
+  if (smsProviders.length === 0) log.info('sending is off: no SMS provider configured (HERALD_SMS_PROVIDERS)')
   const outside: Outside = {
     commcare: commcareUrl ? commcareClient(config, commcareUrl) : undefined,
     exposure: enxUrl ? {
       verification: new VerificationClient({ url: enxUrl, apiKey: x.enxApiKey, timeoutMs }),
       lookup: lookupUrl ? new LookupClient({ url: lookupUrl, accountSid: x.twilioAccountSid, authToken: x.twilioAuthToken, timeoutMs }) : undefined,
     } : undefined,
+    sms: smsProviders.map((p) => p === 'twilio'
+      ? new TwilioSms({ url: sms.twilio.url, accountSid: x.twilioAccountSid, authToken: x.twilioAuthToken, timeoutMs, callbackUrl: callbacks?.twilio })
+      : new VonageSms({ url: sms.vonage.url, apiKey: m.vonageApiKey, apiSecret: m.vonageApiSecret, timeoutMs, callbackUrl: callbacks?.vonage })),
   }
   // Keep-alive connections would hold the process open after the engines stop.
   stops.push(async () => {
     await outside.commcare?.close()
     await outside.exposure?.verification.close()
     await outside.exposure?.lookup?.close()
+    for (const p of outside.sms) await p.close()
   })
-  return { outside, sandboxes, stop: async () => { for (const s of stops) await s() } }
+  return { outside, sandboxes, publicUrl, stop: async () => { for (const s of stops) await s() } }
 }
 
 async function loadCountiesAtStart(db: Db, outside: Outside, serve: boolean, log: Logger) {
@@ -120,7 +160,9 @@ async function loadCountiesAtStart(db: Db, outside: Outside, serve: boolean, log
 
 export async function runCommand(opts: { engines?: string; untilIdle?: boolean }, serve = false) {
   await withDb(async ({ config, db, log }) => {
-    const { outside, sandboxes, stop } = await startOutside(config, serve, log)
+    const httpPort = config.httpPort ?? (serve ? START_HTTP_PORT : undefined)
+    const { outside, sandboxes, publicUrl, stop } = await startOutside(config, serve, log, httpPort)
+    if (outside.sms.length) await registerProviders(db, outside.sms.map((p) => p.name))
     const built = engineNames(opts.engines).map((n) => [n, ENGINES[n](config, log, outside)] as const)
     const off = built.filter(([, e]) => typeof e === 'string')
     if (opts.engines && off.length > 0) throw new Error(off.map(([n, why]) => `${n}: ${why}`).join('; '))
@@ -129,8 +171,10 @@ export async function runCommand(opts: { engines?: string; untilIdle?: boolean }
     const signal = stopSignal(log)
     const counters = new Counters()
     const metrics = config.metricsPort ? await serveMetrics(counters, config.metricsPort) : undefined
-    const routes: Routes[] = outside.commcare && config.commcare.forwarder ? [forwarderRoutes({ db, client: outside.commcare, commcare: config.commcare, log })] : []
-    const http = config.httpPort ? await startHttpServer(config.httpHost, config.httpPort, routes) : undefined
+    const routes: Routes[] = [messagingRoutes(config, db, log)]
+    if (publicUrl) routes.push(receiptRoutes({ db, log, publicUrl, secret: secretKey(config), twilioAuthToken: config.exposure.twilioAuthToken }))
+    if (outside.commcare && config.commcare.forwarder) routes.push(forwarderRoutes({ db, client: outside.commcare, commcare: config.commcare, log }))
+    const http = httpPort ? await startHttpServer(config.httpHost, httpPort, routes) : undefined
     if (serve) {
       console.log(`Herald is running: engines ${engines.map((e) => e.name).join(', ')}.`)
       const where = db.kind === 'pglite-server' ? `PGlite in ${config.dataDir}/pgdata, shared with herald commands in other terminals` : describeDb(db, config)
@@ -138,7 +182,7 @@ export async function runCommand(opts: { engines?: string; untilIdle?: boolean }
       console.log(`  inbox     ${config.inbox}  (drop ECLRS export files here)`)
       for (const line of sandboxes) console.log(`  sandbox   ${line}`)
       console.log(`  commands  in another terminal: npx herald files | npx herald link | npx herald cases | npx herald person ID | npx herald --help`)
-      if (http) console.log(`  http      http://${config.httpHost}:${config.httpPort}${routes.length ? '  (POST /commcare/cases: case forwarder)' : ''}`)
+      if (http) console.log(`  api       http://${config.httpHost}:${httpPort}  (GOV.UK Notify API v2; set up with herald service create, herald key create, herald template create)`)
       if (metrics) console.log(`  metrics   http://127.0.0.1:${config.metricsPort}/metrics`)
       console.log('  stop      Ctrl-C')
     }

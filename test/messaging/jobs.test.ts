@@ -8,7 +8,7 @@ import { LocalStore } from '../../src/storage/local.ts'
 import { jobStore, messagingWorld, sealer } from '../helpers/messaging.ts'
 
 const w = messagingWorld()
-const engine = () => jobsEngine({ db: w.t.db, sealer, region: 'US', store: new LocalStore(jobStore) }, createLogger('silent'))
+const engine = () => jobsEngine({ sealer, region: 'US', store: new LocalStore(jobStore) }, createLogger('silent'))
 
 async function api(method: string, path: string, body?: object) {
   const secret = w.keys.normal.slice(-36)

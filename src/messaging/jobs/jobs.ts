@@ -71,7 +71,7 @@ export async function cancelJob(db: Db, serviceId: string, id: string): Promise<
   })
 }
 
-export function jobsEngine(ctx: Omit<Ctx, 'dir'>, log: Logger): BatchEngine {
+export function jobsEngine(ctx: Omit<Ctx, 'dir' | 'db'>, log: Logger): BatchEngine {
   return {
     name: 'jobs',
     batchSize: BATCH,

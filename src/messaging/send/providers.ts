@@ -32,7 +32,7 @@ export async function penalise(db: Db, failures: Map<string, number>, sentBy: st
     `UPDATE sms_providers p SET
        penalty = CASE WHEN x.failed > 0 THEN ${decayed('$4')} + $5 * x.failed ELSE penalty END,
        penalised_at = CASE WHEN x.failed > 0 THEN now() ELSE penalised_at END,
-       failed = failed + x.failed, sent = sent + x.sent
+       failed = p.failed + x.failed, sent = p.sent + x.sent
      FROM unnest($1::text[], $2::int[], $3::int[]) AS x(name, failed, sent) WHERE p.name = x.name`,
     [names, names.map((n) => failures.get(n) ?? 0), names.map((n) => sent.get(n) ?? 0), recoverySeconds, PENALTY])
 }

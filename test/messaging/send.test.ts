@@ -1,0 +1,186 @@
+/** Sending: the send engine hands texts to two SMS sandboxes (Twilio's and Vonage's APIs) through the real adapters, fails over, and receipts come back. */
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import type { FastifyInstance } from 'fastify'
+import notifyClient from 'notifications-node-client'
+import { startHttpServer } from '../../src/http/server.ts'
+import { createLogger } from '../../src/log.ts'
+import { receiptsEngine } from '../../src/messaging/receipts/engine.ts'
+import { receiptRoutes, receiptUrls, vonageToken } from '../../src/messaging/receipts/routes.ts'
+import { sendEngine, simulatedStatus } from '../../src/messaging/send/engine.ts'
+import { registerProviders } from '../../src/messaging/send/providers.ts'
+import { TwilioSms } from '../../src/messaging/send/twilio.ts'
+import { VonageSms } from '../../src/messaging/send/vonage.ts'
+import { createTemplate } from '../../src/messaging/services.ts'
+import { startSmsSandbox, type SmsSandbox } from '../../src/sandbox/sms/server.ts'
+import { SECRET } from '../helpers/exposure.ts'
+import { messagingWorld, sealer } from '../helpers/messaging.ts'
+
+const { NotifyClient } = notifyClient as { NotifyClient: new (base: string, key: string) => any }
+const w = messagingWorld()
+const log = createLogger('silent')
+let receiptsApp: FastifyInstance
+let publicUrl: string
+let twilio: SmsSandbox
+let vonage: SmsSandbox
+let providers: (TwilioSms | VonageSms)[]
+
+beforeAll(async () => {
+  receiptsApp = await startHttpServer('127.0.0.1', 0, [])
+  const a = receiptsApp.server.address()
+  publicUrl = `http://127.0.0.1:${typeof a === 'object' && a ? a.port : 0}`
+  await receiptsApp.close()
+  // Again on the same port, now that its URL (which Twilio signs) is known.
+  receiptsApp = await startHttpServer('127.0.0.1', Number(new URL(publicUrl).port), [
+    (app) => receiptRoutes({ db: w.t.db, log, publicUrl, secret: SECRET, twilioAuthToken: 'token' })(app)])
+})
+afterAll(async () => receiptsApp.close())
+beforeEach(async () => {
+  twilio = await startSmsSandbox({ provider: 'twilio', accountSid: 'ACtest', authToken: 'token', seed: 1 })
+  vonage = await startSmsSandbox({ provider: 'vonage', apiKey: 'vk', apiSecret: 'vs', seed: 2 })
+  const urls = receiptUrls(publicUrl, SECRET)
+  providers = [
+    new TwilioSms({ url: twilio.url, accountSid: 'ACtest', authToken: 'token', timeoutMs: 2000, callbackUrl: urls.twilio }),
+    new VonageSms({ url: vonage.url, apiKey: 'vk', apiSecret: 'vs', timeoutMs: 2000, callbackUrl: urls.vonage }),
+  ]
+  await registerProviders(w.t.db, ['twilio', 'vonage'])
+})
+afterEach(async () => {
+  await Promise.all([twilio.close(), vonage.close(), ...providers.map((p) => p.close())])
+})
+
+const send = () => sendEngine({ providers, sealer, region: 'US', concurrency: 8, recoverySeconds: 300, log })
+const step = (e = send()) => e.step(w.t.db, new AbortController().signal)
+const applyReceipts = () => receiptsEngine(log).step(w.t.db, new AbortController().signal)
+const text = (phone: string, key = w.keys.normal, personalisation: object = { name: 'Ada', ref: 'X' }, templateId = w.template.id) =>
+  new NotifyClient(w.url, key).sendSms(templateId, phone, { personalisation }).then((r: { data: { id: string } }) => r.data.id)
+const status = async (id: string) => (await w.t.db.query('SELECT status FROM notifications WHERE id = $1', [id]))[0].status
+async function until(check: () => boolean | Promise<boolean>, ms = 5000) {
+  const end = Date.now() + ms
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error('timed out')
+    await new Promise((r) => setTimeout(r, 20))
+  }
+}
+
+describe('send', () => {
+  it('hands a text to the first provider, then its receipts (sent, delivered) make it delivered, as the official client reads it', async () => {
+    const id = await text('+1 212 555 0100')
+    expect(await step()).toEqual({ sending: 1 })
+    expect(twilio.ledger.map((e) => [e.to, e.from, e.body])).toEqual([['+12125550100', 'NYSDOH', 'Hello Ada, your test result is ready. Ref X.']])
+    await until(() => twilio.stats.callbacksSent === 2)
+    expect(await applyReceipts()).toEqual({ applied: 2 })
+    const got = (await new NotifyClient(w.url, w.keys.normal).getNotificationById(id)).data
+    expect(got).toMatchObject({ status: 'delivered', cost_details: { billable_sms_fragments: 1 } })
+    expect(got.sent_at).not.toBeNull()
+    expect(got.completed_at).not.toBeNull()
+    const [row] = await w.t.db.query('SELECT provider, provider_ref FROM notifications WHERE id = $1', [id])
+    expect(row).toEqual({ provider: 'twilio', provider_ref: twilio.ledger[0].id })
+  })
+
+  it('fails over to the next provider when one fails, pushes the failing one down, and lets it drift back', async () => {
+    twilio.knobs.failureRate = 1
+    const ids = [await text('+1 212 555 0100'), await text('+1 212 555 0101')]
+    await step()
+    expect(twilio.ledger).toHaveLength(0)
+    expect(vonage.ledger.map((e) => e.to).sort()).toEqual(['12125550100', '12125550101'])
+    await until(() => vonage.stats.callbacksSent === 2)
+    await applyReceipts()
+    expect(await Promise.all(ids.map(status))).toEqual(['delivered', 'delivered'])
+    const order = async () => (await w.t.db.query(`SELECT name FROM sms_providers ORDER BY priority + penalty * power(0.5, extract(epoch FROM now() - coalesce(penalised_at, now())) / 300), priority`)).map((r) => r.name)
+    expect(await order()).toEqual(['vonage', 'twilio'])
+    // Twilio recovers: the next texts go to Vonage first (no more failed calls), until the penalty fades.
+    twilio.knobs.failureRate = 0
+    await text('+1 212 555 0102')
+    await step()
+    expect(twilio.stats.requests).toBe(2)
+    await w.t.db.query(`UPDATE sms_providers SET penalised_at = now() - interval '1 hour'`)
+    expect(await order()).toEqual(['twilio', 'vonage'])
+    await text('+1 212 555 0103')
+    await step()
+    expect(twilio.ledger.map((e) => e.to)).toEqual(['+12125550103'])
+  })
+
+  it('every provider down: the text waits and is tried again, not lost', async () => {
+    twilio.knobs.failureRate = 1
+    vonage.knobs.failureRate = 1
+    const id = await text('+1 212 555 0100')
+    await step()
+    const [row] = await w.t.db.query('SELECT status, retry_at > now() AS waits, attempts FROM notifications WHERE id = $1', [id])
+    expect(row).toEqual({ status: 'created', waits: true, attempts: 1 })
+    twilio.knobs.failureRate = 0
+    await w.t.db.query('UPDATE notifications SET retry_at = now()')
+    await step()
+    expect(twilio.ledger).toHaveLength(1)
+  })
+
+  it('fragments: GSM-7 up to 160 in one, then 153 a fragment; one character outside GSM-7 makes it UCS-2 (70, then 67)', async () => {
+    const t = await createTemplate(w.t.db, w.service.id, 'raw', '((text))', 'tester')
+    const cases: [string, number][] = [['a'.repeat(160), 1], ['a'.repeat(161), 2], ['{'.repeat(80), 1], ['{'.repeat(81), 2], ['ł'.repeat(70), 1], ['ł'.repeat(71), 2], ['a'.repeat(306), 2], ['a'.repeat(307), 3]]
+    const ids = []
+    for (const [body] of cases) ids.push(await text('+1 212 555 0100', w.keys.normal, { text: body }, t.id))
+    await step()
+    const units = await w.t.db.query('SELECT id, billable_units FROM notifications')
+    const byId = new Map(units.map((r) => [r.id, r.billable_units]))
+    expect(ids.map((id) => byId.get(id))).toEqual(cases.map(([, n]) => n))
+  })
+
+  it('test keys never reach a provider: their outcome is simulated by number', async () => {
+    const ids = [await text('+1 212 555 0100', w.keys.test), await text('+1 212 555 0002', w.keys.test), await text('+1 212 555 0003', w.keys.test)]
+    await step()
+    expect(twilio.stats.requests + vonage.stats.requests).toBe(0)
+    expect(await Promise.all(ids.map(status))).toEqual(['delivered', 'permanent-failure', 'temporary-failure'])
+    expect(simulatedStatus('+12125550102')).toBe('delivered')
+  })
+
+  it('a number the provider refuses fails for good at once; failures by receipt are mapped per provider', async () => {
+    const refused = await text('+1 212 555 7300')
+    const permanent = await text('+1 212 555 7000')
+    const temporary = await text('+1 212 555 7100')
+    await step()
+    expect(await status(refused)).toBe('permanent-failure')
+    await until(() => twilio.stats.callbacksSent === 4)
+    await applyReceipts()
+    expect([await status(permanent), await status(temporary)]).toEqual(['permanent-failure', 'temporary-failure'])
+  })
+})
+
+describe('receipts', () => {
+  it('a receipt that outruns the recording of the send is not lost, and the send does not undo it', async () => {
+    twilio.knobs.latencyMs = 300 // the answer comes 300 ms after the text was accepted and its receipts sent
+    const id = await text('+1 212 555 0100')
+    const sending = step()
+    await until(() => twilio.stats.callbacksSent === 2)
+    await applyReceipts()
+    expect(await status(id)).toBe('delivered')
+    await sending
+    const [row] = await w.t.db.query('SELECT status, provider_ref FROM notifications WHERE id = $1', [id])
+    expect(row).toEqual({ status: 'delivered', provider_ref: twilio.ledger[0].id })
+  })
+
+  it('duplicates change nothing, a late pending does not undo delivered, an unknown one is counted, a forged one refused', async () => {
+    const id = await text('+1 212 555 0100')
+    await step(send())
+    await until(() => twilio.stats.callbacksSent === 2)
+    await applyReceipts()
+    const post = (path: string, body: object) => fetch(`${publicUrl}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
+    const token = vonageToken(SECRET)
+    expect((await post(`/receipts/vonage/${token}`, { messageId: 'X', status: 'accepted', 'client-ref': id, 'err-code': '0' })).status).toBe(204)
+    expect((await post(`/receipts/vonage/${token}`, { messageId: 'X', status: 'delivered', 'client-ref': id, 'err-code': '0' })).status).toBe(204)
+    expect(await applyReceipts()).toEqual({ applied: 2 })
+    expect(await status(id)).toBe('delivered')
+    expect((await post(`/receipts/vonage/${token}`, { messageId: 'Y', status: 'delivered', 'client-ref': '3f0c3c53-2f53-4b8e-8c4c-5d5d0a7f3f11' })).status).toBe(204)
+    expect(await applyReceipts()).toEqual({ applied: 0, waiting: 1 })
+    for (let i = 0; i < 4; i++) {
+      await w.t.db.query('UPDATE sms_receipts SET retry_at = now()')
+      await applyReceipts()
+    }
+    const [r] = await w.t.db.query('SELECT count(*)::int AS n FROM sms_receipts WHERE unknown_at IS NOT NULL')
+    expect(r.n).toBe(1)
+    expect((await post('/receipts/vonage/wrong-token', { status: 'delivered' })).status).toBe(403)
+    const forged = await fetch(`${publicUrl}/receipts/twilio?notification=${id}`, {
+      method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-twilio-signature': 'AAAA' }, body: 'MessageSid=SM1&MessageStatus=undelivered',
+    })
+    expect(forged.status).toBe(403)
+    expect(await status(id)).toBe('delivered')
+  })
+})
