@@ -6,7 +6,10 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { createServer, type AddressInfo } from 'node:net'
 import { once } from 'node:events'
+import notifyClient from 'notifications-node-client'
 import { FIXTURES, tempDir } from './helpers/files.ts'
+
+const { NotifyClient } = notifyClient as { NotifyClient: new (base: string, key: string) => any }
 
 const run = promisify(execFile)
 const tmp = tempDir()
@@ -26,7 +29,8 @@ async function freePort(): Promise<number> {
 describe('herald start', () => {
   it('ingests a file dropped in the inbox, while other herald commands share its database', async () => {
     const metricsPort = await freePort()
-    const start = spawn(process.execPath, [BIN, 'start'], { env: { ...env, HERALD_METRICS_PORT: String(metricsPort) }, stdio: ['ignore', 'pipe', 'pipe'] })
+    const httpPort = await freePort()
+    const start = spawn(process.execPath, [BIN, 'start'], { env: { ...env, HERALD_METRICS_PORT: String(metricsPort), HERALD_HTTP_PORT: String(httpPort) }, stdio: ['ignore', 'pipe', 'pipe'] })
     let out = ''
     let logs = ''
     start.stdout.on('data', (d) => (out += d))
@@ -91,6 +95,24 @@ describe('herald start', () => {
       // Two of the fixture's people share a phone and a test date: one code reaches that phone (the second is a 409).
       expect(new Set(ledger.map((e) => e.phone)).size).toBe(ledger.length)
       expect(status.notices.find((n: any) => n.state === 'issued')?.notices).toBe(3)
+
+      // Messaging: a service, key and template from the CLI; a text sent with GOV.UK Notify's own
+      // client to herald start's API, handed to the Twilio sandbox and delivered.
+      const cli = async (...args: string[]) => JSON.parse((await run(process.execPath, [BIN, ...args, '--json'], { env })).stdout)
+      await cli('service', 'create', 'Clinic', '--sender', 'NYSDOH')
+      const { key } = await cli('key', 'create', '--service', 'Clinic', '--name', 'live', '--type', 'normal')
+      const template = await cli('template', 'create', '--service', 'Clinic', '--name', 'ready', '--body', 'Hi ((name)), your result is ready.')
+      expect(out).toContain(`api       http://127.0.0.1:${httpPort}`)
+      const notify = new NotifyClient(`http://127.0.0.1:${httpPort}`, key)
+      const sent = (await notify.sendSms(template.id, '+1 212 555 0100', { personalisation: { name: 'Ada' } })).data
+      let got: any
+      for (let i = 0; i < 100 && got?.status !== 'delivered'; i++) {
+        await new Promise((r) => setTimeout(r, 300))
+        got = (await notify.getNotificationById(sent.id)).data
+      }
+      expect(got).toMatchObject({ status: 'delivered', body: 'Hi Ada, your result is ready.', phone_number: '+1 212 555 0100' })
+      const sms = /sandbox   sms \(twilio\) at (http:\/\/127\.0\.0\.1:\d+)/.exec(out)![1]
+      expect((await (await fetch(`${sms}/sandbox/ledger`)).json()).map((e: any) => e.body)).toEqual(['Hi Ada, your result is ready.'])
     } finally {
       start.kill('SIGTERM')
       // A process that does not stop must not outlive the test: it would hold its port and poll on.
