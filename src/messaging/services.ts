@@ -102,7 +102,7 @@ export const templateRow = (r: Record<string, any>): Template => ({
 /** A team member or guest-list entry: a number (E.164) a team key may text. */
 export async function addRecipient(db: Queryable, sealer: Sealer, serviceId: string, e164: string, kind: 'member' | 'guest', name?: string) {
   await db.query(
-    `INSERT INTO service_recipients (service_id, phone_hash, phone_ct, kind, name) VALUES ($1, $2, $3, $4, $5)
-     ON CONFLICT (service_id, phone_hash) DO UPDATE SET kind = excluded.kind, name = coalesce(excluded.name, service_recipients.name)`,
-    [serviceId, sealer.hash(e164), sealer.seal(e164), kind, name ?? null])
+    `INSERT INTO service_recipients (service_id, phone_hash, phone_ct, kind, name_ct) VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT (service_id, phone_hash) DO UPDATE SET kind = excluded.kind, name_ct = coalesce(excluded.name_ct, service_recipients.name_ct)`,
+    [serviceId, sealer.hash(e164), sealer.seal(e164), kind, name ? sealer.seal(name) : null])
 }

@@ -1,6 +1,7 @@
 /** Sending: the send engine hands texts to two SMS sandboxes (Twilio's and Vonage's APIs) through the real adapters, fails over, and receipts come back. */
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import type { FastifyInstance } from 'fastify'
+import { Writable } from 'node:stream'
 import notifyClient from 'notifications-node-client'
 import { startHttpServer } from '../../src/http/server.ts'
 import { createLogger } from '../../src/log.ts'
@@ -17,7 +18,9 @@ import { messagingWorld, sealer } from '../helpers/messaging.ts'
 
 const { NotifyClient } = notifyClient as { NotifyClient: new (base: string, key: string) => any }
 const w = messagingWorld()
-const log = createLogger('silent')
+// Everything the engines and receipt routes log in this file, scanned for numbers and names at the end.
+let captured = ''
+const log = createLogger('debug', new Writable({ write(chunk, _e, done) { captured += chunk; done() } }))
 let receiptsApp: FastifyInstance
 let publicUrl: string
 let twilio: SmsSandbox
@@ -182,5 +185,13 @@ describe('receipts', () => {
     })
     expect(forged.status).toBe(403)
     expect(await status(id)).toBe('delivered')
+  })
+})
+
+describe('logs', () => {
+  it('of everything above name no number and no personalisation', () => {
+    expect(captured).toContain('texts handed to providers')
+    expect(captured).toContain('SMS provider failed')
+    for (const pii of ['2125550', '212 555', '555 0100', 'Ada', 'Hello']) expect(captured, pii).not.toContain(pii)
   })
 })

@@ -63,7 +63,7 @@ CREATE TABLE service_recipients (
   phone_hash  bytea NOT NULL,
   phone_ct    bytea NOT NULL,
   kind        text NOT NULL CHECK (kind IN ('member', 'guest')),
-  name        text,
+  name_ct     bytea,                      -- their name, sealed like the number
   added_at    timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (service_id, phone_hash)
 );
