@@ -10,7 +10,7 @@ import { runCommand } from './cli/run.ts'
 import { casesCommand, casesRetryCommand } from './cli/casesync.ts'
 import { exposureRetryCommand, exposureStatusCommand } from './cli/exposure.ts'
 import { withDb } from './cli/context.ts'
-import { keyCreateCommand, keyRevokeCommand, memberAddCommand, serviceCreateCommand, serviceListCommand, templateArchiveCommand, templateCreateCommand,
+import { jobCancelCommand, jobCreateCommand, jobsCommand, keyCreateCommand, keyRevokeCommand, memberAddCommand, serviceCreateCommand, serviceListCommand, templateArchiveCommand, templateCreateCommand,
   templateUpdateCommand } from './cli/messaging.ts'
 import { CountyListError } from './link/counties.ts'
 import { errorText } from './log.ts'
@@ -32,6 +32,7 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
 })
 
 const program = new Command('herald')
+  .enablePositionalOptions() // `herald jobs --service S` and `herald jobs create --service S` each take their own
   .description('Lab results in, cases synced, residents notified. Configuration: environment variables (see README).')
   .showHelpAfterError()
 
@@ -153,6 +154,20 @@ member.command('add').description('add a team member (or, with --guest, a guest 
   .option('--name <name>', 'their name')
   .option('--guest', 'a guest list entry rather than a team member')
   .action((opts) => memberAddCommand(opts))
+
+const jobs = program.command('jobs').description('bulk jobs: a CSV of recipients for one template; progress of each')
+  .enablePositionalOptions()
+  .option('--service <id>', 'one service only')
+  .option('--json', 'print JSON')
+  .action((opts) => jobsCommand(opts))
+jobs.command('create').description('upload a CSV ("phone number" column, one per placeholder): every row is checked first')
+  .argument('<file>')
+  .requiredOption('--service <id>', 'service id or name')
+  .requiredOption('--template <id>', 'template id')
+  .option('--at <time>', 'send at this time (ISO 8601) instead of now')
+  .option('--json', 'print JSON')
+  .action((file, opts) => jobCreateCommand(file, opts))
+jobs.command('cancel').description('cancel a job, with its texts not yet sent').argument('<id>').action((id) => jobCancelCommand(id))
 
 const generate = program.command('generate').description('write synthetic data for demos and benchmarks')
 generate.command('eclrs').description('a realistic synthetic ECLRS export (fake people)')

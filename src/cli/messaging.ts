@@ -1,5 +1,9 @@
 /** `herald service|key|template|member …`: setting up who may send what, from the command line. */
 import { readFileSync } from 'node:fs'
+import { basename } from 'node:path'
+import { Directory } from '../messaging/api/directory.ts'
+import { cancelJob, createJob } from '../messaging/jobs/jobs.ts'
+import { storeFor } from '../storage/index.ts'
 import { messagingKeys } from '../messaging/index.ts'
 import { KEY_TYPES, type KeyType } from '../messaging/keys.ts'
 import { checkPhone } from '../messaging/phone.ts'
@@ -76,5 +80,45 @@ export async function memberAddCommand(o: { service: string; phone: string; name
     if (!p.ok) throw new Error(`--phone: ${p.message}`)
     await addRecipient(db, messagingKeys(config).sealer, service.id, p.e164, o.guest ? 'guest' : 'member', o.name)
     console.log(`${o.guest ? 'guest list entry' : 'team member'} added to ${service.name}: team keys may text this number`)
+  })
+}
+
+export async function jobsCommand(o: { service?: string; json?: boolean }) {
+  return withDb(async ({ db }) => {
+    const service = o.service ? await findService(db, o.service) : undefined
+    const rows = await db.query(
+      `SELECT j.id, s.name AS service, j.original_name, j.status, j.rows, j.rows_done, j.scheduled_for, j.created_at, j.finished_at, j.error,
+              (SELECT count(*) FILTER (WHERE n.status = 'delivered') FROM notifications n WHERE n.job_id = j.id)::int AS delivered,
+              (SELECT count(*) FILTER (WHERE n.status LIKE '%failure') FROM notifications n WHERE n.job_id = j.id)::int AS failed
+       FROM jobs j JOIN services s ON s.id = j.service_id WHERE ($1::uuid IS NULL OR j.service_id = $1) ORDER BY j.created_at DESC LIMIT 50`, [service?.id ?? null])
+    print(o.json, rows, rows.length ? table(rows.map((r) => ({
+      id: r.id, service: r.service, file: r.original_name, status: r.status, progress: `${r.rows_done}/${r.rows}`, delivered: r.delivered, failed: r.failed,
+      when: r.scheduled_for ? `at ${new Date(r.scheduled_for).toISOString()}` : new Date(r.created_at).toISOString(), error: r.error ?? '',
+    }))) : 'no jobs yet: herald jobs create FILE --service S --template T')
+  })
+}
+
+export async function jobCreateCommand(file: string, o: { service: string; template: string; at?: string; json?: boolean }) {
+  const at = o.at ? new Date(o.at) : undefined
+  if (at && Number.isNaN(at.getTime())) throw new Error(`--at: "${o.at}" is not a date and time (e.g. 2026-11-24T09:00:00-05:00)`)
+  return withDb(async ({ db, config }) => {
+    const service = await findService(db, o.service)
+    const dir = new Directory(db, 0)
+    const template = await dir.template(service.id, o.template)
+    if (!template || template.archived) throw new Error(`no template ${o.template} in service ${service.name}`)
+    const { sealer } = messagingKeys(config)
+    const r = await createJob({ db, dir, sealer, region: config.exposure.defaultRegion, store: storeFor(config.messaging.jobStore, config) }, {
+      service, template, keyType: 'normal', apiKeyId: null, csv: readFileSync(file), name: basename(file), scheduledFor: at, createdBy: process.env.USER || 'herald' })
+    if (!r.ok) throw new Error(`${file} was not accepted:\n  ${r.errors.join('\n  ')}`)
+    print(o.json, r, `job ${r.id}: ${r.rows} texts, ${r.status}${at ? ` for ${at.toISOString()}` : ''}; follow it with herald jobs`)
+  })
+}
+
+export async function jobCancelCommand(id: string) {
+  return withDb(async ({ db }) => {
+    const [job] = await db.query('SELECT service_id, status FROM jobs WHERE id::text = $1', [id])
+    if (!job) throw new Error(`no job ${id}`)
+    if (!(await cancelJob(db, job.service_id, id))) throw new Error(`job ${id} is ${job.status}: it cannot be cancelled`)
+    console.log(`job ${id} cancelled, with its texts not yet sent`)
   })
 }
