@@ -1,7 +1,7 @@
 /** Bulk jobs: a CSV uploaded through the API, checked row by row, kept in the object store, turned into notifications in bulk; progress, scheduling, cancelling. */
 import { describe, expect, it } from 'vitest'
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
-import { SignJWT } from 'jose'
+import { createSigner } from 'fast-jwt'
 import { createLogger } from '../../src/log.ts'
 import { jobsEngine } from '../../src/messaging/jobs/jobs.ts'
 import { LocalStore } from '../../src/storage/local.ts'
@@ -12,7 +12,7 @@ const engine = () => jobsEngine({ sealer, region: 'US', store: new LocalStore(jo
 
 async function api(method: string, path: string, body?: object) {
   const secret = w.keys.normal.slice(-36)
-  const jwt = await new SignJWT({ iss: w.service.id, iat: Math.floor(Date.now() / 1000) }).setProtectedHeader({ alg: 'HS256', typ: 'JWT' }).sign(new TextEncoder().encode(secret))
+  const jwt = createSigner({ key: secret, algorithm: 'HS256' })({ iss: w.service.id })
   const res = await fetch(`${w.url}${path}`, {
     method, headers: { authorization: `Bearer ${jwt}`, ...(body ? { 'content-type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined,
   })
