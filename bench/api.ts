@@ -38,6 +38,7 @@ const { values: args } = parseArgs({
     pool: { type: 'string', default: '8' },
     tool: { type: 'string', default: 'autocannon' },
     port: { type: 'string', default: '6077' },
+    profile: { type: 'string' }, // a folder: each API process writes a CPU profile there (--cpu-prof)
     json: { type: 'boolean', default: false },
   },
 })
@@ -50,6 +51,7 @@ if (cluster.isWorker) {
   const config = loadConfig(env(process.env.BENCH_DB!))
   const db = new PostgresDb('postgres', { connectionString: config.databaseUrl, max: Number(args.pool) })
   await startHttpServer('127.0.0.1', Number(args.port), [messagingRoutes(config, db, createLogger('silent'))])
+  process.once('SIGTERM', () => process.exit(0))
   process.send!('ready')
 } else {
   await main()
@@ -66,6 +68,7 @@ async function main() {
     const service = await createService(db, { name: 'Bench', smsSender: 'BENCH', rateLimit: 1_000_000_000, messageLimit: 1_000_000_000 })
     const { key } = await createKey(db, messagingKeys(config).secrets, service.id, 'live', 'normal')
     const template = await createTemplate(db, service.id, 'Result', 'Hello ((name)), your test result is ready. Reference ((ref)).', 'bench')
+    if (args.profile) cluster.setupPrimary({ execArgv: [...process.execArgv, '--cpu-prof', `--cpu-prof-dir=${args.profile}`] })
     for (let i = 0; i < Number(args.workers); i++) {
       const w = cluster.fork({ BENCH_DB: name })
       workers.push(w)
@@ -96,7 +99,8 @@ async function main() {
       process.exitCode = 1
     }
   } finally {
-    for (const w of workers) w.kill()
+    // SIGTERM lets a profiled worker write its profile on the way out.
+    await Promise.all(workers.map((w) => new Promise((resolve) => w.once('exit', resolve).process.kill('SIGTERM'))))
     await db.close()
     await admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
   }

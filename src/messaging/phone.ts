@@ -9,7 +9,17 @@ export type PhoneCheck =
   | { ok: true; e164: string; international: boolean }
   | { ok: false; message: string; international?: boolean }
 
+// The API checks a number at its schema stage and again with the rest of the text: keep the last answer.
+let last: { raw: string; region: string; result: PhoneCheck } | undefined
+
 export function checkPhone(raw: string, region: string): PhoneCheck {
+  if (last && last.raw === raw && last.region === region) return last.result
+  const result = check(raw, region)
+  last = { raw, region, result }
+  return result
+}
+
+function check(raw: string, region: string): PhoneCheck {
   const text = raw.trim()
   if (/[^\d\s()+\-.]/.test(text)) return { ok: false, message: 'Must not contain letters or symbols' }
   const length = validatePhoneNumberLength(text, region as CountryCode)

@@ -38,44 +38,54 @@ const group = <T>(items: T[], key: (t: T) => string) => {
   return m
 }
 
+/**
+ * Takes from rows that may not exist yet: the UPDATE first (the steady state: one statement), then,
+ * for the keys it did not find, the rows are created and those keys taken from.
+ */
+async function takeFrom<K extends { key: string }>(wanted: K[], update: (ws: K[]) => Promise<{ key: string; granted: number }[]>, create: (ws: K[]) => Promise<unknown>) {
+  const got = new Map((await update(wanted)).map((r) => [r.key, r.granted]))
+  const missing = wanted.filter((w) => !got.has(w.key))
+  if (missing.length) {
+    await create(missing)
+    for (const r of await update(missing)) got.set(r.key, r.granted)
+  }
+  return got
+}
+
 /** Admits a batch in one transaction; answers each notification in order. */
 export async function admitBatch(tx: Queryable, batch: NewNotification[]): Promise<Admission[]> {
   const answers = new Map<NewNotification, Admission>()
   // Rate limit: tokens refill at rate_limit a minute, up to rate_limit; a full bucket to begin with.
   const byBucket = group(batch, (n) => `${n.service.id}/${n.keyType}`)
-  const buckets = [...byBucket.values()].map((ns) => ({ s: ns[0].service.id, k: ns[0].keyType, n: ns.length, lim: ns[0].service.rateLimit }))
-  await tx.query(`INSERT INTO rate_buckets (service_id, key_type, tokens) SELECT s, k, lim FROM unnest($1::uuid[], $2::text[], $3::int[]) AS w(s, k, lim)
-    ON CONFLICT DO NOTHING`, [buckets.map((b) => b.s), buckets.map((b) => b.k), buckets.map((b) => b.lim)])
-  const granted = await tx.query(
+  const buckets = [...byBucket.entries()].map(([key, ns]) => ({ key, s: ns[0].service.id, k: ns[0].keyType, n: ns.length, lim: ns[0].service.rateLimit }))
+  const rate = await takeFrom(buckets, (bs) => tx.query(
     `WITH w AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::int[]) AS w(s, k, n, lim)),
      cur AS (SELECT b.service_id, b.key_type, w.n,
                     least(w.lim::float8, b.tokens + extract(epoch FROM clock_timestamp() - b.refilled_at) * w.lim / 60.0) AS avail
              FROM rate_buckets b JOIN w ON b.service_id = w.s AND b.key_type = w.k ORDER BY 1, 2 FOR UPDATE OF b)
      UPDATE rate_buckets b SET tokens = c.avail - least(c.n, floor(c.avail)), refilled_at = clock_timestamp()
      FROM cur c WHERE b.service_id = c.service_id AND b.key_type = c.key_type
-     RETURNING b.service_id::text AS s, b.key_type AS k, least(c.n, floor(c.avail))::int AS granted`,
-    [buckets.map((b) => b.s), buckets.map((b) => b.k), buckets.map((b) => b.n), buckets.map((b) => b.lim)])
+     RETURNING b.service_id::text || '/' || b.key_type AS key, least(c.n, floor(c.avail))::int AS granted`,
+    [bs.map((b) => b.s), bs.map((b) => b.k), bs.map((b) => b.n), bs.map((b) => b.lim)]) as Promise<{ key: string; granted: number }[]>,
+  (bs) => tx.query(`INSERT INTO rate_buckets (service_id, key_type, tokens) SELECT s, k, lim FROM unnest($1::uuid[], $2::text[], $3::int[]) AS w(s, k, lim)
+    ON CONFLICT DO NOTHING`, [bs.map((b) => b.s), bs.map((b) => b.k), bs.map((b) => b.lim)]))
   const within: NewNotification[] = []
-  for (const g of granted) {
-    byBucket.get(`${g.s}/${g.k}`)!.forEach((n, i) => (i < g.granted ? within.push(n) : answers.set(n, { ok: false, limit: 'rate' })))
-  }
+  for (const [key, ns] of byBucket) ns.forEach((n, i) => (i < (rate.get(key) ?? 0) ? within.push(n) : answers.set(n, { ok: false, limit: 'rate' })))
+
   // Daily limit: live and team keys only, per day in the service's time zone.
-  const counted = within.filter((n) => n.keyType !== 'test')
-  const byService = group(counted, (n) => n.service.id)
-  const days = [...byService.values()].map((ns) => ({ s: ns[0].service.id, n: ns.length, lim: ns[0].service.messageLimit, tz: ns[0].service.timezone }))
-  const today = new Map<string, number>()
-  if (days.length > 0) {
-    const params = [days.map((d) => d.s), days.map((d) => d.n), days.map((d) => d.lim), days.map((d) => d.tz)]
-    await tx.query(`INSERT INTO daily_counts (service_id, day) SELECT s, (now() AT TIME ZONE tz)::date FROM unnest($1::uuid[], $2::text[]) AS w(s, tz)
-      ON CONFLICT DO NOTHING`, [params[0], params[3]])
-    for (const r of await tx.query(
-      `WITH w AS (SELECT s, n, lim, (now() AT TIME ZONE tz)::date AS day FROM unnest($1::uuid[], $2::int[], $3::int[], $4::text[]) AS w(s, n, lim, tz)),
-       cur AS (SELECT d.service_id, d.day, greatest(0, least(w.n, w.lim - d.texts)) AS granted FROM daily_counts d
-               JOIN w ON d.service_id = w.s AND d.day = w.day ORDER BY 1 FOR UPDATE OF d)
-       UPDATE daily_counts d SET texts = d.texts + c.granted FROM cur c WHERE d.service_id = c.service_id AND d.day = c.day
-       RETURNING d.service_id::text AS s, c.granted`, params)) today.set(r.s, r.granted)
-  }
+  const byService = group(within.filter((n) => n.keyType !== 'test'), (n) => n.service.id)
+  const days = [...byService.entries()].map(([key, ns]) => ({ key, n: ns.length, lim: ns[0].service.messageLimit, tz: ns[0].service.timezone }))
+  const today = days.length === 0 ? new Map<string, number>() : await takeFrom(days, (ds) => tx.query(
+    `WITH w AS (SELECT s, n, lim, (now() AT TIME ZONE tz)::date AS day FROM unnest($1::uuid[], $2::int[], $3::int[], $4::text[]) AS w(s, n, lim, tz)),
+     cur AS (SELECT d.service_id, d.day, greatest(0, least(w.n, w.lim - d.texts)) AS granted FROM daily_counts d
+             JOIN w ON d.service_id = w.s AND d.day = w.day ORDER BY 1 FOR UPDATE OF d)
+     UPDATE daily_counts d SET texts = d.texts + c.granted FROM cur c WHERE d.service_id = c.service_id AND d.day = c.day
+     RETURNING d.service_id::text AS key, c.granted`,
+    [ds.map((d) => d.key), ds.map((d) => d.n), ds.map((d) => d.lim), ds.map((d) => d.tz)]) as Promise<{ key: string; granted: number }[]>,
+  (ds) => tx.query(`INSERT INTO daily_counts (service_id, day) SELECT s, (now() AT TIME ZONE tz)::date FROM unnest($1::uuid[], $2::text[]) AS w(s, tz)
+    ON CONFLICT DO NOTHING`, [ds.map((d) => d.key), ds.map((d) => d.tz)]))
   for (const [s, ns] of byService) ns.forEach((n, i) => (i < (today.get(s) ?? 0) ? null : answers.set(n, { ok: false, limit: 'daily' })))
+
   const admitted = within.filter((n) => !answers.has(n))
   const at = new Date()
   await tx.copyInto('notifications', NOTIFICATION_COLUMNS, admitted.map((n) => notificationRow(n, at)))
@@ -83,13 +93,13 @@ export async function admitBatch(tx: Queryable, batch: NewNotification[]): Promi
   return batch.map((n) => answers.get(n)!)
 }
 
-/** Collects the requests of the moment and admits them together, at most two batches in flight. */
+/** Collects the requests of the moment and admits them together, at most `maxInFlight` batches in flight. */
 export class Admitter {
   private queue: { n: NewNotification; resolve: (a: Admission) => void; reject: (e: unknown) => void }[] = []
   private inFlight = 0
   private scheduled = false
 
-  constructor(private readonly db: Db, private readonly maxBatch = 500, private readonly maxInFlight = 2) {}
+  constructor(private readonly db: Db, private readonly maxBatch = 500, private readonly maxInFlight = 4) {}
 
   admit(n: NewNotification): Promise<Admission> {
     return new Promise((resolve, reject) => {
