@@ -1,0 +1,130 @@
+/**
+ * Bulk job benchmark: a CSV of N rows from upload to every text handed to the SMS sandbox (Twilio's
+ * API, a process of its own). Rows per second, end to end and per stage.
+ *
+ *   npm run bench:jobs [-- --rows 100000 --latency 0 --concurrency 64 --db postgres|pglite --pool 8 --json]
+ *
+ * Stages: upload (every row checked, the file put in the object store, the job recorded), then the
+ * jobs engine (notifications created 2,000 at a time by COPY) and the send engine (rendered, counted,
+ * handed to the provider, --concurrency at a time) running side by side as `herald start` runs them.
+ * No delivery receipts (the texts carry no callback URL): only the way out is measured.
+ */
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { performance } from 'node:perf_hooks'
+import { parseArgs } from 'node:util'
+import { loadConfig } from '../src/config.ts'
+import { migrate } from '../src/db/migrate.ts'
+import { PostgresDb } from '../src/db/postgres.ts'
+import type { Db } from '../src/db/types.ts'
+import { runEngines } from '../src/engine/runner.ts'
+import { createLogger } from '../src/log.ts'
+import { Directory } from '../src/messaging/api/directory.ts'
+import { messagingKeys } from '../src/messaging/index.ts'
+import { createJob, jobsEngine } from '../src/messaging/jobs/jobs.ts'
+import { sendEngine } from '../src/messaging/send/engine.ts'
+import { registerProviders } from '../src/messaging/send/providers.ts'
+import { TwilioSms } from '../src/messaging/send/twilio.ts'
+import { createService, createTemplate } from '../src/messaging/services.ts'
+import { LocalStore } from '../src/storage/local.ts'
+import { defaultDb, spawnSandbox } from './process.ts'
+import { admin, open, targetUrl } from './targets.ts'
+
+const { values: args } = parseArgs({
+  options: {
+    rows: { type: 'string', default: '100000' },
+    latency: { type: 'string', default: '0' },
+    concurrency: { type: 'string', default: '64' },
+    db: { type: 'string' },
+    pool: { type: 'string', default: '8' },
+    json: { type: 'boolean', default: false },
+  },
+})
+const N = Number(args.rows)
+if (!Number.isInteger(N) || N < 1 || N > 5_600_000) throw new Error('--rows must be a whole number from 1 to 5,600,000')
+const progress = (msg: string) => process.stderr.write(`${msg}\n`)
+const log = createLogger('silent')
+const r1 = (x: number) => Math.round(x * 10) / 10
+
+/** N rows of distinct valid numbers: 212-(200…999)-(0000…6999), clear of the sandbox's failure patterns (7xxx). */
+function csv(n: number): Buffer {
+  const lines = ['phone number,name,ref']
+  for (let i = 0; i < n; i++) lines.push(`+1 212 ${200 + Math.floor(i / 7000)} ${String(i % 7000).padStart(4, '0')},Person ${i},R${i}`)
+  return Buffer.from(lines.join('\n'))
+}
+
+async function main() {
+  const kind = args.db ?? (await defaultDb())
+  const name = `herald_bench_jobs_${process.pid}`
+  const dir = mkdtempSync(join(tmpdir(), 'herald-bench-jobs-'))
+  let db: Db | undefined
+  const sms = await spawnSandbox('sms', ['--provider', 'twilio', '--account-sid', 'ACbench', '--auth-token', 'bench', '--latency', String(args.latency)])
+  try {
+    if (kind === 'postgres') {
+      await admin(`CREATE DATABASE ${name}`)
+      db = new PostgresDb('postgres', { connectionString: targetUrl(name), max: Number(args.pool) })
+    } else {
+      mkdirSync(join(dir, 'pg'))
+      db = await open(`pglite:${join(dir, 'pg')}`)
+    }
+    await migrate(db)
+    const config = loadConfig({ HERALD_SECRET_KEY: 'bench-secret-key-bench-secret-key-0123456789' })
+    const { sealer } = messagingKeys(config)
+    const service = await createService(db, { name: 'Bench', smsSender: 'BENCH', messageLimit: 100_000_000 })
+    const template = await createTemplate(db, service.id, 'Result', 'Hello ((name)), your test result is ready. Reference ((ref)).', 'bench')
+    const store = new LocalStore(join(dir, 'jobs'))
+    const file = csv(N)
+    progress(`${kind}: ${N} rows (${(file.length / 2 ** 20).toFixed(1)} MB), SMS sandbox at ${sms.url}, latency ${args.latency} ms, send concurrency ${args.concurrency}`)
+
+    const t0 = performance.now()
+    const job = await createJob({ db, dir: new Directory(db, 0), sealer, region: 'US', store }, {
+      service, template: (await new Directory(db, 0).template(service.id, template.id))!, keyType: 'normal', apiKeyId: null, csv: file, name: 'bench.csv', createdBy: 'bench' })
+    if (!job.ok) throw new Error(`upload refused: ${job.errors.slice(0, 3).join('; ')}`)
+    const t1 = performance.now()
+    progress(`upload: ${r1((t1 - t0) / 1000)} s (${Math.round(N / ((t1 - t0) / 1000))} rows/s checked)`)
+
+    const provider = new TwilioSms({ url: sms.url, accountSid: 'ACbench', authToken: 'bench', timeoutMs: 30_000 })
+    await registerProviders(db, ['twilio'])
+    let jobDone: number | undefined
+    const ticker = setInterval(async () => {
+      const [r] = await db!.query(`SELECT (SELECT rows_done FROM jobs) AS made, count(*) FILTER (WHERE status <> 'created')::int AS handed FROM notifications`)
+      if (r.made === N && jobDone === undefined) jobDone = performance.now()
+      progress(`${r1((performance.now() - t1) / 1000)} s: ${r.made} notifications made, ${r.handed} handed to the provider`)
+    }, 2000)
+    try {
+      await runEngines(db, [
+        jobsEngine({ sealer, region: 'US', store }, log),
+        sendEngine({ providers: [provider], sealer, region: 'US', concurrency: Number(args.concurrency), recoverySeconds: 300, log }),
+      ], { untilIdle: true, pollIntervalMs: 100, signal: new AbortController().signal, log })
+    } finally {
+      clearInterval(ticker)
+      await provider.close()
+    }
+    const t2 = performance.now()
+    const stats = await sms.get<{ accepted: number }>('/sandbox/stats')
+    const [c] = await db.query(`SELECT count(*)::int AS n, count(*) FILTER (WHERE status = 'sending')::int AS sending, count(DISTINCT job_row)::int AS rows FROM notifications`)
+    const seconds = (t2 - t0) / 1000
+    const result = {
+      db: kind, rows: N, latency_ms: Number(args.latency), concurrency: Number(args.concurrency), upload_s: r1((t1 - t0) / 1000),
+      create_and_send_s: r1((t2 - t1) / 1000), total_s: r1(seconds), rows_per_s: Math.round(N / seconds),
+      notifications: c.n, distinct_rows: c.rows, sending: c.sending, handed_to_sandbox: stats.accepted,
+      peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
+      check: c.n === N && c.rows === N && stats.accepted === N ? 'pass' : 'FAIL',
+    }
+    console.log(JSON.stringify(result, null, 2))
+    if (!args.json) {
+      console.log('\n| db | rows | upload s | create + send s | total s | rows/s | handed to sandbox | check |')
+      console.log('| --- | --- | --- | --- | --- | --- | --- | --- |')
+      console.log(`| ${kind} | ${N.toLocaleString('en-US')} | ${result.upload_s} | ${result.create_and_send_s} | ${result.total_s} | ${result.rows_per_s.toLocaleString('en-US')} | ${stats.accepted.toLocaleString('en-US')} | ${result.check} |`)
+    }
+    if (result.check !== 'pass') process.exitCode = 1
+  } finally {
+    await sms.close()
+    await db?.close()
+    if (kind === 'postgres') await admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch(() => {})
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+await main()
