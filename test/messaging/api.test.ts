@@ -3,7 +3,11 @@ import { describe, expect, it } from 'vitest'
 import { createSigner } from 'fast-jwt'
 import notifyClient from 'notifications-node-client'
 import { archiveTemplate, createKey, createService, revokeKey, addRecipient } from '../../src/messaging/services.ts'
-import { messagingWorld, sealer, secrets } from '../helpers/messaging.ts'
+import { startHttpServer } from '../../src/http/server.ts'
+import { createLogger } from '../../src/log.ts'
+import { messagingRoutes } from '../../src/messaging/index.ts'
+import { onPostgres } from '../helpers/db.ts'
+import { config, messagingWorld, sealer, secrets } from '../helpers/messaging.ts'
 
 const { NotifyClient } = notifyClient as { NotifyClient: new (base: string, key: string) => any }
 const w = messagingWorld()
@@ -200,5 +204,24 @@ describe('limits', () => {
     expect(await failure(client(w.keys.team).sendSms(w.template.id, PHONE, p)))
       .toEqual({ status: 429, errors: [{ error: 'TooManyRequestsError', message: 'Exceeded send limits (sms: 4) for today' }] })
     expect((await client(w.keys.test).sendSms(w.template.id, PHONE, p)).status).toBe(201)
+  })
+})
+
+describe.skipIf(!onPostgres)('limits across API processes', () => {
+  it('two API servers on their own connections to one database admit exactly the rate limit between them', async () => {
+    await w.t.db.query('UPDATE services SET rate_limit = 10 WHERE id = $1', [w.service.id])
+    const other = w.t.connectAgain()
+    const second = await startHttpServer('127.0.0.1', 0, [messagingRoutes(config, other, createLogger('silent'))])
+    try {
+      const a = second.server.address()
+      const urls = [w.url, `http://127.0.0.1:${typeof a === 'object' && a ? a.port : 0}`]
+      const results = await Promise.allSettled(Array.from({ length: 30 }, (_, i) =>
+        new NotifyClient(urls[i % 2], w.keys.normal).sendSms(w.template.id, PHONE, { personalisation: { name: 'A', ref: String(i) } })))
+      expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(10)
+      const [{ n }] = await w.t.db.query('SELECT count(*)::int AS n FROM notifications')
+      expect(n).toBe(10)
+    } finally {
+      await second.close()
+    }
   })
 })
