@@ -52,9 +52,15 @@ async function takeFrom<K extends { key: string }>(wanted: K[], update: (ws: K[]
   return got
 }
 
-/** Admits a batch in one transaction; answers each notification in order. */
+/**
+ * Admits a batch in one transaction; answers each notification in order. The rows go in first and
+ * the limits are taken last, so the bucket and counter rows (which every API process shares) stay
+ * locked only for two statements and the commit; the rare refused rows are deleted again.
+ */
 export async function admitBatch(tx: Queryable, batch: NewNotification[]): Promise<Admission[]> {
   const answers = new Map<NewNotification, Admission>()
+  const at = new Date()
+  await tx.copyInto('notifications', NOTIFICATION_COLUMNS, batch.map((n) => notificationRow(n, at)))
   // Rate limit: tokens refill at rate_limit a minute, up to rate_limit; a full bucket to begin with.
   const byBucket = group(batch, (n) => `${n.service.id}/${n.keyType}`)
   const buckets = [...byBucket.entries()].map(([key, ns]) => ({ key, s: ns[0].service.id, k: ns[0].keyType, n: ns.length, lim: ns[0].service.rateLimit }))
@@ -86,11 +92,9 @@ export async function admitBatch(tx: Queryable, batch: NewNotification[]): Promi
     ON CONFLICT DO NOTHING`, [ds.map((d) => d.key), ds.map((d) => d.tz)]))
   for (const [s, ns] of byService) ns.forEach((n, i) => (i < (today.get(s) ?? 0) ? null : answers.set(n, { ok: false, limit: 'daily' })))
 
-  const admitted = within.filter((n) => !answers.has(n))
-  const at = new Date()
-  await tx.copyInto('notifications', NOTIFICATION_COLUMNS, admitted.map((n) => notificationRow(n, at)))
-  for (const n of admitted) answers.set(n, { ok: true, createdAt: at })
-  return batch.map((n) => answers.get(n)!)
+  const refused = batch.filter((n) => answers.has(n))
+  if (refused.length) await tx.query('DELETE FROM notifications WHERE id = ANY($1::uuid[])', [refused.map((n) => n.id)])
+  return batch.map((n) => answers.get(n) ?? { ok: true, createdAt: at })
 }
 
 /** Collects the requests of the moment and admits them together, at most `maxInFlight` batches in flight. */
