@@ -19,8 +19,21 @@ export class Sealer {
     this.macKey = deriveKey(secret, 'messaging:search')
   }
 
+  // IVs are taken from a pool of random bytes filled 4 KB at a time: one call to the system's random
+  // source per 341 seals instead of one each (a busy API seals two values a request).
+  private pool = Buffer.alloc(0)
+  private taken = 0
+
+  private iv(): Buffer {
+    if (this.taken + 12 > this.pool.length) {
+      this.pool = randomBytes(4092)
+      this.taken = 0
+    }
+    return this.pool.subarray(this.taken, (this.taken += 12))
+  }
+
   seal(text: string): Buffer {
-    const iv = randomBytes(12)
+    const iv = this.iv()
     const c = createCipheriv('aes-256-gcm', this.encKey, iv)
     const body = Buffer.concat([c.update(text, 'utf8'), c.final()])
     return Buffer.concat([Buffer.of(VERSION), iv, body, c.getAuthTag()])

@@ -32,6 +32,23 @@ export const NOTIFICATION_COLUMNS = ['id', 'service_id', 'template_id', 'templat
 export const notificationRow = (n: NewNotification, at: Date) => [n.id, n.service.id, n.templateId, n.templateVersion, n.apiKeyId, n.keyType,
   n.jobId ?? null, n.jobRow ?? null, n.reference, n.recipientHash, n.recipientCt, n.personalisationCt, n.international, at]
 
+/**
+ * One INSERT for a batch, every column an array parameter (bytes as hex): a statement in one round
+ * trip, where COPY takes two; for the API's small batches that is the cheaper way in.
+ */
+async function insertNotifications(tx: Queryable, batch: NewNotification[], at: Date) {
+  const hex = (b: Buffer | null) => (b ? b.toString('hex') : null)
+  await tx.query(
+    `INSERT INTO notifications (id, service_id, template_id, template_version, api_key_id, key_type, reference, recipient_hash, recipient_ct,
+       personalisation_ct, international, created_at)
+     SELECT id, s, t, v, k, kt, r, decode(rh, 'hex'), decode(rc, 'hex'), decode(pc, 'hex'), i, $12
+     FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::int[], $5::uuid[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::boolean[])
+       AS x(id, s, t, v, k, kt, r, rh, rc, pc, i)`,
+    [batch.map((n) => n.id), batch.map((n) => n.service.id), batch.map((n) => n.templateId), batch.map((n) => n.templateVersion),
+      batch.map((n) => n.apiKeyId), batch.map((n) => n.keyType), batch.map((n) => n.reference), batch.map((n) => hex(n.recipientHash)),
+      batch.map((n) => hex(n.recipientCt)), batch.map((n) => hex(n.personalisationCt)), batch.map((n) => n.international), at])
+}
+
 const group = <T>(items: T[], key: (t: T) => string) => {
   const m = new Map<string, T[]>()
   for (const t of items) m.set(key(t), [...(m.get(key(t)) ?? []), t])
@@ -60,7 +77,7 @@ async function takeFrom<K extends { key: string }>(wanted: K[], update: (ws: K[]
 export async function admitBatch(tx: Queryable, batch: NewNotification[]): Promise<Admission[]> {
   const answers = new Map<NewNotification, Admission>()
   const at = new Date()
-  await tx.copyInto('notifications', NOTIFICATION_COLUMNS, batch.map((n) => notificationRow(n, at)))
+  await insertNotifications(tx, batch, at)
   // Rate limit: tokens refill at rate_limit a minute, up to rate_limit; a full bucket to begin with.
   const byBucket = group(batch, (n) => `${n.service.id}/${n.keyType}`)
   const buckets = [...byBucket.entries()].map(([key, ns]) => ({ key, s: ns[0].service.id, k: ns[0].keyType, n: ns.length, lim: ns[0].service.rateLimit }))
