@@ -109,6 +109,7 @@ async function main() {
       db: kind, rows: N, latency_ms: Number(args.latency), concurrency: Number(args.concurrency), upload_s: r1((t1 - t0) / 1000),
       create_and_send_s: r1((t2 - t1) / 1000), total_s: r1(seconds), rows_per_s: Math.round(N / seconds),
       notifications: c.n, distinct_rows: c.rows, sending: c.sending, handed_to_sandbox: stats.accepted,
+      herald_cpu_s: r1(process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6), sandbox_cpu_s: sms.cpuSeconds(),
       peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
       check: c.n === N && c.rows === N && stats.accepted === N ? 'pass' : 'FAIL',
     }
