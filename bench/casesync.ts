@@ -29,7 +29,6 @@ import { casesyncOutEngine, commcareClient } from '../src/casesync/index.ts'
 import type { CommCareClient } from '../src/casesync/client.ts'
 import { loadConfig } from '../src/config.ts'
 import { migrate } from '../src/db/migrate.ts'
-import { PostgresDb } from '../src/db/postgres.ts'
 import type { Db, Queryable } from '../src/db/types.ts'
 import { COLUMNS } from '../src/ingest/eclrs/columns.ts'
 import { readRecords } from '../src/ingest/eclrs/records.ts'
@@ -39,7 +38,7 @@ import { linkUntilEmpty } from '../src/link/index.ts'
 import { createLogger } from '../src/log.ts'
 import { startCommCareSandbox, type CommCareSandbox } from '../src/sandbox/commcare/server.ts'
 import { defaultDb, spawnSandbox } from './process.ts'
-import { admin, ingest, open, targetUrl } from './targets.ts'
+import { freshDb, ingest } from './targets.ts'
 
 const { values: args } = parseArgs({
   options: {
@@ -383,22 +382,10 @@ async function main() {
   const dir = join(tmpdir(), 'herald-bench')
   mkdirSync(dir, { recursive: true })
   const file = await exportFile(dir, N)
-  const name = `herald_bench_casesync_${process.pid}`
-  const folder = join(dir, `casesync-pglite-${process.pid}`)
-  let db: Db | undefined
   let sandbox: Sandbox | undefined
-  let created = false
+  const fresh = await freshDb(kind, 'casesync', POOL)
+  const db = fresh.db
   try {
-    if (kind === 'postgres') {
-      await admin(`CREATE DATABASE ${name}`)
-      created = true
-      // As `herald start` opens it (src/db/connect.ts: max 8), unless --pool says otherwise.
-      db = new PostgresDb('postgres', { connectionString: targetUrl(name), max: POOL })
-    } else {
-      rmSync(folder, { recursive: true, force: true })
-      created = true
-      db = await open(`pglite:${folder}`)
-    }
     progress(`${kind}: migrating, loading counties, ingesting and linking ${file}`)
     await migrate(db)
     await db.transaction((tx) => saveCounties(tx, COUNTY_LIST))
@@ -451,11 +438,7 @@ async function main() {
     if (!phases.every((p) => p.check.pass)) process.exitCode = 1
   } finally {
     await sandbox?.close().catch((e) => progress(`closing the sandbox: ${e}`))
-    await db?.close().catch((e) => progress(`closing the database: ${e}`))
-    if (created) {
-      if (kind === 'postgres') await admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch((e) => progress(`dropping ${name}: ${e}`))
-      else rmSync(folder, { recursive: true, force: true })
-    }
+    await fresh.drop().catch((e) => progress(`dropping the database: ${e}`))
   }
 }
 

@@ -20,14 +20,10 @@
  * empty lookup cache and a new verification sandbox (a used uuid would answer 409).
  * Progress goes to stderr; the summary and a Markdown row per phase to stdout.
  */
-import { mkdirSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { parseArgs } from 'node:util'
 import { loadConfig } from '../src/config.ts'
 import { migrate } from '../src/db/migrate.ts'
-import { PostgresDb } from '../src/db/postgres.ts'
 import type { Db } from '../src/db/types.ts'
 import { Counters } from '../src/engine/engine.ts'
 import { runEngines } from '../src/engine/runner.ts'
@@ -37,7 +33,7 @@ import { createLogger } from '../src/log.ts'
 import type { LedgerEntry } from '../src/sandbox/verification/issue.ts'
 import type { VerificationSandbox } from '../src/sandbox/verification/server.ts'
 import { defaultDb, spawnSandbox, type SandboxProcess } from './process.ts'
-import { admin, open, targetUrl } from './targets.ts'
+import { freshDb } from './targets.ts'
 
 const { values: args } = parseArgs({
   options: {
@@ -211,23 +207,10 @@ async function runPhase(phase: 'unlimited' | 'quota', db: Db, kind: string, look
 async function main() {
   const kind = (args.db ?? (await defaultDb())) as string
   if (kind !== 'postgres' && kind !== 'pglite') throw new Error('--db must be postgres or pglite')
-  const dir = join(tmpdir(), 'herald-bench')
-  mkdirSync(dir, { recursive: true })
-  const name = `herald_bench_exposure_${process.pid}`
-  const folder = join(dir, `exposure-pglite-${process.pid}`)
-  let db: Db | undefined
   let lookup: SandboxProcess | undefined
-  let created = false
+  const fresh = await freshDb(kind, 'exposure', POOL)
+  const db = fresh.db
   try {
-    if (kind === 'postgres') {
-      await admin(`CREATE DATABASE ${name}`)
-      created = true
-      db = new PostgresDb('postgres', { connectionString: targetUrl(name), max: POOL })
-    } else {
-      rmSync(folder, { recursive: true, force: true })
-      created = true
-      db = await open(`pglite:${folder}`)
-    }
     progress(`${kind}: migrating, seeding ${N} people`)
     await migrate(db)
     await seedPeople(db, N)
@@ -254,11 +237,7 @@ async function main() {
     if (!phases.every((p) => p.check.pass)) process.exitCode = 1
   } finally {
     await lookup?.close().catch((e) => progress(`closing the lookup sandbox: ${e}`))
-    await db?.close().catch((e) => progress(`closing the database: ${e}`))
-    if (created) {
-      if (kind === 'postgres') await admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch((e) => progress(`dropping ${name}: ${e}`))
-      else rmSync(folder, { recursive: true, force: true })
-    }
+    await fresh.drop().catch((e) => progress(`dropping the database: ${e}`))
   }
 }
 

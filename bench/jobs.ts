@@ -9,15 +9,13 @@
  * handed to the provider, --concurrency at a time) running side by side as `herald start` runs them.
  * No delivery receipts (the texts carry no callback URL): only the way out is measured.
  */
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { parseArgs } from 'node:util'
 import { loadConfig } from '../src/config.ts'
 import { migrate } from '../src/db/migrate.ts'
-import { PostgresDb } from '../src/db/postgres.ts'
-import type { Db } from '../src/db/types.ts'
 import { runEngines } from '../src/engine/runner.ts'
 import { createLogger } from '../src/log.ts'
 import { Directory } from '../src/messaging/api/directory.ts'
@@ -29,7 +27,7 @@ import { TwilioSms } from '../src/messaging/send/twilio.ts'
 import { createService, createTemplate } from '../src/messaging/services.ts'
 import { LocalStore } from '../src/storage/local.ts'
 import { defaultDb, spawnSandbox } from './process.ts'
-import { admin, open, targetUrl } from './targets.ts'
+import { freshDb } from './targets.ts'
 
 const { values: args } = parseArgs({
   options: {
@@ -55,19 +53,13 @@ function csv(n: number): Buffer {
 }
 
 async function main() {
-  const kind = args.db ?? (await defaultDb())
-  const name = `herald_bench_jobs_${process.pid}`
+  const kind = (args.db ?? (await defaultDb())) as 'postgres' | 'pglite'
+  if (kind !== 'postgres' && kind !== 'pglite') throw new Error('--db must be postgres or pglite')
   const dir = mkdtempSync(join(tmpdir(), 'herald-bench-jobs-'))
-  let db: Db | undefined
   const sms = await spawnSandbox('sms', ['--provider', 'twilio', '--account-sid', 'ACbench', '--auth-token', 'bench', '--latency', String(args.latency)])
+  const fresh = await freshDb(kind, 'jobs', Number(args.pool))
+  const db = fresh.db
   try {
-    if (kind === 'postgres') {
-      await admin(`CREATE DATABASE ${name}`)
-      db = new PostgresDb('postgres', { connectionString: targetUrl(name), max: Number(args.pool) })
-    } else {
-      mkdirSync(join(dir, 'pg'))
-      db = await open(`pglite:${join(dir, 'pg')}`)
-    }
     await migrate(db)
     const config = loadConfig({ HERALD_SECRET_KEY: 'bench-secret-key-bench-secret-key-0123456789' })
     const { sealer } = messagingKeys(config)
@@ -88,7 +80,7 @@ async function main() {
     await registerProviders(db, ['twilio'])
     let jobDone: number | undefined
     const ticker = setInterval(async () => {
-      const [r] = await db!.query(`SELECT (SELECT rows_done FROM jobs) AS made, count(*) FILTER (WHERE status <> 'created')::int AS handed FROM notifications`)
+      const [r] = await db.query(`SELECT (SELECT rows_done FROM jobs) AS made, count(*) FILTER (WHERE status <> 'created')::int AS handed FROM notifications`)
       if (r.made === N && jobDone === undefined) jobDone = performance.now()
       progress(`${r1((performance.now() - t1) / 1000)} s: ${r.made} notifications made, ${r.handed} handed to the provider`)
     }, 2000)
@@ -122,8 +114,7 @@ async function main() {
     if (result.check !== 'pass') process.exitCode = 1
   } finally {
     await sms.close()
-    await db?.close()
-    if (kind === 'postgres') await admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch(() => {})
+    await fresh.drop().catch((e) => progress(`dropping the database: ${e}`))
     rmSync(dir, { recursive: true, force: true })
   }
 }

@@ -2,7 +2,9 @@
  * Where a benchmark phase runs: `pglite:FOLDER`, or the name of a database on the PostgreSQL
  * server of DATABASE_URL (default the local one), which the benchmark creates and drops.
  */
-import { statSync } from 'node:fs'
+import { mkdirSync, rmSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import pg from 'pg'
 import { PgliteDb } from '../src/db/pglite.ts'
 import { PostgresDb } from '../src/db/postgres.ts'
@@ -40,4 +42,29 @@ export async function ingest(db: Db, file: string, batchRows = 10000) {
   const [id] = await register(db, [{ uri: file, size: statSync(file).size, modifiedAt: statSync(file).mtime }])
   const item = (await claim(db, 'bench', 600, [id]))!
   return ingestFile(db, new LocalStore(file), item, { workerId: 'bench', leaseSeconds: 600, batchRows })
+}
+
+/**
+ * A fresh database for one benchmark run: on PostgreSQL a database created on DATABASE_URL's server
+ * (its pool `pool` connections, as `herald start` opens 8), on PGlite a data folder under the system
+ * temp folder. `drop()` removes it, whatever happened.
+ */
+export async function freshDb(kind: 'postgres' | 'pglite', label: string, pool: number): Promise<{ db: Db; drop(): Promise<void> }> {
+  const name = `herald_bench_${label}_${process.pid}`
+  if (kind === 'postgres') {
+    await admin(`CREATE DATABASE ${name}`)
+    const db = new PostgresDb('postgres', { connectionString: targetUrl(name), max: pool })
+    return { db, drop: async () => {
+      await db.close().catch(() => {})
+      await admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
+    } }
+  }
+  const folder = join(tmpdir(), 'herald-bench', `${label}-pglite-${process.pid}`)
+  rmSync(folder, { recursive: true, force: true })
+  mkdirSync(folder, { recursive: true })
+  const db = await PgliteDb.open(folder)
+  return { db, drop: async () => {
+    await db.close().catch(() => {})
+    rmSync(folder, { recursive: true, force: true })
+  } }
 }

@@ -7,7 +7,7 @@
  * one): one code per person per episode. The people of a batch are locked first, so two workers
  * never open two episodes for one person.
  */
-import type { Db, Queryable } from '../db/types.ts'
+import type { Db } from '../db/types.ts'
 import type { ExposureConfig } from '../config.ts'
 
 export type IntakeOutcome = 'opened' | 'joined' | 'ineligible'

@@ -19,7 +19,6 @@ let n = 0
 /** A positive result for a new person (or the one with `key`), with this phone. */
 const positive = (phone: string, extra: Record<string, string> = {}) =>
   row(3, { PIDPATIENTKEY: `EXP-${++n}`, PIDCOUNTYCODE: '1', PIDHOMEPHONE: phone, ...extra })
-const phones = (s: Awaited<ReturnType<typeof exposureWorld>>) => s.enx.ledger.map((e) => e.phone).sort()
 
 describe('exposure notification', () => {
   it('texts each newly positive person one code, with the test date and its time zone offset', async () => {

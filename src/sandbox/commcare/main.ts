@@ -6,6 +6,7 @@
  */
 import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
+import { num } from '../args.ts'
 import { startCommCareSandbox } from './server.ts'
 
 const { values: a } = parseArgs({
@@ -25,14 +26,6 @@ const { values: a } = parseArgs({
   },
 })
 
-function num(name: string, text: string, min: number, max = Infinity): number {
-  const n = Number(text)
-  if (!Number.isFinite(n) || n < min || n > max) {
-    console.error(`--${name} must be a number from ${min}${max < Infinity ? ` to ${max}` : ''}, not "${text}"`)
-    process.exit(2)
-  }
-  return n
-}
 
 const rl = a['rate-limit']?.split(',')
 if (rl && rl.length !== 3) {

@@ -6,6 +6,7 @@
  */
 import Fastify, { type FastifyInstance } from 'fastify'
 import { readFileSync } from 'node:fs'
+import { mulberry32 } from '../random.ts'
 import { adminRoutes } from './admin.ts'
 import { Forwarder, type ForwardTarget } from './forward.ts'
 import { CaseStore, SandboxError, caseJson, parseMicros, type CaseListFilter, type SandboxCase } from './store.ts'
@@ -218,14 +219,3 @@ function countyLookup(countyList: unknown): (fips: number) => { domain: string; 
   }
 }
 
-/** A small seeded generator, so tests that inject failures draw the same failures every run. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}

@@ -5,6 +5,7 @@
  * A demo server: its credentials are whatever the command line says, never a real Twilio account's.
  */
 import { parseArgs } from 'node:util'
+import { num } from '../args.ts'
 import { startLookupSandbox } from './server.ts'
 
 const { values: a } = parseArgs({
@@ -17,14 +18,6 @@ const { values: a } = parseArgs({
   },
 })
 
-function num(name: string, text: string, min: number, max = Infinity): number {
-  const n = Number(text)
-  if (text.trim() === '' || !Number.isFinite(n) || n < min || n > max) {
-    console.error(`--${name} must be a number from ${min}${max < Infinity ? ` to ${max}` : ''}, not "${text}"`)
-    process.exit(2)
-  }
-  return n
-}
 
 const sandbox = await startLookupSandbox({
   port: num('port', a.port, 0, 65535),

@@ -6,6 +6,7 @@
  * A demo server: it texts no one, and its credentials are whatever the command line says, never a real account's.
  */
 import { parseArgs } from 'node:util'
+import { fail, num } from '../args.ts'
 import { MIX_KEYS, type OutcomeMix } from './outcomes.ts'
 import { startSmsSandbox } from './server.ts'
 
@@ -26,16 +27,7 @@ const { values: a } = parseArgs({
   },
 })
 
-function fail(message: string): never {
-  console.error(message)
-  process.exit(2)
-}
 
-function num(name: string, text: string, min: number, max = Infinity): number {
-  const n = Number(text)
-  if (text.trim() === '' || !Number.isFinite(n) || n < min || n > max) fail(`--${name} must be a number from ${min}${max < Infinity ? ` to ${max}` : ''}, not "${text}"`)
-  return n
-}
 
 const provider = a.provider === 'twilio' || a.provider === 'vonage' ? a.provider : fail('--provider must be twilio or vonage')
 let outcomes: Partial<OutcomeMix> | undefined

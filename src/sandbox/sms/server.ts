@@ -8,7 +8,7 @@
  */
 import Fastify, { type FastifyInstance } from 'fastify'
 import { randomBytes } from 'node:crypto'
-import { mulberry32 } from '../verification/issue.ts'
+import { mulberry32 } from '../random.ts'
 import { ALL_DELIVERED, MIX_KEYS, drawOutcome, fateByNumber, mixCanFail, type Fate, type Outcome, type OutcomeMix } from './outcomes.ts'
 import { Receipts, type Step } from './receipts.ts'
 import { twilioRoutes } from './twilio.ts'

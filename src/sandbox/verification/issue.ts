@@ -186,14 +186,3 @@ const rfc1123 = (ms: number) => new Date(ms).toUTCString().replace(/GMT$/, 'UTC'
 /** Random base64, as the real server pads answers so their size tells an observer nothing. */
 export const padding = () => randomBytes(12 + Math.floor(Math.random() * 24)).toString('base64')
 
-/** A small seeded generator (the same as the CommCare sandbox's), so a seed draws the same failures every run. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}

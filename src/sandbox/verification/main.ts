@@ -5,6 +5,7 @@
  * A demo server: its API key is whatever the command line says, never a real realm's, and it texts no one.
  */
 import { parseArgs } from 'node:util'
+import { fail, num } from '../args.ts'
 import { INJECTABLE, type Injectable } from './issue.ts'
 import { startVerificationSandbox } from './server.ts'
 
@@ -19,16 +20,7 @@ const { values: a } = parseArgs({
   },
 })
 
-function fail(message: string): never {
-  console.error(message)
-  process.exit(2)
-}
 
-function num(name: string, text: string, min: number, max = Infinity): number {
-  const n = Number(text)
-  if (text.trim() === '' || !Number.isFinite(n) || n < min || n > max) fail(`--${name} must be a number from ${min}${max < Infinity ? ` to ${max}` : ''}, not "${text}"`)
-  return n
-}
 
 const failures: Partial<Record<Injectable, number>> = {}
 for (const pair of a.failures ? a.failures.split(',') : []) {

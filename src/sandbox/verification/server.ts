@@ -6,7 +6,8 @@
  */
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify'
 import type { IncomingMessage } from 'node:http'
-import { INJECTABLE, Issuer, isObject, mulberry32, padding, windowEnd, windowStart, type Answer, type Injectable, type LedgerEntry } from './issue.ts'
+import { mulberry32 } from '../random.ts'
+import { INJECTABLE, Issuer, isObject, padding, windowEnd, windowStart, type Answer, type Injectable, type LedgerEntry } from './issue.ts'
 
 export type { LedgerEntry } from './issue.ts'
 
