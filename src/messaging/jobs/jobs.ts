@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto'
 import type { Db } from '../../db/types.ts'
 import type { BatchEngine } from '../../engine/engine.ts'
-import type { Logger } from '../../log.ts'
+import { errorText, type Logger } from '../../log.ts'
 import type { Sealer } from '../../privacy/seal.ts'
 import type { ObjectStore } from '../../storage/types.ts'
 import { NOTIFICATION_COLUMNS, notificationRow, type NewNotification } from '../api/admit.ts'
@@ -89,8 +89,9 @@ export function jobsEngine(ctx: Omit<Ctx, 'dir' | 'db'>, log: Logger): BatchEngi
         log.info({ job: job.id, created }, 'bulk job done')
         return { rows: created }
       } catch (err) {
-        await db.query(`UPDATE jobs SET status = 'error', error = $2, finished_at = now() WHERE id = $1 AND status = 'in progress'`, [job.id, (err as Error).message])
-        log.error({ job: job.id, err: (err as Error).message }, 'bulk job failed')
+        // errorText: a database error by its SQLSTATE, never the values (a number) it may quote.
+        await db.query(`UPDATE jobs SET status = 'error', error = $2, finished_at = now() WHERE id = $1 AND status = 'in progress'`, [job.id, errorText(err)])
+        log.error({ job: job.id, err: errorText(err) }, 'bulk job failed')
         return { failed: 1 }
       }
     },
