@@ -12,6 +12,7 @@ import { exposureRetryCommand, exposureStatusCommand } from './cli/exposure.ts'
 import { withDb } from './cli/context.ts'
 import { jobCancelCommand, jobCreateCommand, jobsCommand, keyCreateCommand, keyRevokeCommand, memberAddCommand, serviceCreateCommand, serviceListCommand, templateArchiveCommand, templateCreateCommand,
   templateUpdateCommand } from './cli/messaging.ts'
+import { factsCommand, reportCommand, retentionRunCommand, retentionSetCommand, retentionShowCommand, usageCommand } from './cli/retention.ts'
 import { CountyListError } from './link/counties.ts'
 import { errorText } from './log.ts'
 
@@ -168,6 +169,41 @@ jobs.command('create').description('upload a CSV ("phone number" column, one per
   .option('--json', 'print JSON')
   .action((file, opts) => jobCreateCommand(file, opts))
 jobs.command('cancel').description('cancel a job, with its texts not yet sent').argument('<id>').action((id) => jobCancelCommand(id))
+
+const retention = program.command('retention').description("how long each service keeps its notifications (default 7 days); then they move to history without numbers")
+  .enablePositionalOptions()
+  .option('--json', 'print JSON')
+  .action((opts) => retentionShowCommand(opts))
+retention.command('run').description('remove what is past retention now (the nightly run does this too)')
+  .option('--as-of <time>', 'judge retention from this moment instead of now (ISO 8601)')
+  .option('--batch <n>', 'notifications moved per transaction', positive)
+  .option('--json', 'print JSON')
+  .action((opts) => retentionRunCommand(opts))
+retention.command('set').description("set a service's retention")
+  .requiredOption('--service <id>', 'service id or name')
+  .requiredOption('--days <n>', 'days to keep, 3 to 90', positive)
+  .option('--type <type>', 'notification type', 'sms')
+  .action((opts) => retentionSetCommand(opts))
+
+program.command('facts').description('compute billing and status facts (default: the last 3 days of each service, as the nightly run does)')
+  .option('--from <day>', 'first local day (YYYY-MM-DD)')
+  .option('--to <day>', 'last local day (default --from)')
+  .option('--json', 'print JSON')
+  .action((opts) => factsCommand(opts))
+
+program.command('usage').description("a service's texts, fragments and cost by month, from the facts")
+  .requiredOption('--service <id>', 'service id or name')
+  .option('--year <yyyy>', 'calendar year (default this one)', positive)
+  .option('--json', 'print JSON')
+  .action((opts) => usageCommand(opts))
+
+program.command('report').description("a CSV of a job's notifications, or a service's over local days, with phone numbers while they are kept")
+  .requiredOption('--service <id>', 'service id or name')
+  .option('--job <id>', "one bulk job's rows")
+  .option('--from <day>', 'first local day (YYYY-MM-DD)')
+  .option('--to <day>', 'last local day (default --from)')
+  .option('--out <file>', 'write to a file instead of standard output')
+  .action((opts) => reportCommand(opts))
 
 const generate = program.command('generate').description('write synthetic data for demos and benchmarks')
 generate.command('eclrs').description('a realistic synthetic ECLRS export (fake people)')

@@ -57,6 +57,11 @@ export interface MessagingConfig {
   providerRecoverySeconds: number
   /** Where bulk job files are kept: a folder or s3://bucket/prefix (never the database). */
   jobStore: string
+  /** Rate multiplier of a text abroad, by country calling code; the rest: internationalMultiplier. */
+  internationalRates: Record<string, number>
+  internationalMultiplier: number
+  /** When the nightly facts and retention run, HH:MM in HERALD_TIMEZONE. */
+  nightlyAt: string
 }
 
 export interface ExposureConfig {
@@ -201,7 +206,33 @@ function messagingConfig(env: Env, dataDir: string): MessagingConfig {
     cacheMs: int(env, 'HERALD_API_CACHE_MS', 2000, 0),
     providerRecoverySeconds: int(env, 'HERALD_PROVIDER_RECOVERY_SECONDS', 300, 1),
     jobStore: env.HERALD_JOB_STORE?.startsWith('s3://') ? env.HERALD_JOB_STORE : resolve(env.HERALD_JOB_STORE || resolve(dataDir, 'jobs')),
+    internationalRates: multipliers(env, 'HERALD_SMS_INTERNATIONAL_RATES'),
+    internationalMultiplier: multiplier(env, 'HERALD_SMS_INTERNATIONAL_MULTIPLIER', env.HERALD_SMS_INTERNATIONAL_MULTIPLIER?.trim() || '2'),
+    nightlyAt: clock(env, 'HERALD_NIGHTLY_AT', '03:00'),
   })
+}
+
+function multiplier(env: Env, name: string, raw: string): number {
+  const n = Number(raw)
+  if (!(n > 0 && n <= 100)) throw new ConfigError(name, `a rate multiplier must be a number above 0, got "${raw}"`)
+  return n
+}
+
+/** "44=2,52=1.5": a multiplier per country calling code. */
+function multipliers(env: Env, name: string): Record<string, number> {
+  const out: Record<string, number> = {}
+  for (const pair of list(env[name], [])) {
+    const [code, value] = pair.split('=').map((s) => s.trim())
+    if (!/^\d{1,3}$/.test(code ?? '') || value === undefined) throw new ConfigError(name, `expected CODE=MULTIPLIER pairs (e.g. 44=2,52=1.5), got "${pair}"`)
+    out[code] = multiplier(env, name, value)
+  }
+  return out
+}
+
+function clock(env: Env, name: string, fallback: string): string {
+  const raw = env[name]?.trim() || fallback
+  if (!/^([01]\d|2[0-3]):[0-5]\d$/.test(raw)) throw new ConfigError(name, `must be a time of day as HH:MM (e.g. 03:00), got "${raw}"`)
+  return raw
 }
 
 const list = (raw: string | undefined, fallback: string[]) =>

@@ -88,8 +88,8 @@ export async function jobsCommand(o: { service?: string; json?: boolean }) {
     const service = o.service ? await findService(db, o.service) : undefined
     const rows = await db.query(
       `SELECT j.id, s.name AS service, j.original_name, j.status, j.rows, j.rows_done, j.scheduled_for, j.created_at, j.finished_at, j.error,
-              (SELECT count(*) FILTER (WHERE n.status = 'delivered') FROM notifications n WHERE n.job_id = j.id)::int AS delivered,
-              (SELECT count(*) FILTER (WHERE n.status LIKE '%failure') FROM notifications n WHERE n.job_id = j.id)::int AS failed
+              (SELECT count(*) FILTER (WHERE n.status = 'delivered') FROM notifications_all_time_view n WHERE n.job_id = j.id)::int AS delivered,
+              (SELECT count(*) FILTER (WHERE n.status LIKE '%failure') FROM notifications_all_time_view n WHERE n.job_id = j.id)::int AS failed
        FROM jobs j JOIN services s ON s.id = j.service_id WHERE ($1::uuid IS NULL OR j.service_id = $1) ORDER BY j.created_at DESC LIMIT 50`, [service?.id ?? null])
     print(o.json, rows, rows.length ? table(rows.map((r) => ({
       id: r.id, service: r.service, file: r.original_name, status: r.status, progress: `${r.rows_done}/${r.rows}`, delivered: r.delivered, failed: r.failed,

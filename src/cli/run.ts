@@ -22,6 +22,7 @@ import type { Config } from '../config.ts'
 import { messagingKeys, messagingRoutes } from '../messaging/index.ts'
 import { jobsEngine } from '../messaging/jobs/jobs.ts'
 import { receiptsEngine } from '../messaging/receipts/engine.ts'
+import { nightlyEngine } from '../messaging/retention/nightly.ts'
 import { storeFor } from '../storage/index.ts'
 import { receiptRoutes, receiptUrls } from '../messaging/receipts/routes.ts'
 import { sendEngine } from '../messaging/send/engine.ts'
@@ -62,9 +63,11 @@ const ENGINES: Record<string, (config: Config, log: Logger, outside: Outside) =>
   'exposure-check': exposure(1),
   'exposure-issue': exposure(2),
   send: (config, log, o) => (o.sms.length ? sendEngine({ providers: o.sms, sealer: messagingKeys(config).sealer, region: config.exposure.defaultRegion,
-    concurrency: config.messaging.sendConcurrency, recoverySeconds: config.messaging.providerRecoverySeconds, log }) : 'no SMS provider: set HERALD_SMS_PROVIDERS'),
+    concurrency: config.messaging.sendConcurrency, recoverySeconds: config.messaging.providerRecoverySeconds,
+    rates: { byCode: config.messaging.internationalRates, fallback: config.messaging.internationalMultiplier }, log }) : 'no SMS provider: set HERALD_SMS_PROVIDERS'),
   receipts: (_config, log) => receiptsEngine(log),
   jobs: (config, log) => jobsEngine({ sealer: messagingKeys(config).sealer, region: config.exposure.defaultRegion, store: storeFor(config.messaging.jobStore, config) }, log),
+  nightly: (config, log) => nightlyEngine({ store: storeFor(config.messaging.jobStore, config), at: config.messaging.nightlyAt, timezone: config.exposure.timezone, log }),
 }
 
 export function engineNames(list: string | undefined): string[] {

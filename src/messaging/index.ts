@@ -1,7 +1,8 @@
 /**
  * Messaging: a GOV.UK Notify-compatible platform. Services, keys and templates (services.ts, keys.ts,
  * templates.ts); the public API v2 (api/); sending through SMS providers with failover (send/);
- * delivery receipts (receipts/). Phone numbers and personalisation are kept sealed (src/privacy/).
+ * delivery receipts (receipts/); retention and the nightly run (retention/), billing and status facts
+ * (facts/), reports (reports/). Phone numbers and personalisation are kept sealed (src/privacy/).
  */
 import type { FastifyInstance } from 'fastify'
 import type { Config } from '../config.ts'
@@ -13,6 +14,7 @@ import { Authenticator } from './api/auth.ts'
 import { Directory } from './api/directory.ts'
 import { notifyErrors } from './api/errors.ts'
 import { jobRoutes } from './api/jobs.ts'
+import { reportRoutes } from './api/reports.ts'
 import { messagingApi } from './api/routes.ts'
 import { storeFor } from '../storage/index.ts'
 import { KeySecrets } from './keys.ts'
@@ -31,11 +33,13 @@ export function messagingRoutes(config: Config, db: Db, log: Logger) {
   const region = config.exposure.defaultRegion
   const api = messagingApi({ db, dir, sealer, auth, region })
   const jobs = jobRoutes({ db, dir, sealer, auth, region, store: storeFor(config.messaging.jobStore, config) })
+  const reports = reportRoutes({ db, sealer, auth })
   return (app: FastifyInstance) => {
     void app.register(async (scope) => {
       notifyErrors(scope, log)
       api(scope)
       jobs(scope)
+      reports(scope)
     })
   }
 }

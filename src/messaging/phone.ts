@@ -6,7 +6,7 @@
 import { parsePhoneNumberFromString, validatePhoneNumberLength, type CountryCode } from 'libphonenumber-js/max'
 
 export type PhoneCheck =
-  | { ok: true; e164: string; international: boolean }
+  | { ok: true; e164: string; international: boolean; callingCode: string }
   | { ok: false; message: string; international?: boolean }
 
 // The API checks a number at its schema stage and again with the rest of the text: keep the last answer.
@@ -28,5 +28,5 @@ function check(raw: string, region: string): PhoneCheck {
   if (length === 'INVALID_COUNTRY') return { ok: false, message: 'Not a valid country prefix' }
   const parsed = parsePhoneNumberFromString(text, region as CountryCode)
   if (!parsed || !parsed.isValid()) return { ok: false, message: 'Number is not valid – double check the phone number you entered' }
-  return { ok: true, e164: parsed.number, international: parsed.country !== region }
+  return { ok: true, e164: parsed.number, international: parsed.country !== region, callingCode: parsed.countryCallingCode }
 }

@@ -1,5 +1,6 @@
 /** Messaging in tests: a service with a key of each type and a template, and Herald's API on a free loopback port. */
 import { afterAll, beforeAll, beforeEach } from 'vitest'
+import { createSigner } from 'fast-jwt'
 import type { FastifyInstance } from 'fastify'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -51,4 +52,12 @@ export function messagingWorld(service: Partial<ServiceInput> = {}): World {
     w.template = await createTemplate(w.t.db, w.service.id, 'Result ready', 'Hello ((name)), your test result is ready. Ref ((ref)).', 'tester')
   })
   return w
+}
+
+/** A request to Herald's API signed with one of the world's keys (the live one by default). */
+export function callApi(w: World, method: string, path: string, body?: object, key = w.keys.normal): Promise<Response> {
+  const jwt = createSigner({ key: key.slice(-36), algorithm: 'HS256' })({ iss: w.service.id })
+  return fetch(`${w.url}${path}`, {
+    method, headers: { authorization: `Bearer ${jwt}`, ...(body ? { 'content-type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined,
+  })
 }

@@ -1,21 +1,16 @@
 /** Bulk jobs: a CSV uploaded through the API, checked row by row, kept in the object store, turned into notifications in bulk; progress, scheduling, cancelling. */
 import { describe, expect, it } from 'vitest'
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
-import { createSigner } from 'fast-jwt'
 import { createLogger } from '../../src/log.ts'
 import { jobsEngine } from '../../src/messaging/jobs/jobs.ts'
 import { LocalStore } from '../../src/storage/local.ts'
-import { jobStore, messagingWorld, sealer } from '../helpers/messaging.ts'
+import { callApi, jobStore, messagingWorld, sealer } from '../helpers/messaging.ts'
 
 const w = messagingWorld()
 const engine = () => jobsEngine({ sealer, region: 'US', store: new LocalStore(jobStore) }, createLogger('silent'))
 
 async function api(method: string, path: string, body?: object) {
-  const secret = w.keys.normal.slice(-36)
-  const jwt = createSigner({ key: secret, algorithm: 'HS256' })({ iss: w.service.id })
-  const res = await fetch(`${w.url}${path}`, {
-    method, headers: { authorization: `Bearer ${jwt}`, ...(body ? { 'content-type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined,
-  })
+  const res = await callApi(w, method, path, body)
   return { status: res.status, body: await res.json() }
 }
 

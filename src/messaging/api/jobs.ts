@@ -17,7 +17,7 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 export async function jobView(db: Db, serviceId: string, id: string) {
   const [j] = await db.query(`SELECT * FROM jobs WHERE id = $1 AND service_id = $2`, [id, serviceId])
   if (!j) return undefined
-  const stats = await db.query(`SELECT status, count(*)::int AS count FROM notifications WHERE job_id = $1 GROUP BY 1 ORDER BY 1`, [id])
+  const stats = await db.query(`SELECT status, count(*)::int AS count FROM notifications_all_time_view WHERE job_id = $1 GROUP BY 1 ORDER BY 1`, [id])
   return {
     id: j.id, status: j.status, template: { id: j.template_id, version: j.template_version }, original_file_name: j.original_name,
     rows: j.rows, notifications_created: j.rows_done, scheduled_for: notifyTime(j.scheduled_for), created_at: notifyTime(j.created_at),

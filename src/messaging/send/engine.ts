@@ -25,9 +25,15 @@ export function simulatedStatus(e164: string): 'delivered' | 'permanent-failure'
   return e164.endsWith('0002') ? 'permanent-failure' : e164.endsWith('0003') ? 'temporary-failure' : 'delivered'
 }
 
-interface Outcome { id: string; status?: string; provider?: string; ref?: string; units?: number; retryIn?: number; sent?: boolean; done?: boolean }
+interface Outcome { id: string; status?: string; provider?: string; ref?: string; units?: number; multiplier?: number; retryIn?: number; sent?: boolean; done?: boolean }
 
-export function sendEngine(opts: { providers: SmsProvider[]; sealer: Sealer; region: string; concurrency: number; recoverySeconds: number; log: Logger }): BatchEngine {
+/** What a text abroad costs, in domestic texts: by the country's calling code, else the default. */
+export interface InternationalRates { byCode: Record<string, number>; fallback: number }
+const DEFAULT_RATES: InternationalRates = { byCode: {}, fallback: 2 }
+
+export function sendEngine(opts: { providers: SmsProvider[]; sealer: Sealer; region: string; concurrency: number; recoverySeconds: number;
+  rates?: InternationalRates; log: Logger }): BatchEngine {
+  const rates = opts.rates ?? DEFAULT_RATES
   const { providers, sealer, concurrency, log } = opts
   let swept = 0
 
@@ -42,15 +48,16 @@ export function sendEngine(opts: { providers: SmsProvider[]; sealer: Sealer; reg
       const { text, missing } = render(r.template_body, personalisation)
       if (!phone.ok || missing.length) return { id: r.id, status: 'validation-failed', done: true }
       const length = smsLength(text)
-      if (r.key_type === 'test') return { id: r.id, status: simulatedStatus(phone.e164), units: length.fragments, sent: true, done: true }
+      const priced = { units: length.fragments, multiplier: phone.international ? (rates.byCode[phone.callingCode] ?? rates.fallback) : 1 }
+      if (r.key_type === 'test') return { id: r.id, status: simulatedStatus(phone.e164), ...priced, sent: true, done: true }
       for (const name of order) {
         try {
           const ref = await byName.get(name)!.send({ id: r.id, to: phone.e164, from: r.sms_sender, body: text, encoding: length.encoding })
-          return { id: r.id, provider: name, ref, units: length.fragments, sent: true }
+          return { id: r.id, provider: name, ref, ...priced, sent: true }
         } catch (err) {
           const e = err instanceof ProviderError ? err : new ProviderError(String(err), 'unknown')
-          if (e.kind === 'recipient') return { id: r.id, status: 'permanent-failure', provider: name, units: length.fragments, done: true }
-          if (e.kind === 'unknown') return { id: r.id, provider: name, units: length.fragments, sent: true }
+          if (e.kind === 'recipient') return { id: r.id, status: 'permanent-failure', provider: name, ...priced, done: true }
+          if (e.kind === 'unknown') return { id: r.id, provider: name, ...priced, sent: true }
           failures.set(name, (failures.get(name) ?? 0) + 1)
           log.warn({ provider: name, err: e.message }, 'SMS provider failed; trying the next')
         }
@@ -110,14 +117,14 @@ async function record(db: Db, outcomes: Outcome[]) {
     `UPDATE notifications n SET
        status = CASE WHEN o.status IS NULL THEN n.status ELSE o.status END,
        provider = coalesce(n.provider, o.provider), provider_ref = coalesce(n.provider_ref, o.ref),
-       billable_units = coalesce(o.units, n.billable_units), rate_multiplier = CASE WHEN o.units IS NULL THEN n.rate_multiplier ELSE 1 END,
+       billable_units = coalesce(o.units, n.billable_units), rate_multiplier = coalesce(o.multiplier, n.rate_multiplier),
        sent_at = CASE WHEN o.sent THEN now() ELSE n.sent_at END, completed_at = CASE WHEN o.done THEN now() ELSE n.completed_at END,
        retry_at = CASE WHEN o.retry_in IS NULL THEN NULL ELSE now() + make_interval(secs => o.retry_in) END,
        claimed_until = NULL, updated_at = now()
-     FROM json_to_recordset($1::json) AS o(id uuid, status text, provider text, ref text, units int, retry_in int, sent boolean, done boolean)
+     FROM json_to_recordset($1::json) AS o(id uuid, status text, provider text, ref text, units int, multiplier numeric, retry_in int, sent boolean, done boolean)
      WHERE n.id = o.id`,
     [JSON.stringify(outcomes.map((o) => ({ id: o.id, status: o.status ?? null, provider: o.provider ?? null, ref: o.ref ?? null, units: o.units ?? null,
-      retry_in: o.retryIn ?? null, sent: o.sent ?? false, done: o.done ?? false })))])
+      multiplier: o.multiplier ?? null, retry_in: o.retryIn ?? null, sent: o.sent ?? false, done: o.done ?? false })))])
 }
 
 /** GOV.UK Notify's rule: sending or pending for 72 hours is a temporary failure; created for 72 hours, a technical one. */

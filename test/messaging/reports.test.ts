@@ -1,0 +1,89 @@
+/** Reports: a job's and a service's notifications as CSV, numbers decrypted row by row while kept, blank after retention; every row once across pages. */
+import { describe, expect, it } from 'vitest'
+import { parse } from 'csv-parse/sync'
+import { createLogger } from '../../src/log.ts'
+import { jobsEngine } from '../../src/messaging/jobs/jobs.ts'
+import { REPORT_HEADER, reportCsv } from '../../src/messaging/reports/report.ts'
+import { runRetention } from '../../src/messaging/retention/retention.ts'
+import { LocalStore } from '../../src/storage/local.ts'
+import { callApi, jobStore, messagingWorld, sealer } from '../helpers/messaging.ts'
+import { seedNotifications } from '../helpers/notifications.ts'
+
+const w = messagingWorld()
+const log = createLogger('silent')
+const store = new LocalStore(jobStore)
+const rowsOf = (csv: string) => parse(csv, { columns: true }) as Record<string, string>[]
+const retain = (asOf: Date) => runRetention(w.t.db, { store, log, asOf })
+
+async function uploadJob(n: number) {
+  const csv = ['phone number,name,ref', ...Array.from({ length: n }, (_, i) => `(212) 555-${String(2000 + i)},P${i},R${i}`)].join('\n')
+  const res = await callApi(w, 'POST', '/v2/jobs', { template_id: w.template.id, csv, filename: 'people.csv' })
+  const job = await res.json()
+  await jobsEngine({ sealer, region: 'US', store }, log).step(w.t.db, new AbortController().signal)
+  return job.id as string
+}
+
+describe('reports', () => {
+  it("gives a job's rows with the numbers as uploaded, then, after retention, the same rows without them", async () => {
+    const jobId = await uploadJob(3)
+    await w.t.db.query(`UPDATE notifications SET status = 'delivered', provider = 'twilio', sent_at = created_at, completed_at = created_at WHERE job_row = 3`)
+    const res = await callApi(w, 'GET', `/v2/jobs/${jobId}/report`)
+    expect(res.status).toBe(200)
+    expect(res.headers.get('content-type')).toContain('text/csv')
+    const text = await res.text()
+    expect(text.split('\n')[0]).toBe(REPORT_HEADER.join(','))
+    const before = rowsOf(text)
+    expect(before.map((r) => [r['Phone number'], r.Template, r.Status, r.Provider, r.Row, r.Job])).toEqual([
+      ['(212) 555-2000', 'Result ready', 'created', '', '2', jobId],
+      ['(212) 555-2001', 'Result ready', 'delivered', 'twilio', '3', jobId],
+      ['(212) 555-2002', 'Result ready', 'created', '', '4', jobId],
+    ])
+    expect(before[1]['Sent at']).toMatch(/^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$/)
+
+    await w.t.db.query(`UPDATE jobs SET finished_at = now() - interval '30 days', created_at = now() - interval '30 days'`)
+    await w.t.db.query(`UPDATE notifications SET created_at = now() - interval '30 days'`)
+    expect((await retain(new Date()))[0].archived).toBe(3)
+    const after = rowsOf(await (await callApi(w, 'GET', `/v2/jobs/${jobId}/report`)).text())
+    expect(after.map((r) => [r['Phone number'], r.Status, r.Row])).toEqual([['', 'created', '2'], ['', 'delivered', '3'], ['', 'created', '4']])
+  })
+
+  it("gives a service's notifications over local days, without test keys, in time order", async () => {
+    await seedNotifications(w.t.db, w.service, w.template.id, [
+      { at: '2026-11-20T04:59:00Z', phone: '+12125550001' }, // 19 November in New York
+      { at: '2026-11-20T05:00:00Z', phone: '+12125550002' },
+      { at: '2026-11-21T04:59:00Z', phone: '+12125550003' },
+      { at: '2026-11-20T12:00:00Z', phone: '+12125550004', keyType: 'test' },
+      { at: '2026-11-21T05:00:00Z', phone: '+12125550005' },
+    ])
+    const res = await callApi(w, 'GET', '/v2/reports/notifications?from=2026-11-20&to=2026-11-20')
+    expect(rowsOf(await res.text()).map((r) => [r['Phone number'], r['Created at']])).toEqual([
+      ['+12125550002', '2026-11-20 00:00:00'], ['+12125550003', '2026-11-20 23:59:00']])
+    const bad = await callApi(w, 'GET', '/v2/reports/notifications?from=2026-11-20&to=yesterday')
+    expect(bad.status).toBe(400)
+    expect((await bad.json()).errors[0].message).toBe('to yesterday is not a date (YYYY-MM-DD)')
+    expect((await callApi(w, 'GET', '/v2/jobs/00000000-0000-4000-8000-000000000000/report')).status).toBe(404)
+  })
+
+  it('writes every row exactly once while retention moves rows between its pages', async () => {
+    const n = 53
+    const day = new Date(Date.now() - 20 * 86400_000)
+    const local = day.toLocaleDateString('en-CA', { timeZone: 'America/New_York' })
+    const ids = await seedNotifications(w.t.db, w.service, w.template.id, Array.from({ length: n }, (_, i) => ({
+      at: new Date(day.getTime() + i * 1000), phone: `+1212555${String(3000 + i)}` })))
+    const chunks: string[] = []
+    const csv = reportCsv(w.t.db, sealer, { serviceId: w.service.id, from: local, to: local }, 7)
+    for (let i = 0; i < 3; i++) chunks.push((await csv.next()).value as string) // header, then two pages
+    expect((await retain(new Date()))[0].archived).toBe(n)
+    for await (const chunk of csv) chunks.push(chunk)
+    const rows = rowsOf(chunks.join(''))
+    expect(rows).toHaveLength(n)
+    // Two pages were written before retention and a third was being read: those have numbers, every later row none.
+    const shown = rows.findIndex((r) => r['Phone number'] === '')
+    expect(shown).toBeGreaterThanOrEqual(14)
+    expect(shown).toBeLessThanOrEqual(21)
+    expect(rows.slice(0, shown).map((r) => r['Phone number'])).toEqual(Array.from({ length: shown }, (_, i) => `+1212555${3000 + i}`))
+    expect(rows.slice(shown).every((r) => r['Phone number'] === '')).toBe(true)
+    expect(new Set(rows.map((r) => r['Created at'])).size).toBe(n)
+    expect(ids).toHaveLength(n)
+  })
+})
