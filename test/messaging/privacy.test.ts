@@ -6,6 +6,7 @@ import notifyClient from 'notifications-node-client'
 import { createLogger } from '../../src/log.ts'
 import { Directory } from '../../src/messaging/api/directory.ts'
 import { createJob, jobsEngine } from '../../src/messaging/jobs/jobs.ts'
+import { runRetention } from '../../src/messaging/retention/retention.ts'
 import { sendEngine } from '../../src/messaging/send/engine.ts'
 import { addRecipient } from '../../src/messaging/services.ts'
 import { LocalStore } from '../../src/storage/local.ts'
@@ -43,5 +44,20 @@ describe.skipIf(!onPostgres)('a database dump after sending', () => {
       }
     }
     expect(dump).not.toContain('Secret-Ref')
+  })
+
+  it('after retention holds no ciphertext, hash or number of the recipients past it', async () => {
+    const phones = Array.from({ length: 12 }, (_, i) => `+1 (646) 555-${String(7100 + i)}`)
+    const notify = new NotifyClient(w.url, w.keys.normal)
+    for (const p of phones) await notify.sendSms(w.template.id, p, { personalisation: { name: 'Quentin', ref: 'Ref-After' }, reference: 'retention-check' })
+    const sealed = await w.t.db.query(`SELECT encode(recipient_ct, 'hex') AS ct, encode(recipient_hash, 'hex') AS hash, encode(personalisation_ct, 'hex') AS pers FROM notifications`)
+    expect(sealed).toHaveLength(12)
+    const [r] = await runRetention(w.t.db, { store: new LocalStore(jobStore), log: createLogger('silent'), asOf: new Date(Date.now() + 8 * 86400_000) })
+    expect(r.archived).toBe(12)
+
+    const { stdout: dump } = await run('pg_dump', ['--no-owner', '--inserts', w.t.url!], { maxBuffer: 1 << 28 })
+    expect(dump).toContain('retention-check') // the history rows are in the dump
+    for (const s of sealed) for (const hex of [s.ct, s.hash, s.pers]) expect(dump).not.toContain(hex)
+    for (const p of phones) expect(dump).not.toContain(p.replace(/\D/g, '').slice(1))
   })
 })
