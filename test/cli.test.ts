@@ -113,6 +113,17 @@ describe('herald start', () => {
       expect(got).toMatchObject({ status: 'delivered', body: 'Hi Ada, your result is ready.', phone_number: '+1 212 555 0100' })
       const sms = /sandbox   sms \(twilio\) at (http:\/\/127\.0\.0\.1:\d+)/.exec(out)![1]
       expect((await (await fetch(`${sms}/sandbox/ledger`)).json()).map((e: any) => e.body)).toEqual(['Hi Ada, your result is ready.'])
+
+      // Facts, usage, a report and retention from a second terminal, on herald start's data.
+      const day = (offset: number) => new Date(Date.now() + offset * 86400_000).toLocaleDateString('en-CA', { timeZone: 'America/New_York' })
+      expect(await cli('facts', '--from', day(-1), '--to', day(1))).toEqual({ days: 3, billingRows: 1, statusRows: 1 })
+      const usage = await cli('usage', '--service', 'Clinic', '--year', day(0).slice(0, 4))
+      expect(usage.months).toEqual([expect.objectContaining({ notifications_sent: 1, billable_units: 1 })])
+      const report = async () => (await run(process.execPath, [BIN, 'report', '--service', 'Clinic', '--from', day(-1), '--to', day(1)], { env })).stdout
+      expect((await report()).split('\n')[1]).toMatch(/^\+1 212 555 0100,ready,delivered,twilio,/)
+      const retention = await cli('retention', 'run', '--as-of', new Date(Date.now() + 8 * 86400_000).toISOString())
+      expect(retention).toEqual([expect.objectContaining({ name: 'Clinic', archived: 1 })])
+      expect((await report()).split('\n')[1]).toMatch(/^,ready,delivered,twilio,/)
     } finally {
       start.kill('SIGTERM')
       // A process that does not stop must not outlive the test: it would hold its port and poll on.
