@@ -50,14 +50,7 @@ export async function* reportCsv(db: Db, sealer: Sealer, scope: ReportScope, pag
   const n = params.length
   const sql = pageSql(scope).replaceAll('$tz', () => `$${n + 1}`).replaceAll('$limit', () => `$${n + 2}`)
   const fetch = (p: unknown[]) => db.query(sql, [...p, s.timezone, pageSize])
-  const templates = new Map<string, string>()
-  const templateName = async (id: string) => {
-    if (!templates.has(id)) {
-      const [t] = await db.query(`SELECT name FROM templates WHERE id = $1`, [id])
-      templates.set(id, t?.name ?? id)
-    }
-    return templates.get(id)!
-  }
+  const templates = new Map<string, string>() // a service has few templates: their names are read once
 
   yield stringify([REPORT_HEADER])
   let page = await fetch(params)
@@ -67,11 +60,12 @@ export async function* reportCsv(db: Db, sealer: Sealer, scope: ReportScope, pag
       ? fetch('jobId' in scope ? [scope.jobId, last.job_row] : [scope.serviceId, last.created_at, params[2], params[3], last.id])
       : undefined
     next?.catch(() => {}) // awaited below; an error then is the one that counts
-    const rows: unknown[][] = []
-    for (const r of page) {
-      rows.push([r.recipient_ct ? sealer.open(Buffer.from(r.recipient_ct)) : '', await templateName(r.template_id), r.status, r.provider ?? '',
-        r.created, r.sent ?? '', r.completed ?? '', r.job_id ?? '', r.job_row ?? '', r.reference ?? ''])
+    const unnamed = [...new Set(page.map((r) => r.template_id as string))].filter((id) => !templates.has(id))
+    if (unnamed.length) {
+      for (const t of await db.query(`SELECT id, name FROM templates WHERE id = ANY($1::uuid[])`, [unnamed])) templates.set(t.id, t.name)
     }
+    const rows = page.map((r) => [r.recipient_ct ? sealer.open(Buffer.from(r.recipient_ct)) : '', templates.get(r.template_id) ?? r.template_id, r.status,
+      r.provider ?? '', r.created, r.sent ?? '', r.completed ?? '', r.job_id ?? '', r.job_row ?? '', r.reference ?? ''])
     yield stringify(rows)
     page = next ? await next : []
   }
