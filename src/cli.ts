@@ -1,20 +1,17 @@
 /** The `herald` command. Each subcommand lives in src/cli/; errors are turned into messages here, once. */
 import { Command, InvalidArgumentError } from 'commander'
 import { ConfigError } from './config.ts'
-import { DataFolderBusy } from './db/embedded.ts'
-import { migrate } from './db/migrate.ts'
-import { generateEclrs } from './ingest/generate.ts'
-import { filesCommand, inboxCommand, ingestCommand, inspectCommand } from './cli/ingest.ts'
-import { countiesCommand, countiesLoadCommand, linkCommand, personCommand, traceCommand } from './cli/link.ts'
-import { runCommand } from './cli/run.ts'
-import { casesCommand, casesRetryCommand } from './cli/casesync.ts'
-import { exposureRetryCommand, exposureStatusCommand } from './cli/exposure.ts'
-import { withDb } from './cli/context.ts'
-import { jobCancelCommand, jobCreateCommand, jobsCommand, keyCreateCommand, keyRevokeCommand, memberAddCommand, serviceCreateCommand, serviceListCommand, templateArchiveCommand, templateCreateCommand,
-  templateUpdateCommand } from './cli/messaging.ts'
-import { factsCommand, reportCommand, retentionRunCommand, retentionSetCommand, retentionShowCommand, usageCommand } from './cli/retention.ts'
-import { CountyListError } from './link/counties.ts'
 import { errorText } from './log.ts'
+
+// Each command's modules are loaded when it runs, so `herald report` does not load PGlite, faker,
+// fastify and the AWS SDK it does not use (start-up time and memory: see docs/benchmarks.md).
+const ingestCli = () => import('./cli/ingest.ts')
+const linkCli = () => import('./cli/link.ts')
+const runCli = () => import('./cli/run.ts')
+const casesyncCli = () => import('./cli/casesync.ts')
+const exposureCli = () => import('./cli/exposure.ts')
+const messagingCli = () => import('./cli/messaging.ts')
+const retentionCli = () => import('./cli/retention.ts')
 
 const positive = (v: string) => {
   if (!/^\d+$/.test(v) || Number(v) < 1) throw new InvalidArgumentError('must be a whole number of at least 1')
@@ -38,79 +35,79 @@ const program = new Command('herald')
   .showHelpAfterError()
 
 program.command('start').description('run Herald on its embedded default: serve the database to other herald commands and run every engine')
-  .action(() => runCommand({}, true))
+  .action(async () => (await runCli()).runCommand({}, true))
 
 program.command('run').description('run engines in the foreground')
   .option('--engines <list>', 'comma-separated engine names (default: all)')
   .option('--until-idle', 'exit once no engine has work left')
-  .action((opts) => runCommand(opts))
+  .action(async (opts) => (await runCli()).runCommand(opts))
 
 program.command('migrate').description('apply database migrations that are missing')
-  .action(() => withDb(async ({ db }) => {
-    const applied = await migrate(db)
+  .action(async () => (await import('./cli/context.ts')).withDb(async ({ db }) => {
+    const applied = await (await import('./db/migrate.ts')).migrate(db)
     console.log(applied.length ? `applied ${applied.join(', ')}` : 'nothing to apply: the schema is current')
   }))
 
 program.command('ingest').description('ingest export files: a file, a folder or s3://bucket/prefix')
   .argument('<paths...>')
   .option('--json', 'print a machine-readable summary per file')
-  .action((paths, opts) => ingestCommand(paths, opts))
+  .action(async (paths, opts) => (await ingestCli()).ingestCommand(paths, opts))
 
 program.command('files').description('list ingested files and their statistics; with an id, one file: per county, and each row it could not use')
   .argument('[id]')
   .option('--json', 'print JSON')
   .option('--limit <n>', 'how many, newest first', '50')
-  .action((id, opts) => filesCommand(id, opts))
+  .action(async (id, opts) => (await ingestCli()).filesCommand(id, opts))
 
 program.command('inbox').description('list files found in the inbox and their state: waiting, being ingested, done or failed')
   .option('--failed', 'only those that failed every attempt')
   .option('--json', 'print JSON')
   .option('--limit <n>', 'how many, newest first', '50')
-  .action((opts) => inboxCommand(opts))
+  .action(async (opts) => (await ingestCli()).inboxCommand(opts))
 
 program.command('inspect').description("validate an export without ingesting it: each row's line, version and v1/v2/v3 checksums, and each error")
   .argument('<file>')
   .option('--json', 'one JSON object per line')
-  .action((file, opts) => inspectCommand(file, opts))
+  .action(async (file, opts) => (await ingestCli()).inspectCommand(file, opts))
 
 const counties = program.command('counties').description("CommCare's county list: each county's domain, whether it takes part, the state domain")
   .option('--json', 'print JSON')
-  .action((opts) => countiesCommand(opts))
+  .action(async (opts) => (await linkCli()).countiesCommand(opts))
 counties.command('load').description('load a county list: the JSON of CommCare\'s fixture API (fixture_type=county_list)')
   .argument('<file>')
-  .action((file) => countiesLoadCommand(file))
+  .action(async (file) => (await linkCli()).countiesLoadCommand(file))
 
 program.command('link').description('the link queue: rows waiting, retrying or failed')
   .option('--failed', 'list the rows that failed, with their errors')
   .option('--retry', 'put every failed row back in line')
   .option('--json', 'print JSON')
-  .action((opts) => linkCommand(opts))
+  .action(async (opts) => (await linkCli()).linkCommand(opts))
 
 program.command('trace').description('a lab row: every decision link made about it, why, and the cases it reached')
   .argument('<row-id>')
   .option('--json', 'print JSON')
-  .action((id, opts) => traceCommand(id, opts))
+  .action(async (id, opts) => (await linkCli()).traceCommand(id, opts))
 
 program.command('person').description('a person: keys, cases, lab results and the history of decisions')
   .argument('<id>', 'person id, external id (uuid) or patient key')
   .option('--json', 'print JSON')
-  .action((id, opts) => personCommand(id, opts))
+  .action(async (id, opts) => (await linkCli()).personCommand(id, opts))
 
 const cases = program.command('cases').description('case sync with CommCare: cases waiting to be posted, retrying, failed; changes pulled back')
   .option('--failed', 'list the cases whose sync failed, with their errors')
   .option('--json', 'print JSON')
-  .action((opts) => casesCommand(opts))
+  .action(async (opts) => (await casesyncCli()).casesCommand(opts))
 cases.command('retry').description('post failed cases again, with their attempts anew (all failed cases without an id)')
   .argument('[case-ids...]', 'index case ids, as herald cases --failed lists them')
-  .action((ids) => casesRetryCommand(ids))
+  .action(async (ids) => (await casesyncCli()).casesRetryCommand(ids))
 
 const exposure = program.command('exposure').description('exposure notification: verification codes texted to newly positive residents')
 exposure.command('status').description('notices by state and reason (pending, phone checked, issued, not sent and why)')
   .option('--json', 'print JSON')
-  .action((opts) => exposureStatusCommand(opts))
+  .action(async (opts) => (await exposureCli()).exposureStatusCommand(opts))
 exposure.command('retry').description('try again the notices not sent for a reason (e.g. out_of_attempts, lookup_refused)')
   .requiredOption('--reason <reason>', 'the reason, as herald exposure status shows it')
-  .action((opts) => exposureRetryCommand(opts))
+  .action(async (opts) => (await exposureCli()).exposureRetryCommand(opts))
 
 const service = program.command('service').description('messaging services: who sends texts, with what limits')
 service.command('create').description('create a service (then: herald key create, herald template create)')
@@ -122,8 +119,8 @@ service.command('create').description('create a service (then: herald key create
   .option('--message-limit <n>', 'texts a day', positive)
   .option('--timezone <tz>', 'its days (daily limit, retention, facts)')
   .option('--json', 'print JSON')
-  .action((name, opts) => serviceCreateCommand(name, opts))
-service.command('list').description('every service').option('--json', 'print JSON').action((opts) => serviceListCommand(opts))
+  .action(async (name, opts) => (await messagingCli()).serviceCreateCommand(name, opts))
+service.command('list').description('every service').option('--json', 'print JSON').action(async (opts) => (await messagingCli()).serviceListCommand(opts))
 
 const key = program.command('key').description("a service's API keys (GOV.UK Notify format)")
 key.command('create').description('create an API key; it is shown once')
@@ -131,9 +128,9 @@ key.command('create').description('create an API key; it is shown once')
   .requiredOption('--name <name>', 'what the key is for')
   .requiredOption('--type <type>', 'normal (live), team (team members and guest list only) or test (never sent)')
   .option('--json', 'print JSON')
-  .action((opts) => keyCreateCommand(opts))
+  .action(async (opts) => (await messagingCli()).keyCreateCommand(opts))
 key.command('revoke').description('revoke a key').argument('<key>', 'key id or name').requiredOption('--service <id>', 'service id or name')
-  .action((k, opts) => keyRevokeCommand(k, opts))
+  .action(async (k, opts) => (await messagingCli()).keyRevokeCommand(k, opts))
 
 const template = program.command('template').description("a service's SMS templates: ((placeholders)), every version kept")
 template.command('create').description('create an SMS template')
@@ -142,11 +139,11 @@ template.command('create').description('create an SMS template')
   .option('--body <text>', 'the text, with ((placeholders))')
   .option('--file <file>', 'read the text from a file')
   .option('--json', 'print JSON')
-  .action((opts) => templateCreateCommand(opts))
+  .action(async (opts) => (await messagingCli()).templateCreateCommand(opts))
 template.command('update').description('a new version of a template').argument('<id>')
   .option('--name <name>').option('--body <text>').option('--file <file>')
-  .action((id, opts) => templateUpdateCommand(id, opts))
-template.command('archive').description('archive a template: no more texts from it').argument('<id>').action((id) => templateArchiveCommand(id))
+  .action(async (id, opts) => (await messagingCli()).templateUpdateCommand(id, opts))
+template.command('archive').description('archive a template: no more texts from it').argument('<id>').action(async (id) => (await messagingCli()).templateArchiveCommand(id))
 
 const member = program.command('member').description('team members and the guest list: whom team keys may text')
 member.command('add').description('add a team member (or, with --guest, a guest list entry)')
@@ -154,48 +151,48 @@ member.command('add').description('add a team member (or, with --guest, a guest 
   .requiredOption('--phone <number>', 'their mobile number')
   .option('--name <name>', 'their name')
   .option('--guest', 'a guest list entry rather than a team member')
-  .action((opts) => memberAddCommand(opts))
+  .action(async (opts) => (await messagingCli()).memberAddCommand(opts))
 
 const jobs = program.command('jobs').description('bulk jobs: a CSV of recipients for one template; progress of each')
   .enablePositionalOptions()
   .option('--service <id>', 'one service only')
   .option('--json', 'print JSON')
-  .action((opts) => jobsCommand(opts))
+  .action(async (opts) => (await messagingCli()).jobsCommand(opts))
 jobs.command('create').description('upload a CSV ("phone number" column, one per placeholder): every row is checked first')
   .argument('<file>')
   .requiredOption('--service <id>', 'service id or name')
   .requiredOption('--template <id>', 'template id')
   .option('--at <time>', 'send at this time (ISO 8601) instead of now')
   .option('--json', 'print JSON')
-  .action((file, opts) => jobCreateCommand(file, opts))
-jobs.command('cancel').description('cancel a job, with its texts not yet sent').argument('<id>').action((id) => jobCancelCommand(id))
+  .action(async (file, opts) => (await messagingCli()).jobCreateCommand(file, opts))
+jobs.command('cancel').description('cancel a job, with its texts not yet sent').argument('<id>').action(async (id) => (await messagingCli()).jobCancelCommand(id))
 
 const retention = program.command('retention').description("how long each service keeps its notifications (default 7 days); then they move to history without numbers")
   .enablePositionalOptions()
   .option('--json', 'print JSON')
-  .action((opts) => retentionShowCommand(opts))
+  .action(async (opts) => (await retentionCli()).retentionShowCommand(opts))
 retention.command('run').description('remove what is past retention now (the nightly run does this too)')
   .option('--as-of <time>', 'judge retention from this moment instead of now (ISO 8601)')
   .option('--batch <n>', 'notifications moved per transaction', positive)
   .option('--json', 'print JSON')
-  .action((opts) => retentionRunCommand(opts))
+  .action(async (opts) => (await retentionCli()).retentionRunCommand(opts))
 retention.command('set').description("set a service's retention")
   .requiredOption('--service <id>', 'service id or name')
   .requiredOption('--days <n>', 'days to keep, 3 to 90', positive)
   .option('--type <type>', 'notification type', 'sms')
-  .action((opts) => retentionSetCommand(opts))
+  .action(async (opts) => (await retentionCli()).retentionSetCommand(opts))
 
 program.command('facts').description('compute billing and status facts (default: the last 3 days of each service, as the nightly run does)')
   .option('--from <day>', 'first local day (YYYY-MM-DD)')
   .option('--to <day>', 'last local day (default --from)')
   .option('--json', 'print JSON')
-  .action((opts) => factsCommand(opts))
+  .action(async (opts) => (await retentionCli()).factsCommand(opts))
 
 program.command('usage').description("a service's texts, fragments and cost by month, from the facts")
   .requiredOption('--service <id>', 'service id or name')
   .option('--year <yyyy>', 'calendar year (default this one)', positive)
   .option('--json', 'print JSON')
-  .action((opts) => usageCommand(opts))
+  .action(async (opts) => (await retentionCli()).usageCommand(opts))
 
 program.command('report').description("a CSV of a job's notifications, or a service's over local days, with phone numbers while they are kept")
   .requiredOption('--service <id>', 'service id or name')
@@ -203,7 +200,7 @@ program.command('report').description("a CSV of a job's notifications, or a serv
   .option('--from <day>', 'first local day (YYYY-MM-DD)')
   .option('--to <day>', 'last local day (default --from)')
   .option('--out <file>', 'write to a file instead of standard output')
-  .action((opts) => reportCommand(opts))
+  .action(async (opts) => (await retentionCli()).reportCommand(opts))
 
 const generate = program.command('generate').description('write synthetic data for demos and benchmarks')
 generate.command('eclrs').description('a realistic synthetic ECLRS export (fake people)')
@@ -217,7 +214,7 @@ generate.command('eclrs').description('a realistic synthetic ECLRS export (fake 
   .option('--repeat-fraction <f>', 'share of rows taken from --repeat-from', fraction, 0.9)
   .option('--seed <n>', 'random seed (a different seed gives different people)', positive, 1)
   .action(async (opts) => {
-    const r = await generateEclrs({ rows: opts.rows, version: opts.version, out: opts.out, repeatFrom: opts.repeatFrom,
+    const r = await (await import('./ingest/generate.ts')).generateEclrs({ rows: opts.rows, version: opts.version, out: opts.out, repeatFrom: opts.repeatFrom,
       repeatFraction: opts.repeatFrom ? opts.repeatFraction : undefined, seed: opts.seed })
     console.log(`wrote ${opts.out}: ${r.rows} rows (v${opts.version}), ${r.repeated} repeated from ${opts.repeatFrom ?? 'nothing'}`)
   })
@@ -226,7 +223,8 @@ try {
   await program.parseAsync()
 } catch (err) {
   const e = err as Error
-  const prefix = e instanceof ConfigError ? 'configuration error' : e instanceof DataFolderBusy ? 'busy' : e instanceof CountyListError ? 'county list' : 'error'
+  // By name: the classes live in modules this file does not load up front.
+  const prefix = e instanceof ConfigError ? 'configuration error' : e.name === 'DataFolderBusy' ? 'busy' : e.name === 'CountyListError' ? 'county list' : 'error'
   console.error(`herald: ${prefix}: ${errorText(e)}`)
   process.exitCode = e instanceof ConfigError ? 2 : 1
 }

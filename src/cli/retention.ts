@@ -3,10 +3,11 @@ import { createWriteStream } from 'node:fs'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { computeFacts, monthlyUsage } from '../messaging/facts/facts.ts'
-import { messagingKeys } from '../messaging/index.ts'
 import { reportCsv, ReportNotFound } from '../messaging/reports/report.ts'
 import { retentionCutoffs, runRetention, setRetention } from '../messaging/retention/retention.ts'
 import { findService } from '../messaging/services.ts'
+import { secretKey } from '../privacy/keys.ts'
+import { Sealer } from '../privacy/seal.ts'
 import { storeFor } from '../storage/index.ts'
 import { table, withDb } from './context.ts'
 
@@ -87,7 +88,7 @@ export async function reportCommand(o: { service: string; job?: string; from?: s
   return withDb(async ({ db, config }) => {
     const service = await findService(db, o.service)
     const scope = o.job ? { serviceId: service.id, jobId: o.job } : { serviceId: service.id, from: from!, to: to! }
-    const csv = reportCsv(db, messagingKeys(config).sealer, scope)
+    const csv = reportCsv(db, new Sealer(secretKey(config)), scope)
     try {
       await pipeline(Readable.from(csv), o.out ? createWriteStream(o.out) : process.stdout, { end: !!o.out })
     } catch (err) {

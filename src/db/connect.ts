@@ -1,11 +1,12 @@
 /** Opens Herald's database as configured: PostgreSQL when DATABASE_URL is set, else the embedded PGlite. */
 import type { Config } from '../config.ts'
-import { openEmbedded } from './embedded.ts'
 import { PostgresDb } from './postgres.ts'
 import type { Db } from './types.ts'
 
 export async function connect(config: Config, opts: { serve?: boolean } = {}): Promise<Db> {
   if (config.databaseUrl) return new PostgresDb('postgres', { connectionString: config.databaseUrl, max: 8 })
+  // PGlite loads only when it is used: a command on PostgreSQL need not carry it.
+  const { openEmbedded } = await import('./embedded.ts')
   return openEmbedded(config.dataDir, opts)
 }
 

@@ -55,9 +55,10 @@ describe('reports', () => {
       { at: '2026-11-20T12:00:00Z', phone: '+12125550004', keyType: 'test' },
       { at: '2026-11-21T05:00:00Z', phone: '+12125550005' },
     ])
+    await w.t.db.query(`UPDATE templates SET name = 'Result, "ready"'`) // a name that must be quoted
     const res = await callApi(w, 'GET', '/v2/reports/notifications?from=2026-11-20&to=2026-11-20')
-    expect(rowsOf(await res.text()).map((r) => [r['Phone number'], r['Created at']])).toEqual([
-      ['+12125550002', '2026-11-20 00:00:00'], ['+12125550003', '2026-11-20 23:59:00']])
+    expect(rowsOf(await res.text()).map((r) => [r['Phone number'], r['Created at'], r.Template])).toEqual([
+      ['+12125550002', '2026-11-20 00:00:00', 'Result, "ready"'], ['+12125550003', '2026-11-20 23:59:00', 'Result, "ready"']])
     const bad = await callApi(w, 'GET', '/v2/reports/notifications?from=2026-11-20&to=yesterday')
     expect(bad.status).toBe(400)
     expect((await bad.json()).errors[0].message).toBe('to yesterday is not a date (YYYY-MM-DD)')

@@ -6,7 +6,6 @@
  * two pages, whatever the size: there is no cache of anyone's numbers. A row past retention has no
  * ciphertext any more, so its number is blank.
  */
-import { stringify } from 'csv-stringify/sync'
 import type { Db } from '../../db/types.ts'
 import type { Sealer } from '../../privacy/seal.ts'
 
@@ -18,18 +17,31 @@ export type ReportScope =
   | { serviceId: string; jobId: string }
   | { serviceId: string; from: string; to: string } // local days, inclusive (YYYY-MM-DD)
 
-const COLUMNS = (ct: string) => `id, template_id, status, provider, created_at, job_id, job_row, reference, ${ct} AS recipient_ct,
-  to_char(created_at AT TIME ZONE $tz, 'YYYY-MM-DD HH24:MI:SS') AS created, to_char(sent_at AT TIME ZONE $tz, 'YYYY-MM-DD HH24:MI:SS') AS sent,
-  to_char(completed_at AT TIME ZONE $tz, 'YYYY-MM-DD HH24:MI:SS') AS completed`
+// A CSV field (RFC 4180): quoted when it holds a comma, a quote or a line break.
+const csvField = (v: string) => (/[",\r\n]/.test(v) ? `"${v.replace(/"/g, '""')}"` : v)
+const sqlCsvField = (e: string) => `CASE WHEN ${e} ~ '[",\r\n]' THEN '"' || replace(${e}, '"', '""') || '"' ELSE ${e} END`
+const local = (column: string) => `coalesce(to_char(n.${column} AT TIME ZONE $tz, 'YYYY-MM-DD HH24:MI:SS'), '')`
 
-/** One page after the key `after`, from both tables, in key order: a row is in exactly one of them in a snapshot. */
+/**
+ * Everything of a row but its number comes from PostgreSQL as the finished rest of its CSV line, so
+ * this process parses three columns a row, not eleven: the report's speed is the decrypting.
+ */
+const COLUMNS = (ct: string) => `${ct} AS recipient_ct, n.job_row, n.created_at AS at, n.created_at::text AS after_at, n.id AS after_id,
+  concat_ws(',', ${sqlCsvField("coalesce(t.name, n.template_id::text)")}, n.status, coalesce(n.provider, ''), ${local('created_at')}, ${local('sent_at')},
+    ${local('completed_at')}, coalesce(n.job_id::text, ''), coalesce(n.job_row::text, ''), ${sqlCsvField("coalesce(n.reference, '')")}) AS rest`
+
+/** One page after the previous page's last key, from both tables, in key order: a row is in exactly one of them in a snapshot. */
 function pageSql(scope: ReportScope): string {
   const both = (where: string, order: string) => ['notifications', 'notification_history'].map((table) =>
-    `(SELECT ${COLUMNS(table === 'notifications' ? 'recipient_ct' : 'NULL::bytea')} FROM ${table} WHERE ${where} ORDER BY ${order} LIMIT $limit)`)
-    .join(' UNION ALL ') + ` ORDER BY ${order} LIMIT $limit`
+    `(SELECT ${COLUMNS(table === 'notifications' ? 'n.recipient_ct' : 'NULL::bytea')} FROM ${table} n LEFT JOIN templates t ON t.id = n.template_id
+      WHERE ${where} ORDER BY ${order} LIMIT $limit)`)
+    .join(' UNION ALL ')
+  const page = (where: string, order: string, merged: string) =>
+    `SELECT recipient_ct, job_row, after_at, after_id, rest FROM (${both(where, order)}) u ORDER BY ${merged} LIMIT $limit`
   return 'jobId' in scope
-    ? both('job_id = $1 AND job_row > $2', 'job_row')
-    : both(`service_id = $1 AND created_at >= $3 AND created_at < $4 AND key_type <> 'test' AND (created_at, id) > ($2::timestamptz, $5::uuid)`, 'created_at, id')
+    ? page('n.job_id = $1 AND n.job_row > $2', 'n.job_row', 'job_row')
+    : page(`n.service_id = $1 AND n.created_at >= $3 AND n.created_at < $4 AND n.key_type <> 'test' AND (n.created_at, n.id) > ($2::timestamptz, $5::uuid)`,
+      'n.created_at, n.id', 'at, after_id')
 }
 
 /** The CSV, header first, a page of rows at a time. Throws before the first chunk if the job or service is not there. */
@@ -44,29 +56,24 @@ export async function* reportCsv(db: Db, sealer: Sealer, scope: ReportScope, pag
   } else {
     const [b] = await db.query(`SELECT ($1::date)::timestamp AT TIME ZONE $3 AS start, ($2::date + 1)::timestamp AT TIME ZONE $3 AS end`,
       [scope.from, scope.to, s.timezone])
-    params = [scope.serviceId, new Date(0), b.start, b.end, '00000000-0000-0000-0000-000000000000']
+    params = [scope.serviceId, '-infinity', b.start, b.end, '00000000-0000-0000-0000-000000000000']
   }
   // $tz and $limit come after the scope's own parameters.
   const n = params.length
   const sql = pageSql(scope).replaceAll('$tz', () => `$${n + 1}`).replaceAll('$limit', () => `$${n + 2}`)
   const fetch = (p: unknown[]) => db.query(sql, [...p, s.timezone, pageSize])
-  const templates = new Map<string, string>() // a service has few templates: their names are read once
 
-  yield stringify([REPORT_HEADER])
+  yield REPORT_HEADER.join(',') + '\n'
   let page = await fetch(params)
   while (page.length > 0) {
     const last = page[page.length - 1]
     const next = page.length === pageSize
-      ? fetch('jobId' in scope ? [scope.jobId, last.job_row] : [scope.serviceId, last.created_at, params[2], params[3], last.id])
+      ? fetch('jobId' in scope ? [scope.jobId, last.job_row] : [scope.serviceId, last.after_at, params[2], params[3], last.after_id])
       : undefined
     next?.catch(() => {}) // awaited below; an error then is the one that counts
-    const unnamed = [...new Set(page.map((r) => r.template_id as string))].filter((id) => !templates.has(id))
-    if (unnamed.length) {
-      for (const t of await db.query(`SELECT id, name FROM templates WHERE id = ANY($1::uuid[])`, [unnamed])) templates.set(t.id, t.name)
-    }
-    const rows = page.map((r) => [r.recipient_ct ? sealer.open(Buffer.from(r.recipient_ct)) : '', templates.get(r.template_id) ?? r.template_id, r.status,
-      r.provider ?? '', r.created, r.sent ?? '', r.completed ?? '', r.job_id ?? '', r.job_row ?? '', r.reference ?? ''])
-    yield stringify(rows)
+    let chunk = ''
+    for (const r of page) chunk += `${r.recipient_ct ? csvField(sealer.open(Buffer.from(r.recipient_ct))) : ''},${r.rest}\n`
+    yield chunk
     page = next ? await next : []
   }
 }
