@@ -16,7 +16,7 @@ import cluster from 'node:cluster'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { parseArgs } from 'node:util'
-import { writeFileSync } from 'node:fs'
+import { rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import autocannon from 'autocannon'
@@ -124,6 +124,7 @@ done = function(summary, latency, requests)
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.status + summary.errors.timeout))
 end\n`)
   const { stdout } = await promisify(execFile)('wrk', ['-t2', `-c${args.connections}`, `-d${args.seconds}s`, '--latency', '-s', script, url])
+    .finally(() => rmSync(script, { force: true }))
   const j = JSON.parse(/JSON (.*)/.exec(stdout)![1])
   return { requests_per_s: j.requests / j.seconds, p50_ms: j.p50, p99_ms: j.p99, max_ms: j.max, ok: j.requests - j.errors, other: j.errors }
 }

@@ -3,14 +3,13 @@
  * preview templates. Each request is authenticated (auth.ts), validated with Notify's messages,
  * and a text admitted with the others of its moment (admit.ts).
  */
-import { randomUUID } from 'node:crypto'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { Db } from '../../db/types.ts'
 import type { Sealer } from '../../privacy/seal.ts'
 import { checkPhone } from '../phone.ts'
 import { prepareText } from '../prepare.ts'
 import { render } from '../templates.ts'
-import { Admitter } from './admit.ts'
+import { Admitter, notificationId } from './admit.ts'
 import { Authenticator, type Caller } from './auth.ts'
 import type { Directory } from './directory.ts'
 import { ApiError, badRequest, notFound, validation } from './errors.ts'
@@ -72,7 +71,7 @@ export function messagingApi(deps: ApiDeps) {
       const ready = await prepareText(deps, service, key.keyType, template, b.phone_number, b.personalisation)
       if (ready instanceof ApiError) throw ready
       const { text, hash } = ready
-      const id = randomUUID()
+      const id = notificationId()
       const admitted = await admitter.admit({
         id, service, templateId: template.id, templateVersion: template.version, apiKeyId: key.id, keyType: key.keyType,
         reference: b.reference ?? null, recipientHash: hash, recipientCt: sealer.seal(b.phone_number.trim()),
