@@ -11,13 +11,17 @@ import type { Db, Queryable } from '../../db/types.ts'
 export const BILLABLE = ['sending', 'sent', 'delivered', 'pending', 'temporary-failure', 'permanent-failure']
 export const SETTLE_DAYS = 3
 
-/** The billing facts of one service-day, as SELECT (for the benchmarks, which time it alone). */
+/**
+ * The billing facts of one service-day, as SELECT (the benchmarks time it alone). Grouped on the
+ * columns as stored and only then given defaults: the grouping is most of the query's time.
+ */
 export const BILLING_SQL = (view = 'notifications_all_time_view') => `
-  SELECT n.template_id, n.notification_type, coalesce(n.provider, 'none') AS provider, coalesce(n.rate_multiplier, 1) AS rate_multiplier,
-         n.international, sum(coalesce(n.billable_units, 0)) AS billable_units, count(*) AS notifications_sent
-  FROM ${view} n
-  WHERE n.service_id = $1 AND n.created_at >= $2 AND n.created_at < $3 AND n.key_type <> 'test' AND n.status = ANY($4::text[])
-  GROUP BY 1, 2, 3, 4, 5`
+  SELECT template_id, notification_type, coalesce(provider, 'none') AS provider, coalesce(rate_multiplier, 1) AS rate_multiplier, international,
+         coalesce(units, 0) AS billable_units, sent AS notifications_sent
+  FROM (SELECT n.template_id, n.notification_type, n.provider, n.rate_multiplier, n.international, sum(n.billable_units) AS units, count(*) AS sent
+        FROM ${view} n
+        WHERE n.service_id = $1 AND n.created_at >= $2 AND n.created_at < $3 AND n.key_type <> 'test' AND n.status = ANY($4::text[])
+        GROUP BY 1, 2, 3, 4, 5) g`
 
 /** The status facts of one service-day, as SELECT. */
 export const STATUS_SQL = (view = 'notifications_all_time_view') => `

@@ -36,12 +36,13 @@ function pageSql(scope: ReportScope): string {
     `(SELECT ${COLUMNS(table === 'notifications' ? 'n.recipient_ct' : 'NULL::bytea')} FROM ${table} n LEFT JOIN templates t ON t.id = n.template_id
       WHERE ${where} ORDER BY ${order} LIMIT $limit)`)
     .join(' UNION ALL ')
-  const page = (where: string, order: string, merged: string) =>
-    `SELECT recipient_ct, job_row, after_at, after_id, rest FROM (${both(where, order)}) u ORDER BY ${merged} LIMIT $limit`
+  // Only the key of the scope's order goes back with the row: each column more is parsed a million times.
+  const page = (where: string, order: string, merged: string, key: string) =>
+    `SELECT recipient_ct, ${key}, rest FROM (${both(where, order)}) u ORDER BY ${merged} LIMIT $limit`
   return 'jobId' in scope
-    ? page('n.job_id = $1 AND n.job_row > $2', 'n.job_row', 'job_row')
+    ? page('n.job_id = $1 AND n.job_row > $2', 'n.job_row', 'job_row', 'job_row')
     : page(`n.service_id = $1 AND n.created_at >= $3 AND n.created_at < $4 AND n.key_type <> 'test' AND (n.created_at, n.id) > ($2::timestamptz, $5::uuid)`,
-      'n.created_at, n.id', 'at, after_id')
+      'n.created_at, n.id', 'at, after_id', 'after_at, after_id')
 }
 
 /** The CSV, header first, a page of rows at a time. Throws before the first chunk if the job or service is not there. */
@@ -72,7 +73,10 @@ export async function* reportCsv(db: Db, sealer: Sealer, scope: ReportScope, pag
       : undefined
     next?.catch(() => {}) // awaited below; an error then is the one that counts
     let chunk = ''
-    for (const r of page) chunk += `${r.recipient_ct ? csvField(sealer.open(Buffer.from(r.recipient_ct))) : ''},${r.rest}\n`
+    for (const r of page) {
+      const ct = r.recipient_ct // a Buffer from node-postgres, a Uint8Array from PGlite
+      chunk += `${ct ? csvField(sealer.open(Buffer.isBuffer(ct) ? ct : Buffer.from(ct))) : ''},${r.rest}\n`
+    }
     yield chunk
     page = next ? await next : []
   }
