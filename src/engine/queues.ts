@@ -1,0 +1,20 @@
+/** Every engine's queue, in pipeline order: what `herald queue` and /metrics report. */
+import { inboundQueue, outboundQueue } from '../casesync/queue.ts'
+import { checkQueue, intakeQueue, issueQueue } from '../exposure/queue.ts'
+import { inboxQueue } from '../ingest/queue.ts'
+import { linkQueue } from '../link/queue.ts'
+import { jobsQueue } from '../messaging/jobs/queue.ts'
+import { receiptsQueue } from '../messaging/receipts/queue.ts'
+import { nightlyQueue } from '../messaging/retention/queue.ts'
+import { sendQueue } from '../messaging/send/queue.ts'
+import type { QueueSpec } from './queue.ts'
+
+export const QUEUES: QueueSpec[] = [
+  inboxQueue, linkQueue, outboundQueue, inboundQueue, intakeQueue, checkQueue, issueQueue, jobsQueue, sendQueue, receiptsQueue, nightlyQueue,
+]
+
+export function queueOf(engine: string): QueueSpec {
+  const spec = QUEUES.find((q) => q.engine === engine)
+  if (!spec) throw new Error(`unknown engine ${engine}; engines: ${QUEUES.map((q) => q.engine).join(', ')}`)
+  return spec
+}
