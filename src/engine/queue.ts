@@ -118,14 +118,20 @@ function extra(opts: ClaimOptions, after: number): string {
 export async function claim<R extends Record<string, any> = Record<string, any>>(
   q: Queryable, spec: QueueSpec, worker: string, limit: number, opts: ClaimOptions = {},
 ): Promise<(R & { id: string; attempts: number })[]> {
+  // Picked in order under row locks, numbered (the CTE keeps its order), updated, returned in that order.
   const rows = await q.query(
-    `UPDATE ${spec.table} t SET claimed_by = $1, claimed_until = now() + make_interval(secs => $3),
-       attempts = t.attempts + (t.claimed_by IS NOT NULL)::int,
-       last_error = CASE WHEN t.claimed_by IS NOT NULL THEN 'lease ran out: its worker stopped renewing it' ELSE t.last_error END
-     WHERE t.${spec.key} IN (SELECT ${spec.key} FROM ${spec.table} WHERE ${due(spec)} ${extra(opts, 3)}
-                             ORDER BY ${spec.order} LIMIT $2 FOR UPDATE SKIP LOCKED)
-     RETURNING t.${spec.key}::text AS id, t.attempts${opts.returning ? `, ${opts.returning}` : ''}`,
+    `WITH picked AS (SELECT ${spec.key} AS k FROM ${spec.table} WHERE ${due(spec)} ${extra(opts, 3)}
+                     ORDER BY ${spec.order} LIMIT $2 FOR UPDATE SKIP LOCKED),
+     ranked AS (SELECT k, row_number() OVER () AS rank FROM picked),
+     claimed AS (
+       UPDATE ${spec.table} t SET claimed_by = $1, claimed_until = now() + make_interval(secs => $3),
+         attempts = t.attempts + (t.claimed_by IS NOT NULL)::int,
+         last_error = CASE WHEN t.claimed_by IS NOT NULL THEN 'lease ran out: its worker stopped renewing it' ELSE t.last_error END
+       FROM ranked WHERE t.${spec.key} = ranked.k
+       RETURNING ranked.rank, t.${spec.key}::text AS id, t.attempts${opts.returning ? `, ${opts.returning}` : ''})
+     SELECT * FROM claimed ORDER BY rank`,
     [worker, limit, spec.leaseSeconds, ...(opts.params ?? [])])
+  for (const r of rows) delete r.rank
   const dead = rows.filter((r) => r.attempts >= spec.retry.maxAttempts)
   if (dead.length === 0) return rows as any
   await fail(q, spec, worker, dead.map((r) => ({
