@@ -87,7 +87,7 @@ async function main() {
     try {
       await runEngines(db, [
         jobsEngine({ sealer, region: 'US', store }, log),
-        sendEngine({ providers: [provider], sealer, region: 'US', concurrency: Number(args.concurrency), recoverySeconds: 300, log }),
+        sendEngine({ providers: [provider], sealer, region: 'US', concurrency: Number(args.concurrency), recoverySeconds: 300, log, workerId: 'bench' }),
       ], { untilIdle: true, pollIntervalMs: 100, signal: new AbortController().signal, log })
     } finally {
       clearInterval(ticker)

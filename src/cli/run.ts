@@ -64,7 +64,7 @@ const ENGINES: Record<string, (config: Config, log: Logger, outside: Outside) =>
   'exposure-issue': exposure(2),
   send: (config, log, o) => (o.sms.length ? sendEngine({ providers: o.sms, sealer: messagingKeys(config).sealer, region: config.exposure.defaultRegion,
     concurrency: config.messaging.sendConcurrency, recoverySeconds: config.messaging.providerRecoverySeconds,
-    rates: { byCode: config.messaging.internationalRates, fallback: config.messaging.internationalMultiplier }, log }) : 'no SMS provider: set HERALD_SMS_PROVIDERS'),
+    rates: { byCode: config.messaging.internationalRates, fallback: config.messaging.internationalMultiplier }, log, workerId: config.workerId }) : 'no SMS provider: set HERALD_SMS_PROVIDERS'),
   receipts: (_config, log) => receiptsEngine(log),
   jobs: (config, log) => jobsEngine({ sealer: messagingKeys(config).sealer, region: config.exposure.defaultRegion, store: storeFor(config.messaging.jobStore, config) }, log),
   nightly: (config, log) => nightlyEngine({ store: storeFor(config.messaging.jobStore, config), at: config.messaging.nightlyAt, timezone: config.exposure.timezone, log }),

@@ -160,14 +160,15 @@ export async function claimInTx<R extends Record<string, any> = Record<string, a
  * rows whose claim this worker still holds with a live lease, and returns their ids: only those may
  * be handed to the outside world. Checking ownership and moving in one statement is what makes it
  * safe: a row taken over by another worker after our lease ran out is not returned here, and a row
- * moved here is no longer due, so no other worker can claim it after.
+ * moved here is no longer due, so no other worker can claim it after. A row that left the engine's
+ * work meanwhile (`ready` no longer true: cancelled, timed out) is not moved either.
  * `set` may use parameters from $3 on (`params`).
  */
 export async function hold(q: Queryable, spec: QueueSpec, worker: string, ids: string[], set: string, params: unknown[] = []): Promise<Set<string>> {
   if (ids.length === 0) return new Set()
   const rows = await q.query(
     `UPDATE ${spec.table} t SET ${set}
-     WHERE t.${spec.key} = ANY($1::${spec.keyType}[]) AND t.claimed_by = $2 AND t.claimed_until > now()
+     WHERE t.${spec.key} = ANY($1::${spec.keyType}[]) AND t.claimed_by = $2 AND t.claimed_until > now() AND (${spec.ready})
      RETURNING t.${spec.key}::text AS id`, [ids, worker, ...params])
   return new Set(rows.map((r) => r.id))
 }

@@ -31,7 +31,7 @@ describe.skipIf(!onPostgres)('a database dump after sending', () => {
       service: w.service, template, keyType: 'test', apiKeyId: null, csv: Buffer.from(csv), name: 'people.csv', createdBy: 'test' })
     expect(job.ok).toBe(true)
     await jobsEngine({ sealer, region: 'US', store }, createLogger('silent')).step(w.t.db, new AbortController().signal)
-    await sendEngine({ providers: [], sealer, region: 'US', concurrency: 16, recoverySeconds: 300, log: createLogger('silent') }).step(w.t.db, new AbortController().signal)
+    await sendEngine({ providers: [], sealer, region: 'US', concurrency: 16, recoverySeconds: 300, log: createLogger('silent'), workerId: 'test' }).step(w.t.db, new AbortController().signal)
     const [{ delivered }] = await w.t.db.query(`SELECT count(*) FILTER (WHERE status = 'delivered')::int AS delivered FROM notifications`)
     expect(delivered).toBe(20)
 

@@ -8,6 +8,11 @@ import { createLogger } from '../../src/log.ts'
 import { receiptsEngine } from '../../src/messaging/receipts/engine.ts'
 import { receiptRoutes, receiptUrls, vonageToken } from '../../src/messaging/receipts/routes.ts'
 import { sendEngine, simulatedStatus } from '../../src/messaging/send/engine.ts'
+import type { SmsProvider } from '../../src/messaging/send/provider.ts'
+import { sendQueue } from '../../src/messaging/send/queue.ts'
+import { retry, stats } from '../../src/engine/queue.ts'
+import type { Db } from '../../src/db/types.ts'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { registerProviders } from '../../src/messaging/send/providers.ts'
 import { TwilioSms } from '../../src/messaging/send/twilio.ts'
 import { VonageSms } from '../../src/messaging/send/vonage.ts'
@@ -51,7 +56,7 @@ afterEach(async () => {
   await Promise.all([twilio.close(), vonage.close(), ...providers.map((p) => p.close())])
 })
 
-const send = () => sendEngine({ providers, sealer, region: 'US', concurrency: 8, recoverySeconds: 300, log })
+const send = () => sendEngine({ providers, sealer, region: 'US', concurrency: 8, recoverySeconds: 300, log, workerId: 'test' })
 const step = (e = send()) => e.step(w.t.db, new AbortController().signal)
 const applyReceipts = () => receiptsEngine(log).step(w.t.db, new AbortController().signal)
 const text = (phone: string, key = w.keys.normal, personalisation: object = { name: 'Ada', ref: 'X' }, templateId = w.template.id) =>
@@ -144,6 +149,89 @@ describe('send', () => {
     await until(() => twilio.stats.callbacksSent === 4)
     await applyReceipts()
     expect([await status(permanent), await status(temporary)]).toEqual(['permanent-failure', 'temporary-failure'])
+  })
+})
+
+describe('send under the work queue', () => {
+  /** A worker that stalled: its lease renewals never reach the database (a paused process), all else does. */
+  const stalled = (db: Db): Db => new Proxy(db, {
+    get(target, prop) {
+      if (prop !== 'query') return Reflect.get(target, prop, target)
+      return (sql: string, params?: unknown[]) => sql.includes('SET claimed_until = now() + make_interval') && !sql.includes('WITH picked')
+        ? Promise.resolve([]) : target.query(sql, params)
+    },
+  })
+  /** Twilio through a provider slower than the lease. */
+  const slow = (ms: number): SmsProvider => ({
+    name: 'twilio', close: async () => {}, send: async (sms) => { await sleep(ms); return providers[0].send(sms) },
+  })
+
+  it('a lease that runs out mid-call sends nothing twice: the slow worker keeps what it holds, loses the rest, and the other sends only those', async () => {
+    const ids: string[] = []
+    for (let i = 0; i < 8; i++) ids.push(await text(`+1 212 555 01${String(i).padStart(2, '0')}`))
+    // Worker A claims all 8: 4 calls at once, 1-second leases, each call 2.5 s, renewals lost.
+    const a = sendEngine({ providers: [slow(2500)], sealer, region: 'US', concurrency: 2, recoverySeconds: 300, log, workerId: 'A', leaseSeconds: 1 })
+    const roundA = a.step(stalled(w.t.db), new AbortController().signal)
+    await sleep(1600) // A's four calls are under way; every lease of A has run out
+    const b = sendEngine({ providers, sealer, region: 'US', concurrency: 8, recoverySeconds: 300, log, workerId: 'B', leaseSeconds: 30 })
+    const countsB = await b.step(w.t.db, new AbortController().signal)
+    const countsA = await roundA
+    // B took the four A had not started (their leases ran out); the four A was sending stayed A's.
+    expect(captured).toContain('send lost the claim of some texts')
+    expect(countsB).toEqual({ sending: 4 })
+    expect(countsA).toEqual({ sending: 4 })
+    const handed = twilio.ledger.map((e) => e.to)
+    expect(handed).toHaveLength(8)
+    expect(new Set(handed).size).toBe(8)
+    const rows = await w.t.db.query(`SELECT status, provider_ref IS NOT NULL AS ref, claimed_by FROM notifications WHERE id = ANY($1::uuid[])`, [ids])
+    expect(rows.every((r) => r.status === 'sending' && r.ref && r.claimed_by === null)).toBe(true)
+  })
+
+  it('a text cancelled after it was claimed is not sent', async () => {
+    const id = await text('+1 212 555 0100')
+    const a = sendEngine({ providers: [slow(0)], sealer, region: 'US', concurrency: 1, recoverySeconds: 300, log, workerId: 'A' })
+    const db = new Proxy(w.t.db, {
+      get(target, prop) {
+        if (prop !== 'query') return Reflect.get(target, prop, target)
+        return async (sql: string, params?: unknown[]) => {
+          const rows = await target.query(sql, params)
+          // Right after the claim, the text is cancelled (as a job's cancel does to its texts not yet sent).
+          if (sql.includes('WITH picked')) await target.query(`UPDATE notifications SET status = 'cancelled' WHERE id = $1`, [id])
+          return rows
+        }
+      },
+    })
+    expect(await a.step(db, new AbortController().signal)).toEqual({})
+    expect(twilio.ledger).toHaveLength(0)
+    expect(await status(id)).toBe('cancelled')
+  })
+
+  it('stops at the next chunk when asked, and gives back what it did not start', async () => {
+    for (let i = 0; i < 8; i++) await text(`+1 212 555 01${String(i).padStart(2, '0')}`)
+    const stop = new AbortController()
+    const a = sendEngine({ providers: [slow(300)], sealer, region: 'US', concurrency: 2, recoverySeconds: 300, log, workerId: 'A' })
+    const round = a.step(w.t.db, stop.signal)
+    await sleep(100)
+    stop.abort()
+    expect(await round).toEqual({ sending: 4, released: 4 })
+    const [r] = await w.t.db.query(`SELECT count(*) FILTER (WHERE status = 'created' AND claimed_by IS NULL AND attempts = 0)::int AS back FROM notifications`)
+    expect(r.back).toBe(4)
+  })
+
+  it('out of attempts: technical-failure, visible in the queue with its error', async () => {
+    twilio.knobs.failureRate = 1
+    vonage.knobs.failureRate = 1
+    const id = await text('+1 212 555 0100')
+    for (let i = 0; i < sendQueue.retry.maxAttempts; i++) {
+      await w.t.db.query('UPDATE notifications SET retry_at = NULL')
+      await step()
+    }
+    const [row] = await w.t.db.query('SELECT status, attempts, failed_at IS NOT NULL AS failed, last_error, completed_at IS NOT NULL AS done FROM notifications WHERE id = $1', [id])
+    expect(row).toMatchObject({ status: 'technical-failure', attempts: sendQueue.retry.maxAttempts, failed: true, done: true })
+    expect(row.last_error).toMatch(/no provider took it/)
+    expect((await stats(w.t.db, sendQueue)).failed).toBe(1)
+    expect(await retry(w.t.db, sendQueue, [id])).toEqual([id])
+    expect(await status(id)).toBe('created')
   })
 })
 

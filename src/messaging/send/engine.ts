@@ -1,11 +1,14 @@
 /**
- * Send: created notifications are claimed with a lease, rendered (template version + personalisation,
- * unsealed only here), counted in fragments, and handed to the SMS providers in priority order.
- * A chunk is marked `sending` just before its calls, so a crash can leave at most the texts in flight
- * unaccounted for, never text anyone twice; those wait for their receipts (or, after 72 hours,
- * become temporary-failure). Test keys never reach a provider: their outcome is simulated by number.
+ * Send: created notifications are claimed through the work queue (sendQueue), rendered (template
+ * version + personalisation, unsealed only here), counted in fragments, and handed to the SMS
+ * providers in priority order. A chunk moves to `sending` just before its calls, in the statement
+ * that checks this worker still holds each row's claim (queue.hold), and only the rows that
+ * statement returns are handed over: a crash can leave at most the texts in flight unaccounted for,
+ * never text anyone twice; those wait for their receipts (or, after 72 hours, become
+ * temporary-failure). Test keys never reach a provider: their outcome is simulated by number.
  */
 import type { BatchEngine } from '../../engine/engine.ts'
+import { claim, fail, finish, heartbeat, hold, release, type QueueSpec } from '../../engine/queue.ts'
 import type { Db } from '../../db/types.ts'
 import type { Logger } from '../../log.ts'
 import type { Sealer } from '../../privacy/seal.ts'
@@ -14,9 +17,8 @@ import { smsLength } from '../sms.ts'
 import { render } from '../templates.ts'
 import { ProviderError, type SmsProvider } from './provider.ts'
 import { penalise, providerOrder } from './providers.ts'
+import { sendQueue } from './queue.ts'
 
-const LEASE_SECONDS = 120
-const MAX_ATTEMPTS = 10
 const TIMEOUT_HOURS = 72
 const PIPELINE = 4
 
@@ -25,16 +27,19 @@ export function simulatedStatus(e164: string): 'delivered' | 'permanent-failure'
   return e164.endsWith('0002') ? 'permanent-failure' : e164.endsWith('0003') ? 'temporary-failure' : 'delivered'
 }
 
-interface Outcome { id: string; status?: string; provider?: string; ref?: string; units?: number; multiplier?: number; retryIn?: number; sent?: boolean; done?: boolean }
+/** What became of one text: a status to record (none: it stays `sending`), or `retry` (every provider surely sent nothing). */
+interface Outcome { id: string; status?: string; provider?: string; ref?: string; units?: number; multiplier?: number; sent?: boolean; done?: boolean
+  retry?: string; expired?: boolean }
 
 /** What a text abroad costs, in domestic texts: by the country's calling code, else the default. */
 export interface InternationalRates { byCode: Record<string, number>; fallback: number }
 const DEFAULT_RATES: InternationalRates = { byCode: {}, fallback: 2 }
 
 export function sendEngine(opts: { providers: SmsProvider[]; sealer: Sealer; region: string; concurrency: number; recoverySeconds: number;
-  rates?: InternationalRates; log: Logger }): BatchEngine {
+  rates?: InternationalRates; log: Logger; workerId: string; leaseSeconds?: number }): BatchEngine {
   const rates = opts.rates ?? DEFAULT_RATES
-  const { providers, sealer, concurrency, log } = opts
+  const { providers, sealer, concurrency, log, workerId } = opts
+  const spec: QueueSpec = { ...sendQueue, leaseSeconds: opts.leaseSeconds ?? sendQueue.leaseSeconds }
   let swept = 0
 
   async function deliver(db: Db, rows: Record<string, any>[]): Promise<Outcome[]> {
@@ -62,9 +67,8 @@ export function sendEngine(opts: { providers: SmsProvider[]; sealer: Sealer; reg
           log.warn({ provider: name, err: e.message }, 'SMS provider failed; trying the next')
         }
       }
-      const tooOld = Date.now() - Date.parse(r.created_at) > TIMEOUT_HOURS * 3600_000
-      if (r.attempts >= MAX_ATTEMPTS || tooOld) return { id: r.id, status: 'technical-failure', done: true }
-      return { id: r.id, status: 'created', retryIn: Math.min(15 * 2 ** r.attempts, 3600) }
+      const expired = Date.now() - Date.parse(r.created_at) > TIMEOUT_HOURS * 3600_000
+      return { id: r.id, retry: `no provider took it: ${order.join(', ')}`, expired }
     }))
     await penalise(db, failures, outcomes.filter((o) => o.ref).map((o) => o.provider!), opts.recoverySeconds)
     return outcomes
@@ -73,58 +77,78 @@ export function sendEngine(opts: { providers: SmsProvider[]; sealer: Sealer; reg
   return {
     name: 'send',
     batchSize: concurrency * 4,
-    async step(db) {
+    async step(db, signal) {
       if (Date.now() - swept > 60_000) {
         swept = Date.now()
         await timeouts(db, log)
       }
-      const claimed = await db.query(
-        `UPDATE notifications n SET claimed_until = now() + make_interval(secs => $2)
-         WHERE n.id IN (SELECT id FROM notifications WHERE status = 'created' AND (retry_at IS NULL OR retry_at <= now())
-                          AND (claimed_until IS NULL OR claimed_until < now()) ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-         RETURNING n.id, n.key_type, n.recipient_ct, n.personalisation_ct, n.attempts, n.created_at,
-           (SELECT body FROM template_versions v WHERE v.template_id = n.template_id AND v.version = n.template_version) AS template_body,
-           (SELECT sms_sender FROM services s WHERE s.id = n.service_id) AS sms_sender`, [concurrency * 4, LEASE_SECONDS])
+      const claimed = await claim(db, spec, workerId, concurrency * 4, {
+        returning: `t.key_type, t.recipient_ct, t.personalisation_ct, t.created_at,
+          (SELECT body FROM template_versions v WHERE v.template_id = t.template_id AND v.version = t.template_version) AS template_body,
+          (SELECT sms_sender FROM services s WHERE s.id = t.service_id) AS sms_sender` })
       const counts: Record<string, number> = {}
+      if (claimed.length === 0) return counts
       // Chunks of a quarter of the concurrency, four at a time: while one chunk's rows are written,
       // the others' calls are in flight, so the providers are never left waiting on the database.
       const size = Math.max(1, Math.ceil(concurrency / PIPELINE))
       const chunks: typeof claimed[] = []
       for (let i = 0; i < claimed.length; i += size) chunks.push(claimed.slice(i, i + size))
       let next = 0
-      await Promise.all(Array.from({ length: Math.min(PIPELINE, chunks.length) }, async () => {
-        while (next < chunks.length) {
-          const chunk = chunks[next++]
-          // From here a crash may leave these texts sent or not: they are `sending`, never claimed again.
-          await db.query(`UPDATE notifications SET status = 'sending', attempts = attempts + 1, updated_at = now() WHERE id = ANY($1::uuid[]) AND status = 'created'`,
-            [chunk.map((r) => r.id)])
-          const outcomes = await deliver(db, chunk)
-          await record(db, outcomes)
-          for (const o of outcomes) {
-            const k = o.status ?? 'sending'
-            counts[k] = (counts[k] ?? 0) + 1
+      // Rows not yet started keep their claim while earlier chunks take their time.
+      const waiting = () => chunks.slice(next).flat().map((r) => r.id)
+      const renew = setInterval(() => void heartbeat(db, spec, workerId, waiting()).catch(() => {}), (spec.leaseSeconds * 1000) / 3)
+      try {
+        await Promise.all(Array.from({ length: Math.min(PIPELINE, chunks.length) }, async () => {
+          while (next < chunks.length && !signal.aborted) {
+            const chunk = chunks[next++]
+            // The effect gate: one statement checks that this worker still holds each row's claim
+            // (a live lease, still `created`) and moves it to `sending`. Only the rows it returns are
+            // handed to a provider: a row whose lease ran out may be another worker's now, and a row
+            // moved here is no longer `created`, so no worker claims it again. From here a crash may
+            // leave these texts sent or not: they stay `sending`, never sent twice.
+            const mine = await hold(db, spec, workerId, chunk.map((r) => r.id), `status = 'sending', updated_at = now()`)
+            if (mine.size < chunk.length) log.warn({ lost: chunk.length - mine.size }, 'send lost the claim of some texts; another worker has them')
+            const outcomes = await deliver(db, chunk.filter((r) => mine.has(r.id)))
+            await record(db, spec, workerId, outcomes)
+            for (const o of outcomes) {
+              const k = o.retry ? (o.expired ? 'technical-failure' : 'retrying') : o.status ?? 'sending'
+              counts[k] = (counts[k] ?? 0) + 1
+            }
           }
-        }
-      }))
-      if (claimed.length) log.info(counts, 'texts handed to providers')
+        }))
+      } finally {
+        clearInterval(renew)
+        // Stopped: what was claimed and not started goes back at once.
+        if (next < chunks.length) counts.released = await release(db, spec, workerId, waiting())
+      }
+      if (!counts.released) delete counts.released
+      log.info(counts, 'texts handed to providers')
       return counts
     },
   }
 }
 
-async function record(db: Db, outcomes: Outcome[]) {
-  await db.query(
-    `UPDATE notifications n SET
-       status = CASE WHEN o.status IS NULL THEN n.status ELSE o.status END,
-       provider = coalesce(n.provider, o.provider), provider_ref = coalesce(n.provider_ref, o.ref),
-       billable_units = coalesce(o.units, n.billable_units), rate_multiplier = coalesce(o.multiplier, n.rate_multiplier),
-       sent_at = CASE WHEN o.sent THEN now() ELSE n.sent_at END, completed_at = CASE WHEN o.done THEN now() ELSE n.completed_at END,
-       retry_at = CASE WHEN o.retry_in IS NULL THEN NULL ELSE now() + make_interval(secs => o.retry_in) END,
-       claimed_until = NULL, updated_at = now()
-     FROM json_to_recordset($1::json) AS o(id uuid, status text, provider text, ref text, units int, multiplier numeric, retry_in int, sent boolean, done boolean)
-     WHERE n.id = o.id`,
-    [JSON.stringify(outcomes.map((o) => ({ id: o.id, status: o.status ?? null, provider: o.provider ?? null, ref: o.ref ?? null, units: o.units ?? null,
-      multiplier: o.multiplier ?? null, retry_in: o.retryIn ?? null, sent: o.sent ?? false, done: o.done ?? false })))])
+/**
+ * Records a chunk's outcomes in one transaction, only on rows this worker holds: statuses, provider
+ * and reference, price (queue.finish); texts no provider took go back to `created` and wait their
+ * backoff, or fail for good out of attempts or past 72 hours (queue.fail: technical-failure).
+ */
+async function record(db: Db, spec: QueueSpec, workerId: string, outcomes: Outcome[]) {
+  const done = outcomes.filter((o) => !o.retry)
+  const retries = outcomes.filter((o) => o.retry)
+  await db.transaction(async (tx) => {
+    await finish(tx, spec, workerId, done.map((o) => ({ id: o.id, status: o.status ?? null, provider: o.provider ?? null, ref: o.ref ?? null,
+      units: o.units ?? null, multiplier: o.multiplier ?? null, sent: o.sent ?? false, done: o.done ?? false })), {
+      columns: 'status text, provider text, ref text, units int, multiplier numeric, sent boolean, done boolean',
+      set: `status = coalesce(v.status, t.status), provider = coalesce(t.provider, v.provider), provider_ref = coalesce(t.provider_ref, v.ref),
+        billable_units = coalesce(v.units, t.billable_units), rate_multiplier = coalesce(v.multiplier, t.rate_multiplier),
+        sent_at = CASE WHEN v.sent THEN now() ELSE t.sent_at END, completed_at = CASE WHEN v.done THEN now() ELSE t.completed_at END, updated_at = now()`,
+    })
+    if (retries.length === 0) return
+    await tx.query(`UPDATE notifications SET status = 'created', updated_at = now() WHERE id = ANY($1::uuid[]) AND claimed_by = $2`,
+      [retries.map((o) => o.id), workerId])
+    await fail(tx, spec, workerId, retries.map((o) => ({ id: o.id, error: o.retry!, permanent: o.expired })))
+  })
 }
 
 /** GOV.UK Notify's rule: sending or pending for 72 hours is a temporary failure; created for 72 hours, a technical one. */
