@@ -12,6 +12,7 @@ const casesyncCli = () => import('./cli/casesync.ts')
 const exposureCli = () => import('./cli/exposure.ts')
 const messagingCli = () => import('./cli/messaging.ts')
 const retentionCli = () => import('./cli/retention.ts')
+const queueCli = () => import('./cli/queue.ts')
 
 const positive = (v: string) => {
   if (!/^\d+$/.test(v) || Number(v) < 1) throw new InvalidArgumentError('must be a whole number of at least 1')
@@ -47,6 +48,20 @@ program.command('migrate').description('apply database migrations that are missi
     const applied = await (await import('./db/migrate.ts')).migrate(db)
     console.log(applied.length ? `applied ${applied.join(', ')}` : 'nothing to apply: the schema is current')
   }))
+
+const queue = program.command('queue').description('every engine\'s work: waiting, in flight, retrying, failed, and the oldest waiting')
+  .enablePositionalOptions()
+  .option('--json', 'print JSON')
+  .action(async (opts) => (await queueCli()).queueCommand(opts))
+queue.command('failed').description("an engine's failed items, each with its error and events")
+  .argument('<engine>')
+  .option('--limit <n>', 'how many, newest first', '100')
+  .option('--json', 'print JSON')
+  .action(async (engine, opts) => (await queueCli()).queueFailedCommand(engine, opts))
+queue.command('retry').description("an engine's failed items due again, with their attempts anew (all of them without ids)")
+  .argument('<engine>')
+  .argument('[ids...]')
+  .action(async (engine, ids) => (await queueCli()).queueRetryCommand(engine, ids))
 
 program.command('ingest').description('ingest export files: a file, a folder or s3://bucket/prefix')
   .argument('<paths...>')

@@ -55,6 +55,13 @@ describe('herald start', () => {
         if (!metrics.includes(line)) await new Promise((r) => setTimeout(r, 100))
       }
       expect(metrics).toContain(line)
+      // Every queue's state, read from the database at the scrape, as `herald queue` shows it from a second terminal.
+      expect(metrics).toMatch(/herald_queue_waiting\{engine="send"\} \d+/)
+      expect(metrics).toContain('herald_queue_failed{engine="ingest"} 0')
+      const queues = JSON.parse((await run(process.execPath, [BIN, 'queue', '--json'], { env })).stdout)
+      expect(queues.map((q: { engine: string }) => q.engine)).toEqual(['ingest', 'link', 'casesync-out', 'casesync-in', 'exposure-intake',
+        'exposure-check', 'exposure-issue', 'jobs', 'send', 'receipts', 'nightly'])
+      expect(queues[0]).toMatchObject({ engine: 'ingest', failed: 0, inFlight: 0 })
       // A second terminal can ingest too: through the running instance, not by opening the folder.
       const { stdout } = await run(process.execPath, [BIN, 'ingest', '--json', FIXTURES + 'v3_new_records.txt'], { env })
       expect(JSON.parse(stdout)[0]).toMatchObject({ outcome: 'ingested', version: 3, rows: 3, seen: 1, new: 2 })

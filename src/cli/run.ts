@@ -173,7 +173,7 @@ export async function runCommand(opts: { engines?: string; untilIdle?: boolean }
     if (!config.inbox.startsWith('s3://')) mkdirSync(config.inbox, { recursive: true })
     const signal = stopSignal(log)
     const counters = new Counters()
-    const metrics = config.metricsPort ? await serveMetrics(counters, config.metricsPort) : undefined
+    const metrics = config.metricsPort ? await serveMetrics(counters, config.metricsPort, '127.0.0.1', db) : undefined
     const routes: Routes[] = [messagingRoutes(config, db, log)]
     if (publicUrl) routes.push(receiptRoutes({ db, log, publicUrl, secret: secretKey(config), twilioAuthToken: config.exposure.twilioAuthToken }))
     if (outside.commcare && config.commcare.forwarder) routes.push(forwarderRoutes({ db, client: outside.commcare, commcare: config.commcare, log }))
