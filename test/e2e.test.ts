@@ -57,7 +57,7 @@ describe('ingest, link and case sync together', () => {
     // An investigator's change flows back at the next poll.
     const smith = inCommCare.find((p) => p.properties.last_name === 'SMITH')!
     sandbox.edit('ny-statewide-cdcms', smith.case_id, { case_notes: 'isolating at home' })
-    await t.db.query('UPDATE commcare_cursors SET polled_at = NULL')
+    await t.db.query('UPDATE commcare_cursors SET retry_at = NULL')
     await run()
     expect(await t.db.query('SELECT data->>\'case_notes\' AS notes FROM index_cases WHERE case_id = $1', [smith.case_id])).toEqual([{ notes: 'isolating at home' }])
     expect(patients(sandbox)).toHaveLength(3)

@@ -66,7 +66,7 @@ describe('logs', () => {
       sandbox.knobs.failureRate = 0
       enx.knobs.failures.sms_failure = 0
       await t.db.query('UPDATE case_sync_queue SET retry_at = now()')
-      await t.db.query('UPDATE commcare_cursors SET polled_at = NULL')
+      await t.db.query('UPDATE commcare_cursors SET retry_at = NULL')
       await t.db.query('UPDATE exposure_notices SET retry_at = now() WHERE retry_at IS NOT NULL')
       await runEngines(t.db, engines, { untilIdle: true, pollIntervalMs: 100, signal: new AbortController().signal, log })
     } finally {

@@ -3,7 +3,7 @@
  *   outbound.ts  cases marked by link → one form each, following transfers and duplicates (resolve.ts)
  *   poll.ts      changes in CommCare → back into Herald, from a cursor per domain (inbound.ts has the rules)
  *   forwarder.ts CommCare's case forwarder → the same import, in seconds
- *   jobs.ts      the outbound job queue: leases, backoff, failures; client.ts, xform.ts: the wire
+ *   jobs.ts      the outbound jobs on the work queue; queue.ts: both queues' specs; client.ts, xform.ts: the wire
  */
 import type { Config } from '../config.ts'
 import type { Db } from '../db/types.ts'
@@ -12,28 +12,35 @@ import { parseCountyList, readCounties, saveCounties } from '../link/counties.ts
 import { errorText, type Logger } from '../log.ts'
 import { CommCareClient, CommCareError } from './client.ts'
 import { outboundEngine } from './outbound.ts'
-import { pollDomain } from './poll.ts'
+import { claimCursor, ensureCursors, pollCursor } from './poll.ts'
 
 export function commcareClient(config: Config, url: string): CommCareClient {
   return new CommCareClient({ ...config.commcare, url })
 }
 
 export function casesyncOutEngine(config: Config, log: Logger, client: CommCareClient) {
-  return outboundEngine({ client, commcare: config.commcare, workerId: config.workerId, leaseSeconds: config.claimLeaseSeconds, log })
+  return outboundEngine({ client, commcare: config.commcare, workerId: config.workerId, log })
 }
 
+/** Each round polls every participating domain that is due, one claimed cursor at a time, until none is or it is stopped. */
 export function casesyncInEngine(config: Config, log: Logger, client: CommCareClient): BatchEngine {
   return {
     name: 'casesync-in',
     batchSize: 1,
-    async step(db) {
+    async step(db, signal) {
       const counties = await readCounties(db)
-      const domains = new Set([...counties.byFips.values()].filter((c) => c.participating && c.domain).map((c) => c.domain!))
+      const domains = [...new Set([...counties.byFips.values()].filter((c) => c.participating && c.domain).map((c) => c.domain!))]
+      await ensureCursors(db, domains)
+      const opts = { worker: config.workerId, pollSeconds: config.commcare.pollSeconds, signal }
       const total: Record<string, number> = {}
-      for (const domain of domains) {
+      // Each domain at most once a round, whatever its retry_at says after (a 429 may ask for no wait at all).
+      const left = new Set(domains)
+      for (let cursor; !signal.aborted && left.size > 0 && (cursor = await claimCursor(db, config.workerId, [...left]));) {
+        const domain = cursor.domain
+        left.delete(domain)
         try {
-          const counts = await pollDomain(db, client, domain, counties, config.commcare.pollSeconds)
-          for (const [k, n] of Object.entries(counts ?? {})) total[k] = (total[k] ?? 0) + n
+          const counts = await pollCursor(db, client, cursor, counties, opts)
+          for (const [k, n] of Object.entries(counts)) total[k] = (total[k] ?? 0) + n
         } catch (err) {
           const status = err instanceof CommCareError ? err.status : undefined
           log.warn({ domain, status, err: status === undefined ? errorText(err) : undefined }, 'polling CommCare failed; next poll will try again')

@@ -5,13 +5,15 @@
  * A case CommCare has never seen is created at once (one request). A case it may hold is fetched
  * first: an investigator may have transferred it or marked it a duplicate, and then its changes go
  * to the case at the end of that chain (resolve.ts). Requests run `concurrency` at a time, so the
- * rate is set by CommCare's latency, not by Herald. Failures are retried with backoff (jobs.ts); a
- * 429 pauses every request of this worker for as long as CommCare asked, and spends no attempt.
+ * rate is set by CommCare's latency, not by Herald. Jobs are claimed, retried with backoff and failed
+ * through the work queue (jobs.ts, queue.ts); a 429 pauses every request of this worker for as long
+ * as CommCare asked, and spends no attempt.
  */
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { CommCareConfig } from '../config.ts'
 import type { Db } from '../db/types.ts'
 import type { BatchEngine } from '../engine/engine.ts'
+import { heartbeat } from '../engine/queue.ts'
 import { countyOfDomain, readCounties, type CountyTable } from '../link/counties.ts'
 import { errorText, type Logger } from '../log.ts'
 import { CommCareError, type CommCareCase, type CommCareClient } from './client.ts'
@@ -19,13 +21,13 @@ import { claimJobs, failAttempt, failCycle, finishJobs, postponeJob, releaseJobs
 import { insertCaseFrom } from './inbound.ts'
 import { caseBlocks, type LocalCase } from './payload.ts'
 import { resolveDestination, type Hop } from './resolve.ts'
+import { outboundQueue } from './queue.ts'
 import { buildForm } from './xform.ts'
 
 export interface OutboundOptions {
   client: CommCareClient
   commcare: Pick<CommCareConfig, 'user' | 'userId' | 'posting' | 'concurrency'>
   workerId: string
-  leaseSeconds: number
   log: Logger
 }
 
@@ -69,7 +71,8 @@ async function adoptDestination(db: Db, origin: LocalCase, domain: string, commc
   return (await loadCases(db, [id])).get(id)!
 }
 
-type Outcome = 'posted' | 'redirected' | 'unchanged' | 'retrying' | 'failed' | 'cycle' | 'rate_limited'
+/** taken_over: the job's lease ran out and another worker holds it now; it posts and records, not us. */
+type Outcome = 'posted' | 'redirected' | 'unchanged' | 'retrying' | 'failed' | 'cycle' | 'rate_limited' | 'taken_over'
 interface Attempt {
   outcome: Outcome
   /** Set when CommCare accepted the post: recorded with others (finishJobs). */
@@ -84,7 +87,7 @@ const RECORD_BATCH = 64
 const ROUND_MS = 10_000
 
 export function outboundEngine(opts: OutboundOptions): BatchEngine & { syncJob(db: Db, job: Job, c: LocalCase | undefined, counties: CountyTable): Promise<Outcome> } {
-  const { client, commcare, log } = opts
+  const { client, commcare, log, workerId } = opts
   let pausedUntil = 0
   let warnedOff = false
 
@@ -97,9 +100,9 @@ export function outboundEngine(opts: OutboundOptions): BatchEngine & { syncJob(d
       const res = await resolveDestination(client, { domain: origin.domain!, caseId: origin.caseId },
         (fips) => counties.byFips.get(Number(fips))?.domain ?? undefined)
       if (res.kind === 'cycle') {
-        await failCycle(db, job, res.chain.map((h) => `${h.domain}/${h.caseId}`))
+        const outcome = await failCycle(db, workerId, job, res.chain.map((h) => `${h.domain}/${h.caseId}`))
         log.warn({ indexCase: job.indexCaseId, hops: res.chain.length }, 'case sync found a transfer/duplicate cycle')
-        return { outcome: 'cycle' }
+        return { outcome }
       }
       if (res.kind === 'found') {
         commcareCase = res.commcare
@@ -110,6 +113,12 @@ export function outboundEngine(opts: OutboundOptions): BatchEngine & { syncJob(d
     }
     const blocks = caseBlocks(target, commcareCase)
     if (blocks.length > 0) {
+      // The effect gate: this job's lease may have run out while CommCare was slow (a chain to resolve,
+      // a 429 pause) and another worker may hold it now; that worker posts it, we must not. heartbeat()
+      // checks the claim is still ours and extends it in one statement (a takeover after it would need
+      // the new lease to run out too), so the form goes out only under our live claim.
+      const ours = await heartbeat(db, outboundQueue, workerId, [job.indexCaseId])
+      if (!ours.has(job.indexCaseId)) return { outcome: 'taken_over' }
       await client.submitForm(target.domain!, buildForm(blocks, { userId: commcare.userId, username: commcare.user }))
     }
     const redirected = target !== origin
@@ -126,7 +135,7 @@ export function outboundEngine(opts: OutboundOptions): BatchEngine & { syncJob(d
 
   async function attempt(db: Db, job: Job, c: LocalCase | undefined, counties: CountyTable): Promise<Attempt> {
     if (!c?.domain) {
-      return { outcome: await failAttempt(db, job, c ? `county ${c.countyFips} has no CommCare domain` : 'the case no longer exists', true) }
+      return { outcome: await failAttempt(db, workerId, job, c ? `county ${c.countyFips} has no CommCare domain` : 'the case no longer exists', true) }
     }
     try {
       return await post(db, job, c, counties)
@@ -134,11 +143,11 @@ export function outboundEngine(opts: OutboundOptions): BatchEngine & { syncJob(d
       if (err instanceof CommCareError && err.rateLimited) {
         const seconds = err.retryAfter ?? DEFAULT_RETRY_AFTER
         pausedUntil = Math.max(pausedUntil, Date.now() + seconds * 1000)
-        await postponeJob(db, job, seconds, err.message)
+        await postponeJob(db, workerId, job, seconds, err.message)
         return { outcome: 'rate_limited' }
       }
       const retryable = err instanceof CommCareError ? err.retryable : !(err instanceof TypeError)
-      const outcome = await failAttempt(db, job, errorText(err), !retryable)
+      const outcome = await failAttempt(db, workerId, job, errorText(err), !retryable)
       // Only the status: CommCare's message may quote a value.
       log.warn({ indexCase: job.indexCaseId, status: (err as CommCareError).status, attempts: job.attempts + 1, outcome }, 'case sync attempt failed')
       return { outcome }
@@ -148,7 +157,7 @@ export function outboundEngine(opts: OutboundOptions): BatchEngine & { syncJob(d
   /** One job, recorded at once (tests; the engine records posted jobs in batches). */
   async function syncJob(db: Db, job: Job, c: LocalCase | undefined, counties: CountyTable): Promise<Outcome> {
     const r = await attempt(db, job, c, counties)
-    if (r.posted) await finishJobs(db, [r.posted])
+    if (r.posted) await finishJobs(db, workerId, [r.posted])
     return r.outcome
   }
 
@@ -167,7 +176,7 @@ export function outboundEngine(opts: OutboundOptions): BatchEngine & { syncJob(d
     const refill = async () => {
       try {
         if (signal.aborted || Date.now() - started > ROUND_MS) return void (exhausted = true)
-        const jobs = await claimJobs(db, opts.workerId, commcare.concurrency * CLAIM_PER_SLOT, opts.leaseSeconds)
+        const jobs = await claimJobs(db, workerId, commcare.concurrency * CLAIM_PER_SLOT)
         if (jobs.length === 0) return void (exhausted = true)
         const cases = await loadCases(db, jobs.map((j) => j.indexCaseId))
         for (const job of jobs) queue.push({ job, c: cases.get(job.indexCaseId) })
@@ -191,7 +200,7 @@ export function outboundEngine(opts: OutboundOptions): BatchEngine & { syncJob(d
     const record = () => {
       const batch = toRecord.splice(0)
       // Unrecorded posts keep their lease and are posted again after it: harmless (same case ids).
-      if (batch.length > 0) recording = recording.then(() => finishJobs(db, batch)).catch((err) => void (failure ??= err))
+      if (batch.length > 0) recording = recording.then(() => finishJobs(db, workerId, batch)).catch((err) => void (failure ??= err))
     }
 
     const counts: Record<string, number> = {}
@@ -200,10 +209,12 @@ export function outboundEngine(opts: OutboundOptions): BatchEngine & { syncJob(d
         const wait = pausedUntil - Date.now()
         let r: Attempt
         if (wait > LONGEST_SLEEP_MS) {
-          await postponeJob(db, item.job, Math.ceil(wait / 1000), 'waiting out a 429 from CommCare')
+          await postponeJob(db, workerId, item.job, Math.ceil(wait / 1000), 'waiting out a 429 from CommCare')
           r = { outcome: 'rate_limited' }
         } else {
-          if (wait > 0) await sleep(wait)
+          if (wait > 0) await sleep(wait, undefined, { signal }).catch(() => {})
+          // Stopped while waiting out a 429: the job is not started, it goes back with the rest.
+          if (signal.aborted) return void queue.push(item)
           r = await attempt(db, item.job, item.c, counties)
         }
         if (r.posted && toRecord.push(r.posted) >= RECORD_BATCH) record()
@@ -214,7 +225,7 @@ export function outboundEngine(opts: OutboundOptions): BatchEngine & { syncJob(d
     await refilling
     record()
     await recording
-    await releaseJobs(db, queue.splice(0).map((i) => i.job))
+    await releaseJobs(db, workerId, queue.splice(0).map((i) => i.job))
     if (failure) throw failure
     return counts
   }

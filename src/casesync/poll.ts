@@ -2,51 +2,92 @@
  * Polling CommCare for changed patient cases, domain by domain, from a stored cursor: the latest
  * server_date_modified pulled (a full timestamp, not "since midnight"). Each poll starts OVERLAP
  * before it, since CommCare may index a case modified at the same instant after we asked; the
- * versions seen twice are skipped by importCase. A domain is polled by one worker at a time (a
- * lease on its cursor row) and at most every `pollSeconds`. The cursor moves only when a poll has
- * read every page, so a poll cut short is read again.
+ * versions seen twice are skipped by importCase.
+ *
+ * Each domain's cursor is a schedule row of the work queue (inboundQueue, queue.ts): claimed when
+ * due (retry_at, the next poll's time, has passed), so one worker polls a domain at a time; after
+ * a complete poll the cursor moves and the next poll is due `pollSeconds` later; a failed poll
+ * leaves it where it was and backs off. The cursor moves only when a poll has read every page, so
+ * a poll cut short (failed, stopped, or its claim lost) is read again.
  */
 import type { Db } from '../db/types.ts'
+import { claim, fail, finish, heartbeat, release } from '../engine/queue.ts'
 import type { CountyTable } from '../link/counties.ts'
-import type { CommCareClient } from './client.ts'
+import { errorText } from '../log.ts'
+import { CommCareError, type CommCareClient } from './client.ts'
 import { importCase } from './inbound.ts'
+import { inboundQueue } from './queue.ts'
 
 export const OVERLAP_MS = 120_000
-const LEASE_SECONDS = 600
 
-/** Takes the domain's cursor if it is due and no one else holds it; returns where to start, or undefined. */
-async function claimCursor(db: Db, domain: string, pollSeconds: number): Promise<{ upto: string | null } | undefined> {
-  await db.query('INSERT INTO commcare_cursors (domain) VALUES ($1) ON CONFLICT DO NOTHING', [domain])
-  const [row] = await db.query(
-    `UPDATE commcare_cursors SET claimed_until = now() + make_interval(secs => $3)
-     WHERE domain = $1 AND (claimed_until IS NULL OR claimed_until < now())
-       AND (polled_at IS NULL OR polled_at <= now() - make_interval(secs => $2))
-     RETURNING modified_upto`, [domain, pollSeconds, LEASE_SECONDS])
-  return row ? { upto: row.modified_upto ? new Date(row.modified_upto).toISOString() : null } : undefined
+export interface PollOptions {
+  worker: string
+  pollSeconds: number
+  pageSize?: number
+  signal?: AbortSignal
 }
 
-/** Polls one domain if due; returns the import outcomes, or undefined when it was not due. */
-export async function pollDomain(db: Db, client: CommCareClient, domain: string, counties: CountyTable, pollSeconds: number, pageSize = 100) {
-  const cursor = await claimCursor(db, domain, pollSeconds)
-  if (!cursor) return undefined
+export interface Cursor {
+  domain: string
+  upto: string | null
+}
+
+/** Every participating domain has its cursor row (due at once when new). */
+export async function ensureCursors(db: Db, domains: string[]) {
+  await db.query('INSERT INTO commcare_cursors (domain) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING', [domains])
+}
+
+/** Claims the cursor of one due domain (of `domains`, when given); undefined when none is due. */
+export async function claimCursor(db: Db, worker: string, domains?: string[]): Promise<Cursor | undefined> {
+  const [row] = await claim<{ modified_upto: string | null }>(db, inboundQueue, worker, 1,
+    domains ? { where: 'domain = ANY($1::text[])', params: [domains], returning: 't.modified_upto' } : { returning: 't.modified_upto' })
+  return row && { domain: row.id, upto: row.modified_upto ? new Date(row.modified_upto).toISOString() : null }
+}
+
+/**
+ * Polls a claimed cursor's domain; returns the import outcomes. A failed poll is recorded (backoff,
+ * or a 429's wait) and thrown; a stop between pages gives the cursor back unmoved.
+ */
+export async function pollCursor(db: Db, client: CommCareClient, cursor: Cursor, counties: CountyTable, opts: PollOptions) {
+  const { domain } = cursor
   const since = cursor.upto ? new Date(Date.parse(cursor.upto) - OVERLAP_MS) : null
   const counts: Record<string, number> = {}
   let upto = cursor.upto
-  let complete = false
   try {
-    for await (const page of client.changedCases(domain, since, pageSize)) {
+    for await (const page of client.changedCases(domain, since, opts.pageSize ?? 100)) {
       for (const cc of page) {
         const outcome = await importCase(db, client, cc, domain, counties)
         counts[outcome] = (counts[outcome] ?? 0) + 1
         if (!upto || Date.parse(cc.server_date_modified) > Date.parse(upto)) upto = cc.server_date_modified
       }
+      if (opts.signal?.aborted) {
+        await release(db, inboundQueue, opts.worker, [domain])
+        return counts
+      }
+      // A long poll keeps its claim; one lost meanwhile (another worker polls the domain now) ends it here.
+      if (!(await heartbeat(db, inboundQueue, opts.worker, [domain])).has(domain)) return counts
     }
-    complete = true
-  } finally {
-    // A failed poll leaves the cursor where it was, and waits a poll interval.
-    await db.query(
-      `UPDATE commcare_cursors SET claimed_until = NULL, polled_at = now(), modified_upto = CASE WHEN $3 THEN $2::timestamptz ELSE modified_upto END
-       WHERE domain = $1`, [domain, upto, complete])
+  } catch (err) {
+    const wait = err instanceof CommCareError && err.rateLimited ? err.retryAfter ?? opts.pollSeconds : undefined
+    const status = err instanceof CommCareError ? err.status : undefined
+    await fail(db, inboundQueue, opts.worker, [{ id: domain, error: errorText(err), postponeSeconds: wait, detail: status ? { status } : undefined }])
+    throw err
   }
+  // finish() clears retry_at and a column may be set only once per UPDATE, so the next poll's time
+  // goes in after it, in the same transaction, on the row finish() recorded.
+  await db.transaction(async (tx) => {
+    const done = await finish(tx, inboundQueue, opts.worker, [{ id: domain, upto }],
+      { columns: 'upto timestamptz', set: 'modified_upto = coalesce(v.upto, t.modified_upto), polled_at = now()' })
+    if (done.has(domain)) {
+      await tx.query('UPDATE commcare_cursors SET retry_at = now() + make_interval(secs => $2) WHERE domain = $1', [domain, opts.pollSeconds])
+    }
+  })
   return counts
+}
+
+/** Polls one domain if due; returns the import outcomes, or undefined when it was not due. */
+export async function pollDomain(db: Db, client: CommCareClient, domain: string, counties: CountyTable, opts: PollOptions) {
+  await ensureCursors(db, [domain])
+  const cursor = await claimCursor(db, opts.worker, [domain])
+  return cursor ? pollCursor(db, client, cursor, counties, opts) : undefined
 }

@@ -1,5 +1,6 @@
 /** `herald cases`: case sync's queue, its failures, a retry, and each domain's inbound cursor. */
-import { retryFailed } from '../casesync/jobs.ts'
+import { outboundQueue } from '../casesync/queue.ts'
+import { retry, stats } from '../engine/queue.ts'
 import { table, withDb } from './context.ts'
 
 const when = (t: unknown) => (t ? new Date(t as string).toISOString().slice(0, 19).replace('T', ' ') : '')
@@ -18,21 +19,22 @@ export async function casesCommand(opts: { failed?: boolean; json?: boolean }) {
       if (rows.length) console.log('\nherald cases retry [CASE...] tries them again (all of them without a case id)')
       return
     }
-    const [q] = await db.query(
-      `SELECT count(*) FILTER (WHERE failed_at IS NULL AND attempts = 0 AND retry_at IS NULL) AS waiting,
-              count(*) FILTER (WHERE failed_at IS NULL AND (attempts > 0 OR retry_at IS NOT NULL)) AS retrying,
-              count(*) FILTER (WHERE claimed_until > now()) AS in_flight,
-              count(*) FILTER (WHERE failed_at IS NOT NULL) AS failed
-       FROM case_sync_queue`)
+    // The queue's own counts (as `herald queue`): waiting is due now; retrying waits a backoff or a 429.
+    const q = await stats(db, outboundQueue)
     const [c] = await db.query('SELECT count(*) AS cases, count(synced_at) AS synced FROM index_cases')
-    const cursors = await db.query('SELECT domain, modified_upto, polled_at FROM commcare_cursors ORDER BY domain')
+    const cursors = await db.query('SELECT domain, modified_upto, polled_at, retry_at, last_error FROM commcare_cursors ORDER BY domain')
     const state = { queue: q, cases: c, cursors }
     if (opts.json) return console.log(JSON.stringify(state, null, 2))
-    console.log(`outbound: ${q.waiting} waiting, ${q.retrying} retrying, ${q.in_flight} in flight, ${q.failed} failed` +
+    console.log(`outbound: ${q.waiting} waiting, ${q.retrying} retrying, ${q.inFlight} in flight, ${q.failed} failed` +
       ` (herald cases --failed); ${c.synced} of ${c.cases} cases posted at least once`)
     const pulled = cursors.filter((r) => r.modified_upto)
-    console.log(`inbound: ${cursors.length} domains polled, ${pulled.length} with changes pulled` + (pulled.length ? ':' : ''))
-    if (pulled.length) console.log(table(pulled.map((r) => ({ domain: r.domain, 'changes pulled up to': when(r.modified_upto), 'last poll': when(r.polled_at) }))))
+    const shown = cursors.filter((r) => r.modified_upto || r.last_error)
+    console.log(`inbound: ${cursors.length} domains polled, ${pulled.length} with changes pulled` + (shown.length ? ':' : ''))
+    if (shown.length) {
+      console.log(table(shown.map((r) => ({
+        domain: r.domain, 'changes pulled up to': when(r.modified_upto), 'last poll': when(r.polled_at), 'next poll': when(r.retry_at), error: r.last_error ?? '',
+      }))))
+    }
   })
 }
 
@@ -40,7 +42,7 @@ export async function casesRetryCommand(ids: string[]) {
   const bad = ids.filter((id) => !/^\d+$/.test(id))
   if (bad.length) throw new Error(`not a case id (herald cases --failed lists them): ${bad.join(', ')}`)
   return withDb(async ({ db }) => {
-    const n = await retryFailed(db, ids.length ? ids : undefined)
+    const n = (await retry(db, outboundQueue, ids.length ? ids : undefined)).length
     console.log(`${n} failed case${n === 1 ? '' : 's'} will be posted again by the next case sync round`)
   })
 }

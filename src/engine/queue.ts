@@ -204,10 +204,16 @@ export async function finish(q: Queryable, spec: QueueSpec, worker: string | nul
   const owned = `t.${spec.key} = v.id${keyCast(spec)} AND ($2::text IS NULL OR t.claimed_by = $2)${opts.where ? ` AND (${opts.where})` : ''}`
   const sql = opts.delete
     ? `DELETE FROM ${spec.table} t USING ${from} WHERE ${owned} RETURNING t.${spec.key}::text AS id`
-    : `UPDATE ${spec.table} t SET claimed_by = NULL, claimed_until = NULL, attempts = 0, retry_at = NULL, last_error = NULL
-         ${opts.set ? `, ${opts.set}` : ''} FROM ${from} WHERE ${owned} RETURNING t.${spec.key}::text AS id`
+    : `UPDATE ${spec.table} t SET ${[...cleared(opts.set), ...(opts.set ? [opts.set] : [])].join(', ')}
+         FROM ${from} WHERE ${owned} RETURNING t.${spec.key}::text AS id`
   const done = await q.query(sql, [JSON.stringify(rows), worker])
   return new Set(done.map((r) => r.id))
+}
+
+/** The queue columns a finish clears, less those the caller's `set` assigns itself (a schedule's next retry_at). */
+function cleared(set = ''): string[] {
+  return ['claimed_by = NULL', 'claimed_until = NULL', 'attempts = 0', 'retry_at = NULL', 'last_error = NULL']
+    .filter((a) => !new RegExp(`(^|,)\\s*${a.split(' ')[0]}\\s*=`).test(set))
 }
 
 /**

@@ -21,11 +21,14 @@ freshDbEachTest((d, x) => {
 const person = (n: number, extra: Record<string, string> = {}) => ({
   case_type: 'patient', case_name: `PERSON ${n}`, first_name: 'Inbound', last_name: `Person${n}`, dob: '1970-01-02', ...extra,
 })
-/** Polls a domain now, whatever its last poll. */
-async function poll(client: ReturnType<typeof casesync>['client'], domain = ALBANY, pageSize = 100) {
-  await db.query('UPDATE commcare_cursors SET polled_at = NULL')
-  return pollDomain(db, client, domain, await readCounties(db), 60, pageSize)
+/** Polls a domain now, whatever its schedule says. */
+async function poll(client: ReturnType<typeof casesync>['client'], domain = ALBANY, pageSize = 100, signal?: AbortSignal) {
+  await db.query('UPDATE commcare_cursors SET retry_at = NULL')
+  return pollDomain(db, client, domain, await readCounties(db), { worker: 'test', pollSeconds: 60, pageSize, signal })
 }
+const cursor = async (domain = ALBANY) =>
+  (await db.query(`SELECT modified_upto, claimed_by, claimed_until, attempts, last_error, failed_at,
+      extract(epoch FROM retry_at - now())::float8 AS next_in FROM commcare_cursors WHERE domain = $1`, [domain]))[0]
 
 describe('inbound case sync', () => {
   it('pages through every changed case by meta.next, and a second poll overlapping the first imports nothing twice', async () => {
@@ -50,9 +53,77 @@ describe('inbound case sync', () => {
     for (let i = 0; i < 150; i++) s.createCase(ALBANY, person(i))
     s.knobs.rateLimit = { every: 2, burst: 1000, retryAfterSeconds: 1 } // page one, one case, then 429s
     await expect(poll(client)).rejects.toThrow(/429/)
-    expect(await db.query('SELECT modified_upto FROM commcare_cursors')).toEqual([{ modified_upto: null }])
+    // Unmoved, given back, and waiting as CommCare asked (a 429 spends no attempt).
+    expect(await cursor()).toMatchObject({ modified_upto: null, claimed_by: null, attempts: 0, last_error: expect.stringMatching(/429/) })
+    expect((await cursor()).next_in).toBeGreaterThan(0)
     s.knobs.rateLimit = undefined
     expect(await poll(client)).toEqual({ new_person: 149, unchanged: 1 })
+  })
+
+  it('keeps each domain\'s cursor as a schedule row: due again a poll interval after a complete poll', async () => {
+    const s = await startSandbox()
+    const { client } = casesync(s)
+    s.createCase(ALBANY, person(1))
+    expect(await poll(client)).toEqual({ new_person: 1 })
+    const after = await cursor()
+    expect(after).toMatchObject({ claimed_by: null, claimed_until: null, attempts: 0, last_error: null })
+    expect(after.next_in).toBeGreaterThan(58)
+    expect(after.next_in).toBeLessThanOrEqual(60)
+    s.createCase(ALBANY, person(2))
+    expect(await pollDomain(db, client, ALBANY, await readCounties(db), { worker: 'test', pollSeconds: 60 })).toBeUndefined() // not due
+    expect(await pollDomain(db, client, ALBANY, await readCounties(db), { worker: 'other', pollSeconds: 60 })).toBeUndefined()
+  })
+
+  it('backs a failed poll off with an attempt spent, and polls no domain another worker holds', async () => {
+    const s = await startSandbox({ failureRate: 1 })
+    const { client } = casesync(s)
+    await expect(poll(client)).rejects.toThrow(/500/)
+    const failed = await cursor()
+    expect(failed).toMatchObject({ modified_upto: null, claimed_by: null, attempts: 1, failed_at: null, last_error: expect.stringMatching(/500/) })
+    expect(failed.next_in).toBeGreaterThan(60 * 0.9 - 2) // the spec's first wait: 60 s ±10%
+    expect(await db.query(`SELECT kind FROM queue_events WHERE engine = 'casesync-in' AND item = $1`, [ALBANY])).toEqual([{ kind: 'retrying' }])
+    s.knobs.failureRate = 0
+    await db.query(`UPDATE commcare_cursors SET retry_at = NULL, claimed_by = 'other', claimed_until = now() + interval '1 minute'`)
+    const before = s.stats.requests
+    expect(await pollDomain(db, client, ALBANY, await readCounties(db), { worker: 'test', pollSeconds: 60 })).toBeUndefined()
+    expect(s.stats.requests).toBe(before)
+  })
+
+  it('stops between pages at the stop signal, giving the cursor back unmoved', async () => {
+    const s = await startSandbox()
+    const { client } = casesync(s)
+    for (let i = 0; i < 150; i++) s.createCase(ALBANY, person(i))
+    const stop = new AbortController()
+    const get = client.changedCases.bind(client)
+    client.changedCases = async function* (...args) {
+      for await (const page of get(...args)) {
+        stop.abort() // while the first page is in hand
+        yield page
+      }
+    }
+    expect(await poll(client, ALBANY, 100, stop.signal)).toEqual({ new_person: 100 })
+    expect(await cursor()).toMatchObject({ modified_upto: null, claimed_by: null, claimed_until: null, attempts: 0, next_in: null })
+    client.changedCases = get
+    expect(await poll(client)).toEqual({ new_person: 50, unchanged: 100 })
+  })
+
+  it('the engine polls every participating domain that is due, once a round, and stops at the stop signal', async () => {
+    const s = await startSandbox()
+    const cs = casesync(s)
+    s.createCase(ALBANY, person(1))
+    s.createCase(ALLEGANY, person(2))
+    expect(await cs.in.step(db, new AbortController().signal)).toEqual({ new_person: 2 })
+    const domains = (await db.query(`SELECT domain FROM commcare_cursors ORDER BY domain`)).map((r) => r.domain)
+    expect(domains).toEqual(expect.arrayContaining([ALBANY, ALLEGANY]))
+    expect(await count(db, 'commcare_cursors', 'retry_at > now() AND claimed_by IS NULL')).toBe(domains.length)
+    expect(await cs.in.step(db, new AbortController().signal)).toEqual({}) // nothing due
+    await db.query('UPDATE commcare_cursors SET retry_at = NULL')
+    const stop = new AbortController()
+    stop.abort()
+    const before = s.stats.requests
+    expect(await cs.in.step(db, stop.signal)).toEqual({})
+    expect(s.stats.requests).toBe(before)
+    expect(await count(db, 'commcare_cursors', 'claimed_by IS NULL AND retry_at IS NULL')).toBe(domains.length)
   })
 
   it('updates a known case with what investigators wrote, without importing its new lab results', async () => {

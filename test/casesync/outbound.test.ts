@@ -1,8 +1,12 @@
 /** Outbound case sync against the CommCare sandbox: posts, transfers and duplicates, retries, failures. */
 import { describe, expect, it } from 'vitest'
-import { retryFailed } from '../../src/casesync/jobs.ts'
+import { claimJobs } from '../../src/casesync/jobs.ts'
+import { loadCases } from '../../src/casesync/outbound.ts'
+import { outboundQueue } from '../../src/casesync/queue.ts'
 import type { Db } from '../../src/db/types.ts'
-import { casesync, caseOf, dueNow, events, labResults, linkRows, patients, startSandbox, syncAll } from '../helpers/casesync.ts'
+import { retry } from '../../src/engine/queue.ts'
+import { readCounties } from '../../src/link/counties.ts'
+import { casesync, caseOf, dueNow, events, expireLeases, labResults, linkRows, patients, startSandbox, syncAll } from '../helpers/casesync.ts'
 import { row } from '../helpers/files.ts'
 import { count, freshDbEachTest } from '../helpers/link.ts'
 
@@ -67,13 +71,10 @@ describe('outbound case sync', () => {
     const s = await startSandbox()
     const cs = casesync(s)
     await linkRows(db, dir, [row(3, { PIDPATIENTKEY: 'K4', PIDCOUNTYCODE: '1' })])
-    const { claimJobs } = await import('../../src/casesync/jobs.ts')
-    const [job] = await claimJobs(db, 'test', 10, 60)
+    const [job] = await claimJobs(db, 'test', 10)
     await db.query('UPDATE case_sync_queue SET generation = generation + 1')
-    const { loadCases } = await import('../../src/casesync/outbound.ts')
-    const counties = await (await import('../../src/link/counties.ts')).readCounties(db)
-    expect(await cs.out.syncJob(db, job, (await loadCases(db, [job.indexCaseId])).get(job.indexCaseId), counties)).toBe('posted')
-    expect(await db.query('SELECT generation, claimed_by FROM case_sync_queue')).toEqual([{ generation: 2, claimed_by: null }])
+    expect(await cs.out.syncJob(db, job, (await loadCases(db, [job.indexCaseId])).get(job.indexCaseId), await readCounties(db))).toBe('posted')
+    expect(await db.query('SELECT generation, claimed_by, attempts FROM case_sync_queue')).toEqual([{ generation: 2, claimed_by: null, attempts: 0 }])
     expect(await syncAll(db, cs.out)).toEqual({ unchanged: 1 })
     expect(await count(db, 'case_sync_queue')).toBe(0)
   })
@@ -137,8 +138,9 @@ describe('outbound case sync', () => {
     const cs = casesync(s)
     await linkRows(db, dir, [row(3, { PIDPATIENTKEY: 'K9', PIDCOUNTYCODE: '1' })])
     expect(await syncAll(db, cs.out)).toEqual({ rate_limited: 1 })
-    const [q] = await db.query(`SELECT attempts, retry_at > now() + interval '0.5 s' AS later FROM case_sync_queue`)
-    expect(q).toEqual({ attempts: 0, later: true })
+    const [q] = await db.query(`SELECT attempts, retry_at > now() + interval '0.5 s' AS later, claimed_by FROM case_sync_queue`)
+    expect(q).toEqual({ attempts: 0, later: true, claimed_by: null })
+    expect((await events(db, (await caseOf(db)).id)).at(-1)).toMatchObject({ kind: 'postponed', detail: { attempts: 0, retry_after_seconds: 1 } })
     s.knobs.rateLimit = undefined
     await new Promise((r) => setTimeout(r, 1100))
     expect(await syncAll(db, cs.out)).toEqual({ posted: 1 })
@@ -150,8 +152,13 @@ describe('outbound case sync', () => {
     const cs = casesync(s)
     await linkRows(db, dir, [row(3, { PIDPATIENTKEY: 'K10', PIDCOUNTYCODE: '1' })])
     expect(await syncAll(db, cs.out)).toEqual({ retrying: 1 })
-    const [q] = await db.query(`SELECT attempts, retry_at > now() + interval '20 s' AS later, last_error FROM case_sync_queue`)
-    expect(q).toMatchObject({ attempts: 1, later: true, last_error: expect.stringMatching(/HTTP 500/) })
+    // The spec's first wait: 30 s ±10%.
+    const { baseSeconds, jitter } = outboundQueue.retry
+    const [q] = await db.query(`SELECT attempts, extract(epoch FROM retry_at - now())::float8 AS wait, last_error FROM case_sync_queue`)
+    expect(q).toMatchObject({ attempts: 1, last_error: expect.stringMatching(/HTTP 500/) })
+    expect(q.wait).toBeGreaterThan(baseSeconds * (1 - jitter) - 2)
+    expect(q.wait).toBeLessThan(baseSeconds * (1 + jitter) + 0.1)
+    expect((await events(db, (await caseOf(db)).id)).at(-1)).toMatchObject({ kind: 'retrying', detail: { attempts: 1 } })
     s.knobs.failureRate = 0
     await dueNow(db)
     expect(await syncAll(db, cs.out)).toEqual({ posted: 1 })
@@ -175,13 +182,15 @@ describe('outbound case sync', () => {
     const s = await startSandbox({ failureRate: 1 })
     const cs = casesync(s)
     await linkRows(db, dir, [row(3, { PIDPATIENTKEY: 'K12', PIDCOUNTYCODE: '1' })])
-    await db.query('UPDATE case_sync_queue SET attempts = 19')
+    const max = outboundQueue.retry.maxAttempts
+    await db.query('UPDATE case_sync_queue SET attempts = $1', [max - 1])
     expect(await syncAll(db, cs.out)).toEqual({ failed: 1 })
     const c = await caseOf(db)
-    expect((await events(db, c.id)).at(-1)).toMatchObject({ kind: 'failed', detail: { attempts: 20, reason: 'out of attempts' } })
+    expect((await events(db, c.id)).at(-1)).toMatchObject({ kind: 'failed', detail: { attempts: max, reason: 'out of attempts' } })
     expect(await syncAll(db, cs.out)).toEqual({})
     s.knobs.failureRate = 0
-    expect(await retryFailed(db)).toBe(1)
+    expect(await retry(db, outboundQueue)).toEqual([c.id])
+    expect((await events(db, c.id)).at(-1)).toMatchObject({ kind: 'retry_requested' })
     expect(await syncAll(db, cs.out)).toEqual({ posted: 1 })
   })
 
@@ -195,6 +204,57 @@ describe('outbound case sync', () => {
     await db.query(`UPDATE index_cases SET case_id = $1`, [s.cases(ALLEGANY)[0].case_id])
     expect(await syncAll(db, cs.out)).toEqual({ failed: 1 })
     expect((await events(db, c.id)).at(-1)).toMatchObject({ kind: 'failed', detail: { reason: 'refused' } })
+  })
+
+  it('does not post a job whose lease ran out and another worker took over', async () => {
+    const s = await startSandbox()
+    const cs = casesync(s)
+    await linkRows(db, dir, [row(3, { PIDPATIENTKEY: 'K15', PIDCOUNTYCODE: '1' })])
+    const [job] = await claimJobs(db, 'test', 10) // this worker: 'test'
+    await expireLeases(db)
+    const [taken] = await claimJobs(db, 'other', 10)
+    expect(taken).toMatchObject({ indexCaseId: job.indexCaseId, attempts: 1 }) // a lost lease counts an attempt
+    const c = (await loadCases(db, [job.indexCaseId])).get(job.indexCaseId)
+    expect(await cs.out.syncJob(db, job, c, await readCounties(db))).toBe('taken_over')
+    expect(s.stats.submissions).toBe(0)
+    expect(await db.query('SELECT claimed_by, attempts, failed_at FROM case_sync_queue')).toEqual([{ claimed_by: 'other', attempts: 1, failed_at: null }])
+    expect(await events(db, job.indexCaseId)).toEqual([])
+  })
+
+  it('does not post a job whose lease ran out while it resolved a transfer, once another worker holds it', async () => {
+    const { s, cs, c } = await syncedPerson('K16')
+    await linkRows(db, dir, [row(3, { PIDPATIENTKEY: 'K16', PIDCOUNTYCODE: '1', OBRACCESSIONNUM: 'K16-A2' })])
+    const [job] = await claimJobs(db, 'test', 10)
+    const local = (await loadCases(db, [job.indexCaseId])).get(job.indexCaseId)
+    // CommCare answers the chain's first request only after another worker has taken the job over.
+    const getCase = cs.client.getCase.bind(cs.client)
+    cs.client.getCase = async (...args) => {
+      await expireLeases(db)
+      await claimJobs(db, 'other', 10)
+      return getCase(...args)
+    }
+    const before = s.stats.submissions
+    expect(await cs.out.syncJob(db, job, local, await readCounties(db))).toBe('taken_over')
+    expect(s.stats.submissions).toBe(before)
+    expect(labResults(s)).toHaveLength(1)
+    expect(await db.query('SELECT claimed_by FROM case_sync_queue')).toEqual([{ claimed_by: 'other' }])
+    expect((await events(db, c.id)).map((e) => e.kind)).toEqual(['posted'])
+  })
+
+  it('stops at the stop signal and gives back what it claimed', async () => {
+    const s = await startSandbox()
+    const cs = casesync(s, { HERALD_COMMCARE_CONCURRENCY: '1' }) // claims two jobs at a time
+    await linkRows(db, dir, Array.from({ length: 5 }, (_, i) => row(3, { PIDPATIENTKEY: `K17-${i}`, PIDCOUNTYCODE: '1' })))
+    const stop = new AbortController()
+    const submit = cs.client.submitForm.bind(cs.client)
+    cs.client.submitForm = async (...args) => {
+      stop.abort() // the stop comes while the first form is in flight
+      return submit(...args)
+    }
+    expect(await cs.out.step(db, stop.signal)).toEqual({ posted: 1 })
+    expect(s.stats.submissions).toBe(1)
+    expect(await count(db, 'case_sync_queue')).toBe(4)
+    expect(await count(db, 'case_sync_queue', 'claimed_by IS NULL AND claimed_until IS NULL AND attempts = 0')).toBe(4)
   })
 
   it('posts nothing while posting is off', async () => {

@@ -11,7 +11,7 @@ import { createTestDb, type TestDb } from '../helpers/db.ts'
 import { row, tempDir } from '../helpers/files.ts'
 import { loadCounties } from '../helpers/link.ts'
 
-const FIXTURE = readFileSync(fileURLToPath(new URL('../../../shared/fixtures/commcare/index_case.xml', import.meta.url)), 'utf8')
+const FIXTURE = readFileSync(fileURLToPath(new URL('../fixtures/commcare/index_case.xml', import.meta.url)), 'utf8')
 const parser = new XMLParser({ ignoreAttributes: false, attributeNamePrefix: '@', removeNSPrefix: true, parseTagValue: false, isArray: (n) => n === 'case' })
 
 /** A case block as fields: its id, type, index, and every property it sets (create and update alike). */

@@ -85,6 +85,14 @@ describe('work queue', () => {
     expect(await row(3)).toBeUndefined()
   })
 
+  it('finishes a schedule with its next time: a set of its own replaces the cleared column', async () => {
+    await claim(db, spec, 'A', 1)
+    await finish(db, spec, 'A', [{ id: '1' }], { set: `retry_at = now() + interval '1 hour'` })
+    const [r] = await db.query(`SELECT claimed_by, retry_at > now() + interval '59 minutes' AS later FROM q_items WHERE id = 1`)
+    expect(r).toEqual({ claimed_by: null, later: true })
+    expect((await claim(db, spec, 'A', 10)).map((x) => x.id)).toEqual(['2', '3', '4', '5'])
+  })
+
   it('backs off in SQL (base × factor^n, capped), then fails visibly with the engine state and events', async () => {
     const waits: number[] = []
     for (let i = 0; i < 3; i++) {

@@ -1,6 +1,6 @@
 /** Case sync in tests: a CommCare sandbox per test, the engines pointed at it, and the pipeline up to case_sync_queue. */
 import { afterEach } from 'vitest'
-import { casesyncOutEngine, commcareClient } from '../../src/casesync/index.ts'
+import { casesyncInEngine, casesyncOutEngine, commcareClient } from '../../src/casesync/index.ts'
 import { loadConfig } from '../../src/config.ts'
 import type { Db } from '../../src/db/types.ts'
 import { readCounties } from '../../src/link/counties.ts'
@@ -26,7 +26,7 @@ export function casesync(sandbox: CommCareSandbox, env: Record<string, string> =
     HERALD_COMMCARE_ROOT_DOMAIN: 'ny-covid', HERALD_COMMCARE_TIMEOUT_MS: '2000', HERALD_WORKER_ID: 'test', ...env })
   const log = createLogger('silent')
   const client = commcareClient(config, sandbox.url)
-  return { config, log, client, out: casesyncOutEngine(config, log, client) }
+  return { config, log, client, out: casesyncOutEngine(config, log, client), in: casesyncInEngine(config, log, client) }
 }
 
 /** Runs outbound rounds until no job is due; returns the outcome counts. */
@@ -48,6 +48,10 @@ export async function linkRows(db: Db, dir: string, rows: string[][]) {
 
 /** Jobs waiting for a retry are due now (tests do not wait out the backoff). */
 export const dueNow = (db: Db) => db.query('UPDATE case_sync_queue SET retry_at = now() WHERE retry_at IS NOT NULL')
+
+/** Makes these jobs' leases run out now, as if their worker had stopped renewing them. */
+export const expireLeases = (db: Db, where = 'true') =>
+  db.query(`UPDATE case_sync_queue SET claimed_until = now() - interval '1 second' WHERE claimed_until IS NOT NULL AND (${where})`)
 
 export const counties = readCounties
 
