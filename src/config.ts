@@ -74,7 +74,7 @@ export interface ExposureConfig {
   twilioAuthToken: string
   /** The time zone test dates are in: tzOffset is computed from it on each test date. */
   timezone: string
-  /** Key of the keyed hashes (idempotency uuids, lookup cache); absent: a key kept in the data folder. */
+  /** The master secret every key is derived from (privacy/keys.ts); absent (embedded database only): a key kept in the data folder. */
   secretKey: string | undefined
   /** Lab result test types that count (LOINC codes or test names); empty: every positive result. */
   testTypes: string[]
@@ -257,6 +257,12 @@ function exposureConfig(env: Env): ExposureConfig {
   const secretKey = env.HERALD_SECRET_KEY?.trim() || undefined
   if (secretKey && secretKey.length < 32) throw new ConfigError('HERALD_SECRET_KEY', 'must be at least 32 characters (e.g. openssl rand -hex 32)')
   if (enxUrl && !secretKey) throw new ConfigError('HERALD_SECRET_KEY', 'is required when HERALD_ENX_URL is set')
+  // A PostgreSQL database may be shared by several hosts: a key file made on each would give each its
+  // own keyed hashes and ciphertexts, which the others could neither match nor read. The key file
+  // (privacy/keys.ts) is for the embedded database alone, which one data folder holds.
+  if (env.DATABASE_URL && !secretKey) {
+    throw new ConfigError('HERALD_SECRET_KEY', 'is required when DATABASE_URL is set: every host sharing the database must use the same key (e.g. openssl rand -hex 32)')
+  }
   const region = (env.HERALD_PHONE_REGION?.trim() || 'US').toUpperCase()
   if (!/^[A-Z]{2}$/.test(region)) throw new ConfigError('HERALD_PHONE_REGION', `must be a two-letter country code, got "${region}"`)
   const lineTypes = list(env.HERALD_LOOKUP_LINE_TYPES, ['mobile'])

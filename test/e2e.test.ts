@@ -7,7 +7,7 @@ import { runEngines } from '../src/engine/runner.ts'
 import { ingestEngine } from '../src/ingest/index.ts'
 import { linkEngine } from '../src/link/index.ts'
 import { createLogger } from '../src/log.ts'
-import { createTestDb, type TestDb } from './helpers/db.ts'
+import { createTestDb, TEST_SECRET_KEY, type TestDb } from './helpers/db.ts'
 import { copyFixture, tempDir } from './helpers/files.ts'
 import { labResults, patients, startSandbox } from './helpers/casesync.ts'
 import { loadCounties } from './helpers/link.ts'
@@ -28,7 +28,7 @@ describe('ingest, link and case sync together', () => {
     for (const f of ['new_records.txt', 'v2_new_records_added_info.txt', 'v3_new_records_added_info.txt']) copyFixture(f, tmp.dir)
     await new Promise((r) => setTimeout(r, 2100)) // files younger than 2 s are still being written, for the inbox
     const sandbox = await startSandbox()
-    const config = loadConfig({ DATABASE_URL: t.url, HERALD_INBOX: tmp.dir, HERALD_POLL_INTERVAL_MS: '100', HERALD_COMMCARE_URL: sandbox.url,
+    const config = loadConfig({ DATABASE_URL: t.url, HERALD_SECRET_KEY: TEST_SECRET_KEY, HERALD_INBOX: tmp.dir, HERALD_POLL_INTERVAL_MS: '100', HERALD_COMMCARE_URL: sandbox.url,
       HERALD_COMMCARE_USER: 'herald', HERALD_COMMCARE_API_KEY: 'sandbox', HERALD_COMMCARE_ROOT_DOMAIN: 'ny-covid' })
     const log = createLogger('silent')
     const counters = new Counters()

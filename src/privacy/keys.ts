@@ -1,15 +1,18 @@
 /**
  * One secret, HERALD_SECRET_KEY (a KMS in production), or on the embedded default a key kept in the
  * data folder; every key Herald uses is derived from it, one per purpose (HKDF-SHA256), so no two
- * purposes share a key and none is stored.
+ * purposes share a key and none is stored. Purposes: messaging:encrypt, messaging:search,
+ * messaging:api-keys, messaging:receipts, exposure:uuid, exposure:lookup.
  */
 import { hkdfSync, randomBytes } from 'node:crypto'
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import type { Config } from '../config.ts'
+import { ConfigError, type Config } from '../config.ts'
 
-export function secretKey(config: Pick<Config, 'dataDir' | 'exposure'>): string {
+export function secretKey(config: Pick<Config, 'databaseUrl' | 'dataDir' | 'exposure'>): string {
   if (config.exposure.secretKey) return config.exposure.secretKey
+  // loadConfig refuses this already; a config made another way must not get a per-host key either.
+  if (config.databaseUrl) throw new ConfigError('HERALD_SECRET_KEY', 'is required when DATABASE_URL is set')
   const path = join(config.dataDir, 'secret.key')
   if (!existsSync(path)) {
     mkdirSync(config.dataDir, { recursive: true })

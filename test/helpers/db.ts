@@ -11,6 +11,14 @@ import type { Db } from '../../src/db/types.ts'
 
 export const onPostgres = Boolean(process.env.DATABASE_URL)
 
+/**
+ * The master secret of every Herald a test runs on PostgreSQL, where Herald refuses to start without
+ * one (config.ts). Set in this process's environment too, so a child spawned with it (the kill tests'
+ * `herald run`, env `{ ...process.env, … }`) has it; a config built from an env of its own must name it.
+ */
+export const TEST_SECRET_KEY = 'test-secret-key-test-secret-key-0123456789'
+if (onPostgres) process.env.HERALD_SECRET_KEY ||= TEST_SECRET_KEY
+
 export interface TestDb {
   db: Db
   /** Another independent connection to the same database (PostgreSQL only): a second worker. */
@@ -29,10 +37,11 @@ async function admin<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
   }
 }
 
-export async function createTestDb(): Promise<TestDb> {
+/** `prepare` replaces the migration (e.g. to build a database as an older Herald left it). */
+export async function createTestDb(prepare: (db: Db) => Promise<unknown> = migrate): Promise<TestDb> {
   if (!onPostgres) {
     const db = await PgliteDb.open(undefined)
-    await migrate(db)
+    await prepare(db)
     return { db, connectAgain: () => { throw new Error('PGlite admits one connection') }, drop: () => db.close() }
   }
   const base = new URL(process.env.DATABASE_URL!)
@@ -47,7 +56,7 @@ export async function createTestDb(): Promise<TestDb> {
     return db
   }
   const db = connectAgain()
-  await migrate(db)
+  await prepare(db)
   return {
     db, connectAgain, url: url.toString(),
     async drop() {

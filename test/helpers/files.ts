@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { COLUMNS, HEADERS, type Version } from '../../src/ingest/eclrs/columns.ts'
 
-export const FIXTURES = fileURLToPath(new URL('../../../shared/fixtures/eclrs/', import.meta.url))
+export const FIXTURES = fileURLToPath(new URL('../fixtures/eclrs/', import.meta.url))
 
 export function tempDir(): { dir: string; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), 'herald-test-'))

@@ -9,7 +9,7 @@ import { parseCountyList, saveCounties } from '../../src/link/counties.ts'
 import { linkUntilEmpty } from '../../src/link/index.ts'
 import { createLogger } from '../../src/log.ts'
 
-export const COUNTY_LIST = fileURLToPath(new URL('../../../shared/fixtures/commcare/county_list_response_ny.json', import.meta.url))
+export const COUNTY_LIST = fileURLToPath(new URL('../fixtures/commcare/county_list_response_ny.json', import.meta.url))
 
 export async function loadCounties(db: Db) {
   const list = parseCountyList(JSON.parse(readFileSync(COUNTY_LIST, 'utf8')))

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url'
 import type { CommCareSandbox, CommCareSandboxOptions } from '../../src/sandbox/commcare/server.ts'
 import { startSandbox } from '../helpers/casesync.ts'
 
-export const INDEX_CASE_XML = readFileSync(fileURLToPath(new URL('../../../shared/fixtures/commcare/index_case.xml', import.meta.url)), 'utf8')
+export const INDEX_CASE_XML = readFileSync(fileURLToPath(new URL('../fixtures/commcare/index_case.xml', import.meta.url)), 'utf8')
 export const DOMAIN = 'ny-allegany-cdcms'
 const AUTH = { authorization: 'ApiKey herald:sandbox' }
 
