@@ -58,7 +58,8 @@ export async function ingestCommand(paths: string[], opts: { json?: boolean }) {
       for (const id of await register(db, objects)) ids.push(id)
     }
     // Files go one at a time, in the order found (see claim): another worker may be ingesting one,
-    // or a file whose worker died may have to be finished first.
+    // a file whose worker died may have to be finished first, or an earlier file may be backing off
+    // after a failure. A named file that had failed is put back in line by the claim (a retry).
     const remaining = new Set(ids)
     let waited = false
     while (remaining.size > 0) {
@@ -70,7 +71,7 @@ export async function ingestCommand(paths: string[], opts: { json?: boolean }) {
           remaining.delete(d.id)
         }
         if (remaining.size > 0) {
-          if (!waited) console.error('waiting: another worker is ingesting a file')
+          if (!waited) console.error('waiting: an earlier file is being ingested by another worker, or waits to be tried again (herald inbox)')
           waited = true
           await sleep(500)
         }
@@ -108,17 +109,21 @@ function emptySummary(file: string): FileSummary {
   return { file, sha256: '', version: null, status: 'unknown', rows: 0, new: 0, seen: 0, duplicate: 0, error: 0, errors: [] }
 }
 
-/** Everything found in the inbox and what became of it: waiting, being ingested, done, or failed with its error. */
+/** Everything found in the inbox and what became of it: waiting, being ingested, retrying, done, or failed with its error. */
 export async function inboxCommand(opts: { json?: boolean; failed?: boolean; limit: string }) {
   return withDb(async ({ db }) => {
+    // The state a person cares about, from the engine's own state and the queue's columns.
     const rows = await db.query(
-      `SELECT id, uri, size, state, outcome, attempts, claimed_by, lease_until, file_id, error, found_at
-         FROM inbox_files WHERE NOT $1 OR state = 'failed' ORDER BY id DESC LIMIT $2`,
+      `SELECT id, uri, size, CASE WHEN failed_at IS NOT NULL THEN 'failed' WHEN state = 'done' THEN 'done'
+                                  WHEN claimed_until > now() THEN 'ingesting' WHEN retry_at > now() THEN 'retrying' ELSE 'waiting' END AS state,
+              outcome, attempts, claimed_by, claimed_until, retry_at, failed_at, file_id, last_error, found_at
+         FROM inbox_files WHERE NOT $1 OR failed_at IS NOT NULL ORDER BY id DESC LIMIT $2`,
       [Boolean(opts.failed), Number(opts.limit)])
     if (opts.json) return console.log(JSON.stringify(rows, null, 2))
+    const when = (t: unknown) => (t ? new Date(t as string).toISOString().slice(0, 19).replace('T', ' ') : '')
     console.log(table(rows.map((r) => ({
       id: r.id, file: displayName(r.uri), state: r.state, outcome: r.outcome ?? '', attempts: r.attempts,
-      'file id': r.file_id ?? '', error: (r.error ?? '').slice(0, 80),
+      'next try': r.state === 'retrying' ? when(r.retry_at) : '', 'file id': r.file_id ?? '', error: (r.last_error ?? '').slice(0, 80),
     }))))
     if (rows.some((r) => r.state === 'failed')) console.log('\nto try a failed file again: herald ingest PATH')
   })

@@ -2,7 +2,8 @@
 import { readFileSync } from 'node:fs'
 import type { Db } from '../db/types.ts'
 import { CountyListError, parseCountyList, saveCounties } from '../link/counties.ts'
-import { MAX_ATTEMPTS } from '../link/batch.ts'
+import { retry, stats } from '../engine/queue.ts'
+import { linkQueue } from '../link/queue.ts'
 import { describePerson, findPerson, queueState, traceRow } from '../link/trace.ts'
 import { table, withDb } from './context.ts'
 
@@ -45,26 +46,26 @@ export async function countiesCommand(opts: { json?: boolean }) {
   })
 }
 
-/** The queue: how many rows wait, and the rows that failed (with --failed), or puts failed rows back (--retry). */
+/** The queue: how many rows wait, and the rows that failed or are retrying (with --failed), or puts failed rows back (--retry). */
 export async function linkCommand(opts: { failed?: boolean; retry?: boolean; json?: boolean }) {
   return withDb(async ({ db }) => {
     if (opts.retry) {
-      const rows = await db.query('UPDATE link_queue SET attempts = 0, retry_at = NULL WHERE attempts > 0 RETURNING lab_row_id')
-      return console.log(`${rows.length} rows will be linked again by the next link batch`)
+      const ids = await retry(db, linkQueue, undefined, 'herald link --retry')
+      return console.log(`${ids.length} rows will be linked again by the next link batch`)
     }
     if (opts.failed) {
       const rows = await db.query(
-        `SELECT lab_row_id, attempts, retry_at, error FROM link_queue WHERE attempts > 0 ORDER BY lab_row_id LIMIT 1000`)
+        `SELECT lab_row_id, attempts, retry_at, failed_at, last_error FROM link_queue WHERE failed_at IS NOT NULL OR last_error IS NOT NULL
+         ORDER BY failed_at IS NULL, lab_row_id LIMIT 1000`)
       if (opts.json) return console.log(JSON.stringify(rows, null, 2))
       console.log(table(rows.map((r) => ({
-        'lab row': r.lab_row_id, state: queueState(r.attempts), attempts: r.attempts, 'next try': r.attempts >= MAX_ATTEMPTS ? '' : when(r.retry_at), error: r.error,
+        'lab row': r.lab_row_id, state: queueState(r), attempts: r.attempts, 'next try': r.failed_at ? '' : when(r.retry_at), error: r.last_error,
       }))))
-      if (rows.length) console.log('\nherald trace ROW_ID tells more; herald link --retry tries them all again')
+      if (rows.length) console.log('\nherald trace ROW_ID tells more; herald link --retry tries the failed ones again')
       return
     }
-    const [s] = await db.query(`SELECT count(*) FILTER (WHERE attempts = 0)::int AS waiting,
-        count(*) FILTER (WHERE attempts > 0 AND attempts < $1)::int AS retrying, count(*) FILTER (WHERE attempts >= $1)::int AS failed
-      FROM link_queue`, [MAX_ATTEMPTS])
+    const q = await stats(db, linkQueue)
+    const s = { waiting: q.waiting, retrying: q.retrying, failed: q.failed }
     const [t] = await db.query(`SELECT (SELECT count(*) FROM people)::int AS people, (SELECT count(*) FROM index_cases)::int AS cases,
         (SELECT count(*) FROM case_sync_queue)::int AS cases_to_sync,
         (SELECT count(*) FROM lab_results)::int AS lab_results, (SELECT count(*) FROM exposure_queue)::int AS marked_for_exposure`)
@@ -82,7 +83,7 @@ export async function traceCommand(id: string, opts: { json?: boolean }) {
     const r = t.row
     console.log(`lab row ${r.id}: ${r.file} line ${r.line} (v${r.version}${r.seen_before ? ', a later version of a row seen before' : ''}), ingested ${when(r.ingested_at)}`)
     console.log(`  patient key ${r.patient_key ?? '(none)'}, accession ${r.accession_number ?? '(none)'}, county ${r.county_fips}, result ${r.result_positive ?? ''}`)
-    console.log(`  link: ${t.state}${t.queue?.error ? ` (${t.queue.attempts} attempts: ${t.queue.error})` : ''}\n`)
+    console.log(`  link: ${t.state}${t.queue?.last_error ? ` (${t.queue.attempts} attempts: ${t.queue.last_error})` : ''}\n`)
     console.log(table(t.events.map((e) => ({
       at: when(e.at), decision: e.kind, person: e.person_id ?? '', case: e.index_case_id ?? '', 'lab result': e.lab_result_id ?? '', why: detail(e.detail),
     }))))

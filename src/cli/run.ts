@@ -66,8 +66,10 @@ const ENGINES: Record<string, (config: Config, log: Logger, outside: Outside) =>
     concurrency: config.messaging.sendConcurrency, recoverySeconds: config.messaging.providerRecoverySeconds,
     rates: { byCode: config.messaging.internationalRates, fallback: config.messaging.internationalMultiplier }, log, workerId: config.workerId }) : 'no SMS provider: set HERALD_SMS_PROVIDERS'),
   receipts: (_config, log) => receiptsEngine(log),
-  jobs: (config, log) => jobsEngine({ sealer: messagingKeys(config).sealer, region: config.exposure.defaultRegion, store: storeFor(config.messaging.jobStore, config) }, log),
-  nightly: (config, log) => nightlyEngine({ store: storeFor(config.messaging.jobStore, config), at: config.messaging.nightlyAt, timezone: config.exposure.timezone, log }),
+  jobs: (config, log) => jobsEngine({ sealer: messagingKeys(config).sealer, region: config.exposure.defaultRegion, store: storeFor(config.messaging.jobStore, config),
+    workerId: config.workerId }, log),
+  nightly: (config, log) => nightlyEngine({ store: storeFor(config.messaging.jobStore, config), at: config.messaging.nightlyAt, timezone: config.exposure.timezone, log,
+    workerId: config.workerId }),
 }
 
 export function engineNames(list: string | undefined): string[] {

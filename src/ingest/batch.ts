@@ -14,7 +14,7 @@ import { checksums, ownChecksum } from './eclrs/checksum.ts'
 import { BASE_COUNT, COLUMNS, VERSIONS, type Version } from './eclrs/columns.ts'
 import type { RawRecord } from './eclrs/records.ts'
 import { countyOf, LAB_ROW_COLUMNS, typeRow } from './eclrs/row.ts'
-import { renew } from './inbox.ts'
+import { IngestConflict, renew } from './inbox.ts'
 import { lockId, matchKeyOf, personKeys } from '../link/keys.ts'
 
 export type Outcome = 'new' | 'seen' | 'duplicate' | 'error'
@@ -43,13 +43,6 @@ export interface FileProgress {
   accounted: number
   totals: Tally
   byCounty: Record<string, Tally>
-}
-
-export class IngestConflict extends Error {
-  constructor(message: string) {
-    super(message)
-    this.name = 'IngestConflict'
-  }
 }
 
 // Row identity is one global question (has any file brought this row?). Files already go one at a
@@ -135,6 +128,9 @@ async function lockBatch(tx: Queryable, p: FileProgress) {
   if (file.total_rows !== p.accounted) {
     throw new IngestConflict(`file ${p.fileId} moved from row ${p.accounted} to ${file.total_rows} under another worker`)
   }
+  // The ownership check and the lease's renewal are one statement, in the batch's own transaction:
+  // its row lock on the inbox row lasts to the commit, so no other worker can claim the file while
+  // this batch writes, and a worker whose file was taken over writes nothing.
   if (!(await renew(tx, p.inboxId, p.workerId, p.leaseSeconds))) {
     throw new IngestConflict(`inbox file ${p.inboxId} is no longer claimed by ${p.workerId}`)
   }

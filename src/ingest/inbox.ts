@@ -1,20 +1,29 @@
 /**
  * The inbox: objects found in the watched location (or named to `herald ingest`), each claimed by
- * one worker at a time. A claim is a lease renewed by every committed batch; a worker that dies
- * stops renewing, and after the lease another worker resumes the file from its checkpoint.
+ * one worker at a time through the work queue (src/engine/queue.ts, spec in queue.ts). A claim is a
+ * lease renewed by every committed batch; a worker that dies stops renewing, and after the lease
+ * another worker resumes the file from its checkpoint.
  */
 import type { Db, Queryable } from '../db/types.ts'
+import { claim as claimRows, fail as failRows, finish as finishRows, heartbeat, release as releaseRows, retry } from '../engine/queue.ts'
 import type { ObjectStore, StoredObject } from '../storage/index.ts'
+import { inboxQueue } from './queue.ts'
 
 export interface InboxFile {
   id: number
   uri: string
   size: number
+  /** Attempts spent before this claim (failures, and workers that died holding it). */
   attempts: number
 }
 
-/** A file that fails this many times is left failed, with its error, for a person to look at. */
-export const MAX_ATTEMPTS = 5
+/** The claim of an inbox file is no longer this worker's: the worker that holds it now records the outcome. */
+export class IngestConflict extends Error {
+  constructor(message: string) {
+    super(message)
+    this.name = 'IngestConflict'
+  }
+}
 
 /** Records objects not seen before; returns the ids of the given objects (new or known), in their order. */
 export async function register(db: Queryable, objects: StoredObject[]): Promise<number[]> {
@@ -55,86 +64,63 @@ export async function discover(db: Queryable, store: ObjectStore): Promise<numbe
 const CLAIM_LOCK = 0x68636c6d
 
 /**
- * Claims the next file in order, or nothing. The earliest unfinished file decides: a file whose
- * worker died (lease run out) is resumed; a waiting file is taken; but while it is held by a live
- * worker, or backing off after a failure, no later file goes ahead of it. `only` names files a
- * person asked for (`herald ingest`): those are also taken out of a backoff or out of `failed`.
+ * Claims the next file in order, or nothing. The earliest unfinished file (the head of the line)
+ * decides: a file whose worker died (lease run out) is resumed; a waiting file is taken; but while
+ * it is held by a live worker, or backing off after a failure, no later file goes ahead of it.
+ * `only` names files a person asked for (`herald ingest`): those that failed are put back in line.
  * `exclusive`: this process holds the database alone (embedded PGlite), so any other claim is dead.
  */
 export async function claim(
   db: Db, workerId: string, leaseSeconds: number, only?: number[], exclusive = false,
 ): Promise<InboxFile | undefined> {
+  const spec = { ...inboxQueue, leaseSeconds } // HERALD_CLAIM_LEASE_SECONDS
   return db.transaction(async (tx) => {
     // Held to the end of this transaction: claims are decided one after another, each seeing the last.
     await tx.query('SELECT pg_advisory_xact_lock($1)', [CLAIM_LOCK])
-    // A worker that died during every attempt (killed, out of memory) must not take down the next one.
-    await tx.query(
-      `UPDATE inbox_files SET state = 'failed', claimed_by = NULL, lease_until = NULL,
-              error = 'its worker stopped during each of ' || attempts || ' attempts (killed, or out of memory?)'
-        WHERE state = 'claimed' AND (lease_until < now() OR $2) AND attempts >= $1`,
-      [MAX_ATTEMPTS, exclusive],
-    )
-    const [next] = await tx.query<{ id: number; state: string; expired: boolean; backing_off: boolean }>(
-      `SELECT id, state, lease_until < now() OR $2 AS expired, state = 'pending' AND lease_until > now() AS backing_off
-         FROM inbox_files
-        WHERE state IN ('pending', 'claimed') OR state = 'failed' AND id = ANY($1::bigint[])
-        ORDER BY id LIMIT 1`,
-      [only ?? null, exclusive],
-    )
-    if (!next) return undefined
-    if (next.state === 'claimed' && !next.expired) return undefined // another worker is on it
-    if (next.backing_off && !only?.includes(next.id)) return undefined // later files wait for it
-    const [file] = await tx.query<InboxFile>(
-      `UPDATE inbox_files SET state = 'claimed', claimed_by = $2, lease_until = now() + make_interval(secs => $3),
-              attempts = attempts + 1, error = NULL
-        WHERE id = $1
-        RETURNING id, uri, size, attempts`,
-      [next.id, workerId, leaseSeconds],
-    )
-    return file
+    if (only?.length) await retry(tx, inboxQueue, only.map(String), 'herald ingest')
+    for (;;) {
+      const [head] = await tx.query<{ id: number; claimed_by: string | null; live: boolean | null }>(
+        `SELECT id, claimed_by, claimed_until >= now() AS live FROM inbox_files
+          WHERE (${inboxQueue.ready}) AND failed_at IS NULL ORDER BY ${inboxQueue.order} LIMIT 1`)
+      if (!head) return undefined
+      // No other process can reach this database: whoever holds the lease is dead. Its lease ends
+      // now (a heartbeat of negative length, through the queue), so the claim below takes the file
+      // as one whose worker died, spending an attempt.
+      if (exclusive && head.live && head.claimed_by) await heartbeat(tx, inboxQueue, head.claimed_by, [String(head.id)], -1)
+      // Only the head may be claimed: not due (held by a live worker, backing off) means nothing is.
+      const [file] = await claimRows<{ uri: string; size: number }>(tx, spec, workerId, 1,
+        { where: 'id = $1', params: [head.id], returning: 't.uri, t.size' })
+      if (file) return { id: Number(file.id), uri: file.uri, size: Number(file.size), attempts: file.attempts }
+      // Not taken: still waiting its turn, or failed just now because its workers died during
+      // every attempt (claim fails such a file), and then the next file is the head.
+      const [now] = await tx.query<{ failed: boolean }>('SELECT failed_at IS NOT NULL AS failed FROM inbox_files WHERE id = $1', [head.id])
+      if (!now.failed) return undefined
+    }
   })
 }
 
 /** Extends this worker's claim; false when it no longer holds it. */
 export async function renew(db: Queryable, id: number, workerId: string, leaseSeconds: number): Promise<boolean> {
-  const rows = await db.query(
-    `UPDATE inbox_files SET lease_until = now() + make_interval(secs => $3) WHERE id = $1 AND claimed_by = $2 RETURNING id`,
-    [id, workerId, leaseSeconds],
-  )
-  return rows.length > 0
+  return (await heartbeat(db, inboxQueue, workerId, [String(id)], leaseSeconds)).has(String(id))
 }
 
-/** Records the outcome, if this worker still holds the claim. */
+/** Records the outcome, only while this worker holds the claim; IngestConflict otherwise. */
 export async function finish(db: Queryable, id: number, workerId: string, fileId: number, outcome: 'ingested' | 'already_ingested' | 'rejected') {
-  await db.query(
-    `UPDATE inbox_files SET state = 'done', outcome = $4, file_id = $3, claimed_by = NULL, lease_until = NULL, error = NULL
-      WHERE id = $1 AND claimed_by = $2`,
-    [id, workerId, fileId, outcome],
-  )
+  const done = await finishRows(db, inboxQueue, workerId, [{ id: String(id), file_id: fileId, outcome }],
+    { columns: 'file_id bigint, outcome text', set: `state = 'done', outcome = v.outcome, file_id = v.file_id` })
+  if (done.size === 0) throw new IngestConflict(`inbox file ${id} is no longer claimed by this worker`)
 }
 
-/** Gives a claimed file back (graceful stop): it resumes from its checkpoint before any later file. */
-export async function release(db: Db, ids: number[], workerId: string) {
-  if (ids.length === 0) return
-  await db.query(
-    `UPDATE inbox_files SET state = 'pending', claimed_by = NULL, lease_until = NULL, attempts = greatest(attempts - 1, 0)
-      WHERE id = ANY($1::bigint[]) AND state = 'claimed' AND claimed_by = $2`,
-    [ids, workerId],
-  )
+/** Gives claimed files back (graceful stop): each resumes from its checkpoint before any later file, no attempt spent. */
+export async function release(db: Queryable, ids: number[], workerId: string) {
+  await releaseRows(db, inboxQueue, workerId, ids.map(String))
 }
 
 /**
- * After a failure: retry later with backoff, or give up and leave the file visibly failed.
- * 'conflict' when this worker no longer holds the claim (another has the file now).
+ * After a failure: retry later with the spec's backoff, or give up and leave the file visibly
+ * failed. 'conflict' when this worker no longer holds the claim (another has the file now).
  */
-export async function fail(db: Db, file: InboxFile, workerId: string, error: string): Promise<'retry' | 'failed' | 'conflict'> {
-  const final = file.attempts >= MAX_ATTEMPTS
-  const rows = await db.query(
-    `UPDATE inbox_files SET state = $2, error = $3, claimed_by = NULL,
-            lease_until = CASE WHEN $2 = 'pending' THEN now() + make_interval(secs => $4) END
-      WHERE id = $1 AND claimed_by = $5 RETURNING id`,
-    [file.id, final ? 'failed' : 'pending', error, 2 ** file.attempts * 5, workerId],
-  )
-  if (rows.length === 0) return 'conflict'
-  return final ? 'failed' : 'retry'
+export async function fail(db: Queryable, file: InboxFile, workerId: string, error: string): Promise<'retry' | 'failed' | 'conflict'> {
+  const [r] = await failRows(db, inboxQueue, workerId, [{ id: String(file.id), error }])
+  return !r ? 'conflict' : r.failed ? 'failed' : 'retry'
 }

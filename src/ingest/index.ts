@@ -1,12 +1,14 @@
 /**
  * The ingest engine: lab-result export files → lab rows.
  *
- * Inbox: inbox_files waiting (or whose worker's lease expired); new objects in HERALD_INBOX (a
- * folder or s3://bucket/prefix) are registered by polling. Writes files (content identity, version,
+ * Inbox: inbox_files waiting (or whose worker's lease expired), claimed through the work queue
+ * (queue.ts: inboxQueue); new objects in HERALD_INBOX (a folder or s3://bucket/prefix) are
+ * registered by polling. Writes files (content identity, version,
  * totals new / seen / duplicate / error, also per county), lab_rows (each distinct row once, typed),
  * lab_row_keys (row identity, last sighting) and ingest_errors (unusable rows with line and reason).
  * Outcome per inbox file: ingested, already_ingested, rejected, released (stopped; resumes), or
- * retry / failed after an error (failed after 5 attempts, with the error kept on the inbox row).
+ * retry / failed after an error (the spec's backoff; failed after its last attempt, with the error
+ * kept on the inbox row, until `herald ingest PATH` or `herald queue retry ingest`).
  */
 import type { Config } from '../config.ts'
 import type { Db } from '../db/types.ts'
@@ -15,8 +17,7 @@ import { errorText, type Logger } from '../log.ts'
 import { displayName } from '../storage/local.ts'
 import { storeFor, type ObjectStore } from '../storage/index.ts'
 import { ingestFile, type IngestOptions, type IngestResult } from './file.ts'
-import { IngestConflict } from './batch.ts'
-import { claim, discover, fail, release, type InboxFile } from './inbox.ts'
+import { claim, discover, fail, IngestConflict, release, type InboxFile } from './inbox.ts'
 
 // A local file must be left alone this long before it is taken: it may still be being copied in.
 const SETTLE_MS = 2000

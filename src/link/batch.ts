@@ -16,10 +16,12 @@
  *    This is the only lock a batch waits for, taken in one statement in id order: no cycle can form.
  */
 import type { Queryable } from '../db/types.ts'
+import { claimInTx, finish } from '../engine/queue.ts'
 import { NoCountyList, readCounties } from './counties.ts'
 import { PERSON_FIELDS } from './data.ts'
 import { matchKeyText as matchKey, lockId } from './keys.ts'
 import { decideCases, LinkState, lockKeys, planRows, type CaseRec, type Outcome, type PersonRec, type Plan, type ResultRec } from './decide.ts'
+import { linkQueue } from './queue.ts'
 import { readRow, TYPED_SELECT, type LinkRow, type StoredRow } from './row.ts'
 
 export interface BatchResult {
@@ -30,19 +32,19 @@ export interface BatchResult {
   deferred: number
 }
 
-/** Claims up to `limit` rows waiting in link_queue; they leave it when this transaction commits. */
+/**
+ * Claims up to `limit` due rows of link_queue for this transaction (the work queue's claimInTx: the
+ * transaction is the lease) and reads their lab rows; they leave the queue when it commits.
+ */
 async function claimRows(tx: Queryable, limit: number, only?: number[]): Promise<StoredRow[]> {
+  const claimed = await claimInTx(tx, linkQueue, limit, only ? { where: 'lab_row_id = ANY($1::bigint[])', params: [only] } : {})
+  if (claimed.length === 0) return []
   return tx.query<StoredRow>(
-    `WITH claimed AS (
-       SELECT lab_row_id FROM link_queue
-       WHERE attempts < $2 AND (retry_at IS NULL OR retry_at <= now()) AND ($3::bigint[] IS NULL OR lab_row_id = ANY($3))
-       ORDER BY lab_row_id LIMIT $1 FOR UPDATE SKIP LOCKED)
-     SELECT r.id, r.version, r.raw, ${Object.entries(TYPED_SELECT).map(([as, sql]) => `${sql} AS ${as}`).join(', ')}
-     FROM lab_rows r JOIN claimed c ON c.lab_row_id = r.id ORDER BY r.id`,
-    [limit, MAX_ATTEMPTS, only ?? null],
+    `SELECT r.id, r.version, r.raw, ${Object.entries(TYPED_SELECT).map(([as, sql]) => `${sql} AS ${as}`).join(', ')}
+     FROM lab_rows r WHERE r.id = ANY($1::bigint[]) ORDER BY r.id`,
+    [claimed.map((c) => c.id)],
   )
 }
-export const MAX_ATTEMPTS = 5
 
 export async function linkBatch(tx: Queryable, limit: number, only?: number[]): Promise<BatchResult> {
   const counties = await readCounties(tx)
@@ -54,7 +56,8 @@ export async function linkBatch(tx: Queryable, limit: number, only?: number[]): 
   const state = new LinkState()
 
   const rows = await lockRows(tx, claimed)
-  await tx.query('DELETE FROM link_queue WHERE lab_row_id = ANY($1::bigint[])', [rows.map((r) => r.id)])
+  // Done with them once this transaction commits (the rows it locked; deferred rows stay due).
+  await finish(tx, linkQueue, null, rows.map((r) => ({ id: String(r.id) })), { delete: true })
   await findPeople(tx, rows, state)
   const plans = planRows(rows, counties, state, outcomes)
 

@@ -3,17 +3,21 @@
  * results, with an event per decision (link_events) and every value not applied (link_changes).
  * It marks changed cases for case sync and new positive results for exposure notification.
  *
- * Inbox: link_queue (filled by ingest). Each batch is one transaction (batch.ts); the rules are in
- * decide.ts; the CommCare properties in data.ts. A batch that fails is retried row by row, so a
- * row that cannot be linked holds back no other: it is retried with backoff, and after
- * MAX_ATTEMPTS left in the queue with its error and a `failed` event (`herald link --failed`).
+ * Inbox: link_queue (filled by ingest), claimed through the work queue (queue.ts: linkQueue) inside
+ * each batch's transaction. Each batch is one transaction (batch.ts); the rules are in decide.ts;
+ * the CommCare properties in data.ts. A batch that fails is retried row by row, so a row that
+ * cannot be linked holds back no other: it is retried with the spec's backoff, and after its last
+ * attempt left in the queue, failed, with its error and a `failed` link event (`herald link --failed`,
+ * `herald link --retry`).
  */
 import type { Db } from '../db/types.ts'
 import type { BatchEngine } from '../engine/engine.ts'
+import { claimInTx, fail } from '../engine/queue.ts'
 import type { Config } from '../config.ts'
 import { errorText, type Logger } from '../log.ts'
-import { linkBatch, MAX_ATTEMPTS, type BatchResult } from './batch.ts'
+import { linkBatch, type BatchResult } from './batch.ts'
 import { NoCountyList } from './counties.ts'
+import { linkQueue } from './queue.ts'
 
 // Deadlock and serialisation failures: the batch is simply run again.
 const RETRY_SQLSTATES = new Set(['40P01', '40001'])
@@ -31,7 +35,8 @@ function tally(result: BatchResult): Record<string, number> {
   return counts
 }
 
-export async function linkOnce(db: Db, limit: number, log: Logger): Promise<Record<string, number>> {
+/** One batch; if it fails, its rows one by one. `signal`: stop between those rows. */
+export async function linkOnce(db: Db, limit: number, log: Logger, signal?: AbortSignal): Promise<Record<string, number>> {
   for (let attempt = 1; ; attempt++) {
     try {
       return tally(await db.transaction((tx) => linkBatch(tx, limit)))
@@ -39,31 +44,38 @@ export async function linkOnce(db: Db, limit: number, log: Logger): Promise<Reco
       if (err instanceof NoCountyList) throw err
       if (retryable(err) && attempt < 3) continue
       log.warn({ err: errorText(err) }, 'link batch failed; linking its rows one by one')
-      return linkOneByOne(db, limit, log)
+      return linkOneByOne(db, limit, log, signal)
     }
   }
 }
 
 /** The rows of a failed batch, each in its own transaction: a row that fails alone is recorded as failing. */
-async function linkOneByOne(db: Db, limit: number, log: Logger): Promise<Record<string, number>> {
-  const ids = await db.query<{ lab_row_id: number }>(
-    `SELECT lab_row_id FROM link_queue WHERE attempts < $2 AND (retry_at IS NULL OR retry_at <= now())
-     ORDER BY lab_row_id LIMIT $1`, [limit, MAX_ATTEMPTS])
+async function linkOneByOne(db: Db, limit: number, log: Logger, signal?: AbortSignal): Promise<Record<string, number>> {
+  // The rows such a batch takes (due, not held by another batch); locked only while they are listed.
+  const ids = (await db.transaction((tx) => claimInTx(tx, linkQueue, limit))).map((r) => r.id)
   const counts: Record<string, number> = {}
-  for (const { lab_row_id: id } of ids) {
+  for (const id of ids) {
+    if (signal?.aborted) break // nothing is held between rows: the rest stay due
     try {
-      addCounts(counts, tally(await db.transaction((tx) => linkBatch(tx, 1, [id]))))
+      addCounts(counts, tally(await db.transaction((tx) => linkBatch(tx, 1, [Number(id)]))))
     } catch (err) {
+      if (err instanceof NoCountyList) throw err
       const error = errorText(err)
-      const [row] = await db.query<{ attempts: number }>(
-        `UPDATE link_queue SET attempts = attempts + 1, error = $2,
-           retry_at = now() + make_interval(secs => 30 * power(4, attempts))
-         WHERE lab_row_id = $1 RETURNING attempts`, [id, error])
-      if (row && row.attempts >= MAX_ATTEMPTS) {
-        await db.query(`INSERT INTO link_events (lab_row_id, seq, kind, detail)
-          SELECT $1, coalesce(max(seq), 0) + 1, 'failed', $2 FROM link_events WHERE lab_row_id = $1`, [id, { error, attempts: row.attempts }])
-      }
-      log.error({ labRow: id, attempts: row?.attempts, err: error }, 'lab row could not be linked')
+      const failed = await db.transaction(async (tx) => {
+        // Recorded only on a row still due and now locked by this transaction: another batch may
+        // have linked it meanwhile. Backoff, or failed for good, by the spec (queue.ts).
+        if ((await claimInTx(tx, linkQueue, 1, { where: 'lab_row_id = $1', params: [id] })).length === 0) return undefined
+        const [r] = await fail(tx, linkQueue, null, [{ id, error }])
+        if (r?.failed) {
+          // Numbered -1, -2, … : the batch that links the row after a retry numbers its decisions
+          // 1, 2, … without reading the row's earlier events.
+          await tx.query(`INSERT INTO link_events (lab_row_id, seq, kind, detail)
+            SELECT $1, least(coalesce(min(seq), 0), 0) - 1, 'failed', $2 FROM link_events WHERE lab_row_id = $1`, [id, { error, attempts: r.attempts }])
+        }
+        return r
+      })
+      if (!failed) continue
+      log.error({ labRow: id, attempts: failed.attempts, next: failed.failed ? 'failed' : 'retry', err: error }, 'lab row could not be linked')
       counts.failed = (counts.failed ?? 0) + 1
     }
   }
@@ -85,10 +97,10 @@ export function linkEngine(config: Config, log: Logger): BatchEngine {
   return {
     name: 'link',
     batchSize: config.linkBatchRows,
-    async step(db) {
+    async step(db, signal) {
       try {
         const started = Date.now()
-        const counts = await linkOnce(db, config.linkBatchRows, log)
+        const counts = await linkOnce(db, config.linkBatchRows, log, signal)
         if (Object.keys(counts).length > 0) log.info({ ...counts, ms: Date.now() - started }, 'link batch')
         return counts
       } catch (err) {

@@ -3,10 +3,9 @@
  * about it and the records it touched, and a person with their keys, cases, results and history.
  */
 import type { Queryable } from '../db/types.ts'
-import { MAX_ATTEMPTS } from './batch.ts'
 
-/** A queued row's state: waiting its first try, retrying after failures, or failed every attempt. */
-export const queueState = (attempts: number) => (attempts >= MAX_ATTEMPTS ? 'failed' : attempts > 0 ? 'retrying' : 'waiting')
+/** A queued row's state: waiting its first try, retrying after failures, or failed (every attempt, until `herald link --retry`). */
+export const queueState = (q: Record<string, any>) => (q.failed_at ? 'failed' : q.attempts > 0 ? 'retrying' : 'waiting')
 
 const EVENT_COLUMNS = `e.lab_row_id, e.kind, e.person_id, e.index_case_id, e.lab_result_id, e.detail, e.at`
 
@@ -16,8 +15,8 @@ export async function traceRow(q: Queryable, rowId: number) {
        r.county_fips, r.collected_at, r.result_positive
      FROM lab_rows r JOIN files f ON f.id = r.file_id WHERE r.id = $1`, [rowId])
   if (!row) return undefined
-  const [queue] = await q.query('SELECT attempts, retry_at, error FROM link_queue WHERE lab_row_id = $1', [rowId])
-  const events = await q.query(`SELECT ${EVENT_COLUMNS} FROM link_events e WHERE e.lab_row_id = $1 ORDER BY e.seq`, [rowId])
+  const [queue] = await q.query('SELECT attempts, retry_at, last_error, failed_at FROM link_queue WHERE lab_row_id = $1', [rowId])
+  const events = await q.query(`SELECT ${EVENT_COLUMNS} FROM link_events e WHERE e.lab_row_id = $1 ORDER BY e.at, e.seq`, [rowId])
   const changes = await q.query(
     'SELECT target, target_id, applied, dropped, at FROM link_changes WHERE lab_row_id = $1 ORDER BY seq', [rowId])
   const caseIds = [...new Set(events.map((e) => e.index_case_id).filter(Boolean))]
@@ -26,7 +25,7 @@ export async function traceRow(q: Queryable, rowId: number) {
        (SELECT array_agg(r.accession_number ORDER BY r.id) FROM lab_results r WHERE r.index_case_id = c.id) AS accessions
      FROM index_cases c JOIN counties co ON co.fips = c.county_fips LEFT JOIN case_sync_queue q ON q.index_case_id = c.id
      WHERE c.id = ANY($1::bigint[]) ORDER BY c.id`, [caseIds])
-  const state = queue ? queueState(queue.attempts) : events.length ? 'linked' : 'unknown'
+  const state = queue ? queueState(queue) : events.length ? 'linked' : 'unknown'
   return { row, state, queue, events, changes, cases }
 }
 

@@ -1,10 +1,13 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { readFileSync } from 'node:fs'
+import { readFileSync, unlinkSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Db } from '../../src/db/types.ts'
 import { ingestFile } from '../../src/ingest/file.ts'
 import { convertRow } from '../../src/ingest/generate.ts'
-import { claim, register } from '../../src/ingest/inbox.ts'
+import { claim, fail, finish, IngestConflict, register, release } from '../../src/ingest/inbox.ts'
+import { processInboxFile } from '../../src/ingest/index.ts'
+import { inboxQueue } from '../../src/ingest/queue.ts'
+import { createLogger } from '../../src/log.ts'
 import { storeFor, type StoredObject } from '../../src/storage/index.ts'
 import { createTestDb, type TestDb } from '../helpers/db.ts'
 import { copyFixture, exportText, row, tempDir, writeExport } from '../helpers/files.ts'
@@ -21,7 +24,7 @@ beforeAll(async () => {
 })
 afterAll(async () => t.drop())
 beforeEach(async () => {
-  await db.exec('TRUNCATE inbox_files, files, lab_rows, lab_row_keys, ingest_errors RESTART IDENTITY CASCADE')
+  await db.exec('TRUNCATE inbox_files, files, lab_rows, lab_row_keys, ingest_errors, queue_events RESTART IDENTITY CASCADE')
   ;({ dir, cleanup } = tempDir())
   return cleanup
 })
@@ -213,79 +216,119 @@ describe('ingest', () => {
     expect(counts(await ingestFile(db, storeFor(later, testConfig), next, options({ workerId: 'rescuer' })))).toEqual({ rows: 2, new: 1, seen: 1, duplicate: 0, error: 0 })
   })
 
-  it('stops between batches when asked, and the next run resumes where it stopped', async () => {
+  it('stops between batches when asked, gives the file back, and the next run resumes where it stopped', async () => {
     const path = writeExport(dir, 'stop.txt', exportText(1, Array.from({ length: 25 }, () => row(1))))
-    const controller = new AbortController()
-    const first = await one(path, {
-      batchRows: 10, signal: controller.signal, onProgress: () => controller.abort(),
-    })
-    expect(first.outcome).toBe('released')
-    expect(first.rows).toBeLessThan(25)
-    await db.query(`UPDATE inbox_files SET state = 'pending', claimed_by = NULL, lease_until = NULL`)
-    const item = (await claim(db, 'w2', 60))!
-    const second = await ingestFile(db, storeFor(path, testConfig), item, options({ workerId: 'w2', batchRows: 10 }))
-    expect(counts(second)).toEqual({ rows: 25, new: 25, seen: 0, duplicate: 0, error: 0 })
-  })
-})
-
-describe('inbox failures', () => {
-  it('leave a file failed after its last attempt, and a person naming it takes it again', async () => {
-    const path = writeExport(dir, 'flaky.txt', exportText(1, [row(1)]))
     const store = storeFor(path, testConfig)
     const objects = []
     for await (const o of store.list()) objects.push(o)
     const [id] = await register(db, objects)
-    const { fail, MAX_ATTEMPTS } = await import('../../src/ingest/inbox.ts')
-    for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
-      await db.query(`UPDATE inbox_files SET lease_until = NULL WHERE id = $1`, [id]) // past the backoff
+    const item = (await claim(db, 'w1', 60))!
+    const controller = new AbortController()
+    const opts = { ...options({ workerId: 'w1', batchRows: 10 }), signal: controller.signal, onProgress: () => controller.abort() }
+    const first = await processInboxFile(db, store, item, opts, createLogger('silent'))
+    expect(first.outcome).toBe('released')
+    expect((first as { rows: number }).rows).toBeLessThan(25)
+    // Released, not left to its lease: another worker takes it at once, and no attempt was spent.
+    expect((await db.query('SELECT state, claimed_by, claimed_until, attempts FROM inbox_files WHERE id = $1', [id]))[0])
+      .toEqual({ state: 'pending', claimed_by: null, claimed_until: null, attempts: 0 })
+    const again = (await claim(db, 'w2', 60))!
+    expect(again).toMatchObject({ id, attempts: 0 })
+    const second = await ingestFile(db, store, again, options({ workerId: 'w2', batchRows: 10 }))
+    expect(counts(second)).toEqual({ rows: 25, new: 25, seen: 0, duplicate: 0, error: 0 })
+  })
+})
+
+const registerFiles = async (...names: string[]) => {
+  for (const name of names) writeExport(dir, name, exportText(1, [row(1)]))
+  const objects: StoredObject[] = []
+  for await (const o of storeFor(dir, testConfig).list()) objects.push(o)
+  return register(db, objects)
+}
+const inboxRow = async (id: number) => (await db.query('SELECT * FROM inbox_files WHERE id = $1', [id]))[0]
+
+describe('inbox failures', () => {
+  it('back off in SQL, leave a file failed after its last attempt, and a person naming it takes it again', async () => {
+    const [id] = await registerFiles('flaky.txt')
+    const max = inboxQueue.retry.maxAttempts
+    for (let attempt = 1; attempt <= max; attempt++) {
+      await db.query(`UPDATE inbox_files SET retry_at = NULL WHERE id = $1`, [id]) // past the backoff
       const item = (await claim(db, 'w', 60))!
-      expect(item.attempts).toBe(attempt)
-      expect(await fail(db, item, 'w', 'storage unreachable')).toBe(attempt < MAX_ATTEMPTS ? 'retry' : 'failed')
+      expect(item.attempts).toBe(attempt - 1)
+      expect(await fail(db, item, 'w', 'storage unreachable')).toBe(attempt < max ? 'retry' : 'failed')
+      if (attempt === 1) {
+        const [{ s }] = await db.query('SELECT extract(epoch FROM retry_at - now())::float8 AS s FROM inbox_files WHERE id = $1', [id])
+        expect(s).toBeGreaterThan(8.9) // 10 s ± 10%
+        expect(s).toBeLessThan(11.1)
+      }
     }
-    const [row0] = await db.query('SELECT state, error FROM inbox_files WHERE id = $1', [id])
-    expect(row0).toEqual({ state: 'failed', error: 'storage unreachable' })
+    expect(await inboxRow(id)).toMatchObject({ state: 'failed', last_error: 'storage unreachable', attempts: max, retry_at: null, claimed_by: null })
+    expect((await inboxRow(id)).failed_at).not.toBeNull()
     expect(await claim(db, 'w', 60)).toBeUndefined() // engines leave it alone
-    const again = (await claim(db, 'person', 60, [id]))!
-    expect(counts(await ingestFile(db, store, again, options({ workerId: 'person' })))).toMatchObject({ rows: 1, new: 1 })
+    const again = (await claim(db, 'person', 60, [id]))! // herald ingest PATH: a retry, then the claim
+    expect(again.attempts).toBe(0)
+    const kinds = await db.query(`SELECT kind FROM queue_events WHERE engine = 'ingest' AND item = $1 ORDER BY id`, [String(id)])
+    expect(kinds.map((k) => k.kind)).toEqual([...Array(max - 1).fill('retrying'), 'failed', 'retry_requested'])
+    expect(counts(await ingestFile(db, storeFor(join(dir, 'flaky.txt'), testConfig), again, options({ workerId: 'person' })))).toMatchObject({ rows: 1, new: 1 })
+    expect(await inboxRow(id)).toMatchObject({ state: 'done', outcome: 'ingested', attempts: 0, last_error: null, failed_at: null })
   })
 
-  it('leave a file failed when its worker died during every attempt, instead of handing it to the next', async () => {
-    const path = writeExport(dir, 'killer.txt', exportText(1, [row(1)]))
-    const objects = []
-    for await (const o of storeFor(path, testConfig).list()) objects.push(o)
-    const [id] = await register(db, objects)
-    await db.query(`UPDATE inbox_files SET state = 'claimed', claimed_by = 'dead', attempts = 5, lease_until = now() - interval '1 second'`)
-    expect(await claim(db, 'w', 60)).toBeUndefined()
-    const [r] = await db.query('SELECT state, error FROM inbox_files WHERE id = $1', [id])
-    expect(r.state).toBe('failed')
-    expect(r.error).toMatch(/stopped during each of 5 attempts/)
+  it('leave a file failed when its worker died during every attempt, and let the next file go', async () => {
+    const [id, next] = await registerFiles('killer.txt', 'next.txt')
+    // Four workers died holding it; the lease of the fifth has just run out.
+    await db.query(`UPDATE inbox_files SET claimed_by = 'dead', attempts = 4, claimed_until = now() - interval '1 second' WHERE id = $1`, [id])
+    expect((await claim(db, 'w', 60))!.id).toBe(next)
+    const r = await inboxRow(id)
+    expect(r).toMatchObject({ state: 'failed', attempts: 5, claimed_by: null })
+    expect(r.last_error).toMatch(/stopped during each of 5 attempts/)
+  })
+
+  it('resume first a file whose worker died, counting the attempt', async () => {
+    const [a1] = await registerFiles('d1.txt', 'd2.txt')
+    expect((await claim(db, 'dies', 60))!.id).toBe(a1)
+    expect(await claim(db, 'w', 60)).toBeUndefined() // a live lease: later files wait
+    await db.query(`UPDATE inbox_files SET claimed_until = now() - interval '1 second' WHERE id = $1`, [a1])
+    expect(await claim(db, 'w', 60)).toMatchObject({ id: a1, attempts: 1 })
+    expect((await inboxRow(a1)).last_error).toMatch(/lease ran out/)
+  })
+
+  it('take a live claim as dead when the database is this process\'s alone (embedded)', async () => {
+    const [a1] = await registerFiles('e1.txt', 'e2.txt')
+    await claim(db, 'before-restart', 60)
+    expect(await claim(db, 'w', 60, undefined, false)).toBeUndefined()
+    expect(await claim(db, 'w', 60, undefined, true)).toMatchObject({ id: a1, attempts: 1 })
+    expect((await inboxRow(a1)).claimed_by).toBe('w')
   })
 
   it('never let a worker that lost its claim overwrite the state the new holder set', async () => {
-    const path = writeExport(dir, 'lost.txt', exportText(1, [row(1)]))
-    const objects = []
-    for await (const o of storeFor(path, testConfig).list()) objects.push(o)
-    await register(db, objects)
+    const [id] = await registerFiles('lost.txt')
     const mine = (await claim(db, 'slow', 60))!
     await db.query(`UPDATE inbox_files SET claimed_by = 'other'`) // the lease ran out and another took it
-    const { fail } = await import('../../src/ingest/inbox.ts')
     expect(await fail(db, mine, 'slow', 'too late')).toBe('conflict')
-    expect((await db.query('SELECT state, claimed_by, error FROM inbox_files'))[0]).toEqual({ state: 'claimed', claimed_by: 'other', error: null })
+    await expect(finish(db, id, 'slow', 1, 'rejected')).rejects.toBeInstanceOf(IngestConflict)
+    await release(db, [id], 'slow')
+    expect(await inboxRow(id)).toMatchObject({ state: 'pending', claimed_by: 'other', last_error: null, outcome: null })
   })
 
   it('hold later files back while an earlier one backs off after a failure', async () => {
-    const first = writeExport(dir, 'a1.txt', exportText(1, [row(1)]))
-    const second = writeExport(dir, 'a2.txt', exportText(1, [row(1)]))
-    const objects: StoredObject[] = []
-    for await (const o of storeFor(dir, testConfig).list()) objects.push(o)
-    const [a1, a2] = await register(db, objects)
-    expect(objects.map((o) => o.uri)).toEqual([first, second]) // found, so claimed, in this order
-    const { fail } = await import('../../src/ingest/inbox.ts')
+    const [a1, a2] = await registerFiles('a1.txt', 'a2.txt')
     expect(await fail(db, (await claim(db, 'w', 60))!, 'w', 'read error')).toBe('retry')
     expect(await claim(db, 'w', 60)).toBeUndefined() // a2 waits for a1's backoff
-    await db.query('UPDATE inbox_files SET lease_until = NULL WHERE id = $1', [a1])
+    await db.query('UPDATE inbox_files SET retry_at = NULL WHERE id = $1', [a1])
     expect((await claim(db, 'w', 60))!.id).toBe(a1)
     // A person naming a2 does not jump the queue either: a1 is claimed by a live worker.
     expect(await claim(db, 'person', 60, [a2])).toBeUndefined()
+  })
+
+  it('through the engine: a failure is recorded with its backoff, and the file is not lost', async () => {
+    const [id] = await registerFiles('gone.txt')
+    const item = (await claim(db, 'w', 60))!
+    const gone = join(dir, 'gone.txt')
+    unlinkSync(gone) // removed from the inbox after it was found: reading it fails
+    const r = await processInboxFile(db, storeFor(gone, testConfig), item, options({ workerId: 'w' }), createLogger('silent'))
+    expect(r.outcome).toBe('retry')
+    const after = await inboxRow(id)
+    expect(after).toMatchObject({ state: 'pending', attempts: 1, claimed_by: null })
+    expect(after.last_error).toBeTruthy()
+    expect(after.retry_at).not.toBeNull()
   })
 })

@@ -46,5 +46,8 @@ describe.runIf(onPostgres)('a worker killed mid-file (PostgreSQL)', () => {
     expect(JSON.parse(stdout)[0]).toMatchObject({ outcome: 'ingested', rows: 20500, new: 20000, seen: 0, duplicate: 500, error: 0 })
     expect((await t.db.query('SELECT count(*) AS n FROM lab_rows'))[0].n).toBe(20000)
     expect((await t.db.query('SELECT count(*) AS n FROM lab_row_keys'))[0].n).toBe(20000)
+    // Done, its claim cleared: the attempt the dead worker's lease cost is forgotten with success.
+    expect(await t.db.query('SELECT state, outcome, claimed_by, attempts, failed_at FROM inbox_files'))
+      .toEqual([{ state: 'done', outcome: 'ingested', claimed_by: null, attempts: 0, failed_at: null }])
   })
 })

@@ -5,7 +5,7 @@ import { runEngines } from '../../src/engine/runner.ts'
 import { ingestEngine } from '../../src/ingest/index.ts'
 import { loadConfig } from '../../src/config.ts'
 import { createLogger } from '../../src/log.ts'
-import { createTestDb, onPostgres, type TestDb } from '../helpers/db.ts'
+import { createTestDb, onPostgres, TEST_SECRET_KEY, type TestDb } from '../helpers/db.ts'
 import { exportText, row, tempDir, writeExport } from '../helpers/files.ts'
 
 let t: TestDb
@@ -25,7 +25,7 @@ describe.runIf(onPostgres)('two ingest workers on one inbox (PostgreSQL)', () =>
     }
     const second: Db = t.connectAgain()
     const run = (db: Db, worker: string) => {
-      const config = loadConfig({ DATABASE_URL: t.url, HERALD_INBOX: dir, HERALD_WORKER_ID: worker, HERALD_INGEST_BATCH_ROWS: '50', HERALD_POLL_INTERVAL_MS: '100' })
+      const config = loadConfig({ DATABASE_URL: t.url, HERALD_SECRET_KEY: TEST_SECRET_KEY, HERALD_INBOX: dir, HERALD_WORKER_ID: worker, HERALD_INGEST_BATCH_ROWS: '50', HERALD_POLL_INTERVAL_MS: '100' })
       const counters = new Counters()
       const log = createLogger('silent')
       // Files in a test folder are fresh: skip the settle delay by polling after it passes.
@@ -44,8 +44,8 @@ describe.runIf(onPostgres)('two ingest workers on one inbox (PostgreSQL)', () =>
     expect(sum('new_rows')).toBe(distinct)
     expect(sum('seen_rows')).toBe(6 * 350 - distinct)
     expect((await t.db.query('SELECT count(*) AS n FROM lab_rows'))[0].n).toBe(distinct)
-    const inbox = await t.db.query(`SELECT state, attempts FROM inbox_files`)
-    expect(inbox.every((i) => i.state === 'done' && i.attempts === 1)).toBe(true)
+    const inbox = await t.db.query(`SELECT state, attempts, claimed_by FROM inbox_files`)
+    expect(inbox.every((i) => i.state === 'done' && i.attempts === 0 && i.claimed_by === null)).toBe(true)
     cleanup()
   })
 })

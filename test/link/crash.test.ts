@@ -1,6 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { linkBatch } from '../../src/link/batch.ts'
+import { retry } from '../../src/engine/queue.ts'
 import { linkOnce } from '../../src/link/index.ts'
+import { linkQueue } from '../../src/link/queue.ts'
+import { traceRow } from '../../src/link/trace.ts'
 import { createLogger } from '../../src/log.ts'
 import { createTestDb, type TestDb } from '../helpers/db.ts'
 import { exportText, row, tempDir, writeExport } from '../helpers/files.ts'
@@ -58,26 +61,58 @@ describe('a batch that dies part-way', () => {
     expect(a).toEqual(b)
   })
 
-  it('a row that fails on its own is retried with backoff and holds back no other row', async () => {
+  it('a row that fails on its own is retried with backoff, fails for good, and is linked again after a retry', async () => {
     const t = await createTestDb()
     try {
       await loadCounties(t.db)
       await ingestPath(t.db, path)
       await t.db.exec(FAIL_ON_BOOM)
       const log = createLogger('silent')
+      const error = 'database error P0001 (see PostgreSQL error codes)'
       expect(await linkOnce(t.db, 100, log)).toEqual({ linked: 59, failed: 1 })
-      const [q] = await t.db.query('SELECT attempts, error, retry_at > now() AS later FROM link_queue')
-      expect(q).toEqual({ attempts: 1, error: 'database error P0001 (see PostgreSQL error codes)', later: true })
-      // Until its retry time, nothing is claimed; after the last attempt it stays, with a failed event.
+      const [q] = await t.db.query(`SELECT attempts, last_error, failed_at, extract(epoch FROM retry_at - now())::float8 AS wait FROM link_queue`)
+      expect(q).toMatchObject({ attempts: 1, last_error: error, failed_at: null })
+      expect(q.wait).toBeGreaterThan(26.9) // 30 s ± 10%, computed in SQL by the spec
+      expect(q.wait).toBeLessThan(33.1)
+      // Until its retry time, nothing is claimed; after the last attempt it stays, failed, with a failed event.
       expect(await linkOnce(t.db, 100, log)).toEqual({})
-      for (let i = 2; i <= 5; i++) {
+      for (let i = 2; i <= linkQueue.retry.maxAttempts; i++) {
         await t.db.query('UPDATE link_queue SET retry_at = now()')
         expect(await linkOnce(t.db, 100, log)).toEqual({ failed: 1 })
       }
-      await t.db.query('UPDATE link_queue SET retry_at = now()')
+      const [dead] = await t.db.query('SELECT attempts, failed_at IS NOT NULL AS failed, retry_at FROM link_queue')
+      expect(dead).toEqual({ attempts: 5, failed: true, retry_at: null })
       expect(await linkOnce(t.db, 100, log)).toEqual({})
       expect(await t.db.query(`SELECT kind, detail FROM link_events WHERE kind = 'failed'`))
-        .toEqual([{ kind: 'failed', detail: { error: 'database error P0001 (see PostgreSQL error codes)', attempts: 5 } }])
+        .toEqual([{ kind: 'failed', detail: { error, attempts: 5 } }])
+      expect((await t.db.query(`SELECT kind FROM queue_events WHERE engine = 'link' ORDER BY id`)).map((e) => e.kind))
+        .toEqual(['retrying', 'retrying', 'retrying', 'retrying', 'failed'])
+
+      // herald link --retry: due again with its attempts anew, and linked once the cause is gone.
+      await t.db.exec('DROP TRIGGER fail_on_boom ON lab_results')
+      expect(await retry(t.db, linkQueue)).toHaveLength(1)
+      expect(await linkOnce(t.db, 100, log)).toEqual({ linked: 1 })
+      expect(await count(t.db, 'link_queue')).toBe(0)
+      // Its trail keeps the failure, then the decisions of the batch that linked it.
+      const [{ lab_row_id: id }] = await t.db.query(`SELECT lab_row_id FROM link_events WHERE kind = 'failed'`)
+      const trace = (await traceRow(t.db, id))!
+      expect(trace.state).toBe('linked')
+      expect(trace.events.map((e) => e.kind)).toEqual(['failed', 'person_matched', 'lab_result_created'])
+    } finally {
+      await t.drop()
+    }
+  })
+
+  it('stops between the rows of a failed batch when asked, leaving the rest due and no attempt spent', async () => {
+    const t = await createTestDb()
+    try {
+      await loadCounties(t.db)
+      await ingestPath(t.db, path)
+      await t.db.exec(FAIL_ON_BOOM)
+      const stop = new AbortController()
+      stop.abort()
+      expect(await linkOnce(t.db, 100, createLogger('silent'), stop.signal)).toEqual({})
+      expect(await count(t.db, 'link_queue', 'attempts = 0 AND retry_at IS NULL AND failed_at IS NULL')).toBe(60)
     } finally {
       await t.drop()
     }

@@ -84,4 +84,12 @@ describe('facts', () => {
     expect(run.days).toBe(3)
     expect((await statuses()).map((s) => s.day)).toEqual(['2026-11-20', '2026-11-22'])
   })
+
+  it('stops before the next service-day when told; each day computed is whole', async () => {
+    await seedNotifications(w.t.db, w.service, w.template.id, [{ at: '2026-11-20T15:00:00Z' }, { at: '2026-11-21T15:00:00Z' }])
+    const stop = new AbortController()
+    const run = await computeFacts(w.t.db, { from: '2026-11-20', to: '2026-11-22' }, async () => stop.abort(), stop.signal)
+    expect(run).toMatchObject({ days: 1, stopped: true })
+    expect((await statuses()).map((s) => s.day)).toEqual(['2026-11-20'])
+  })
 })

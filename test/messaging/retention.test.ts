@@ -1,10 +1,17 @@
-/** Retention: local-midnight boundaries across clock changes, per-service days, test keys deleted, history without numbers, job files removed. */
+/**
+ * Retention: local-midnight boundaries across clock changes, per-service days, test keys deleted, history without numbers, job files
+ * removed, a stop at a batch boundary. The nightly run as a schedule on the work queue: once a night, stopped and resumed, taken over,
+ * retried, next due at its local time.
+ */
 import { describe, expect, it } from 'vitest'
 import { existsSync } from 'node:fs'
+import { Writable } from 'node:stream'
+import { claim } from '../../src/engine/queue.ts'
 import { createLogger } from '../../src/log.ts'
 import { Directory } from '../../src/messaging/api/directory.ts'
 import { createJob, jobsEngine } from '../../src/messaging/jobs/jobs.ts'
-import { nightlyEngine } from '../../src/messaging/retention/nightly.ts'
+import { nextNight, nightlyEngine } from '../../src/messaging/retention/nightly.ts'
+import { nightlyQueue } from '../../src/messaging/retention/queue.ts'
 import { runRetention, setRetention } from '../../src/messaging/retention/retention.ts'
 import { createService, createTemplate } from '../../src/messaging/services.ts'
 import { LocalStore } from '../../src/storage/local.ts'
@@ -90,17 +97,94 @@ describe('retention', () => {
     expect(after.archived_at).not.toBeNull()
   })
 
-  it('runs nightly once, however many processes look, facts first', async () => {
+  it('stops at the next batch when told: what moved stays moved, the next run moves the rest', async () => {
+    const ids = await seedNotifications(w.t.db, w.service, w.template.id, Array.from({ length: 100 }, () => ({ at: '2026-11-01T12:00:00Z' })))
+    const stop = new AbortController()
+    const [r] = await runRetention(w.t.db, { store, log, asOf: new Date('2026-11-23T12:00:00Z'), batch: 30, signal: stop.signal, onBatch: async () => stop.abort() })
+    expect(r).toMatchObject({ archived: 30, files: 0 })
+    expect((await where(ids)).filter((x) => x === 'history')).toHaveLength(30)
+    await retain('2026-11-23T12:00:00Z', 30)
+    expect(new Set(await where(ids))).toEqual(new Set(['history']))
+  })
+})
+
+describe('nightly run', () => {
+  const TZ = 'America/New_York'
+  const nightly = (workerId: string, at = '00:00', logger = log) => nightlyEngine({ store, at, timezone: TZ, log: logger, workerId, checkEveryMs: 0 })
+  const go = () => new AbortController().signal
+  const schedule = async () => (await w.t.db.query(`SELECT * FROM schedules WHERE name = 'nightly'`))[0]
+  const today = async () => (await w.t.db.query(`SELECT (now() AT TIME ZONE $1)::date::text AS d`, [TZ]))[0].d
+
+  it('runs once a night, however many processes look, facts first; then is due at the next night\'s time', async () => {
     await seedNotifications(w.t.db, w.service, w.template.id, [{ at: new Date(Date.now() - 30 * 86400_000) }, { at: new Date(Date.now() - 86400_000) }])
-    const engines = [0, 1].map(() => nightlyEngine({ store, at: '00:00', timezone: 'America/New_York', log }))
-    const signal = new AbortController().signal
-    const steps = await Promise.all(engines.map((e) => e.step(w.t.db, signal)))
+    const engines = [nightly('A'), nightly('B')]
+    const steps = await Promise.all(engines.map((e) => e.step(w.t.db, go())))
     expect(steps.map((s) => s.nights ?? 0).sort()).toEqual([0, 1])
-    expect((await Promise.all(engines.map((e) => e.step(w.t.db, signal)))).every((s) => !s.nights)).toBe(true)
-    const [run] = await w.t.db.query(`SELECT finished_at, summary FROM nightly_runs`)
+    expect((await Promise.all(engines.map((e) => e.step(w.t.db, go())))).every((s) => !s.nights)).toBe(true)
+    const [run] = await w.t.db.query(`SELECT night::text, finished_at, summary FROM nightly_runs`)
+    expect(run.night).toBe(await today())
     expect(run.finished_at).not.toBeNull()
     expect(run.summary).toMatchObject({ archived: 1, facts: { days: 3 } })
     const [{ n }] = await w.t.db.query(`SELECT sum(notification_count)::int AS n FROM ft_notification_status`)
     expect(n).toBe(1)
+    const row = await schedule()
+    expect(row).toMatchObject({ claimed_by: null, claimed_until: null, attempts: 0, failed_at: null, last_run_at: expect.any(Date) })
+    expect(row.retry_at).toEqual(await nextNight(w.t.db, TZ, '00:00'))
+    expect(row.retry_at.getTime()).toBeGreaterThan(Date.now())
+  })
+
+  it('a process started after the night\'s time does not run it again when tonight has run', async () => {
+    await w.t.db.query(`INSERT INTO nightly_runs (task, night, finished_at) VALUES ('messaging', $1, now())`, [await today()])
+    expect(await nightly('A').step(w.t.db, go())).toEqual({})
+    expect((await schedule()).retry_at).toEqual(await nextNight(w.t.db, TZ, '00:00'))
+  })
+
+  it('a stopped run lets go of the night at the next boundary; another process runs it', async () => {
+    await seedNotifications(w.t.db, w.service, w.template.id, [{ at: new Date(Date.now() - 86400_000) }])
+    // The stop comes as the run starts: facts stop before their first service-day, retention does not start.
+    const stop = new AbortController()
+    const stopping = createLogger('info', new Writable({ write(chunk, _e, done) {
+      if (String(chunk).includes('nightly run: facts')) stop.abort()
+      done()
+    } }))
+    expect(await nightly('A', '00:00', stopping).step(w.t.db, stop.signal)).toEqual({ stopped: 1 })
+    const row = await schedule()
+    expect(row).toMatchObject({ claimed_by: null, attempts: 0 })
+    expect(row.retry_at.getTime()).toBeLessThanOrEqual(Date.now())
+    expect(await w.t.db.query(`SELECT finished_at FROM nightly_runs`)).toEqual([{ finished_at: null }])
+    expect(await w.t.db.query(`SELECT 1 FROM ft_notification_status`)).toEqual([])
+    expect(await nightly('B').step(w.t.db, go())).toEqual({ nights: 1 })
+    expect((await w.t.db.query(`SELECT summary FROM nightly_runs WHERE finished_at IS NOT NULL`))[0].summary).toMatchObject({ facts: { days: 3 } })
+  })
+
+  it('a run whose process died is taken over when its lease runs out', async () => {
+    await w.t.db.query(`INSERT INTO schedules (name, retry_at) VALUES ('nightly', now())`)
+    expect(await claim(w.t.db, nightlyQueue, 'dead', 1)).toHaveLength(1)
+    expect(await nightly('B').step(w.t.db, go())).toEqual({})
+    await w.t.db.query(`UPDATE schedules SET claimed_until = now() - interval '1 second'`)
+    expect(await nightly('B').step(w.t.db, go())).toEqual({ nights: 1 })
+    expect(await schedule()).toMatchObject({ claimed_by: null, attempts: 0, last_error: null })
+  })
+
+  it('a run that fails is tried again after the spec\'s backoff', async () => {
+    await w.t.db.exec(`ALTER TABLE ft_billing RENAME TO ft_billing_away`)
+    try {
+      expect(await nightly('A').step(w.t.db, go())).toEqual({ retrying: 1 })
+    } finally {
+      await w.t.db.exec(`ALTER TABLE ft_billing_away RENAME TO ft_billing`)
+    }
+    const row = await schedule()
+    expect(row).toMatchObject({ attempts: 1, claimed_by: null, failed_at: null, last_error: expect.stringContaining('42P01') })
+    expect(row.retry_at.getTime()).toBeGreaterThan(Date.now() + 500_000) // 600 s ±10%
+    expect(await nightly('A').step(w.t.db, go())).toEqual({})
+  })
+
+  it('is next due at HERALD_NIGHTLY_AT in its time zone, across clock changes', async () => {
+    const next = async (tz: string, asOf: string) => (await nextNight(w.t.db, tz, '03:00', new Date(asOf))).toISOString()
+    expect(await next(TZ, '2026-03-07T12:00:00Z')).toBe('2026-03-08T07:00:00.000Z') // 03:00 EDT, the night the clocks go forward
+    expect(await next(TZ, '2026-03-08T06:59:00Z')).toBe('2026-03-08T07:00:00.000Z')
+    expect(await next(TZ, '2026-03-08T07:00:00Z')).toBe('2026-03-09T07:00:00.000Z')
+    expect(await next(TZ, '2026-10-31T12:00:00Z')).toBe('2026-11-01T08:00:00.000Z') // 03:00 EST, the night they go back
+    expect(await next('Europe/London', '2026-03-28T12:00:00Z')).toBe('2026-03-29T02:00:00.000Z') // 03:00 BST
   })
 })

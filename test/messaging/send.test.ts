@@ -265,7 +265,7 @@ describe('receipts', () => {
       await w.t.db.query('UPDATE sms_receipts SET retry_at = now()')
       await applyReceipts()
     }
-    const [r] = await w.t.db.query('SELECT count(*)::int AS n FROM sms_receipts WHERE unknown_at IS NOT NULL')
+    const [r] = await w.t.db.query('SELECT count(*)::int AS n FROM sms_receipts WHERE failed_at IS NOT NULL')
     expect(r.n).toBe(1)
     expect((await post('/receipts/vonage/wrong-token', { status: 'delivered' })).status).toBe(403)
     const forged = await fetch(`${publicUrl}/receipts/twilio?notification=${id}`, {

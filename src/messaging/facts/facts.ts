@@ -54,14 +54,16 @@ export async function computeDay(db: Db, serviceId: string, day: string): Promis
   })
 }
 
-export interface FactsRun { days: number; billingRows: number; statusRows: number }
+export interface FactsRun { days: number; billingRows: number; statusRows: number; stopped?: true }
 
 /**
  * Facts for every service over local days `from`..`to` (inclusive, YYYY-MM-DD); without them, the
- * last SETTLE_DAYS days before today in each service's own time zone (the nightly run).
+ * last SETTLE_DAYS days before today in each service's own time zone (the nightly run). `onDay`
+ * follows each service-day (the nightly run renews its claim there); `signal` stops the run before
+ * the next one (each day is whole or untouched, so a rerun completes it).
  */
 export async function computeFacts(db: Db, range: { from?: string; to?: string; asOf?: Date } = {},
-  onDay?: (done: number, total: number) => void): Promise<FactsRun> {
+  onDay?: (done: number, total: number) => void | Promise<void>, signal?: AbortSignal): Promise<FactsRun> {
   const days = await db.query<{ service_id: string; day: string }>(
     range.from
       ? `SELECT s.id AS service_id, d::date::text AS day FROM services s, generate_series($1::date, $2::date, interval '1 day') d ORDER BY 2, 1`
@@ -70,11 +72,12 @@ export async function computeFacts(db: Db, range: { from?: string; to?: string; 
     range.from ? [range.from, range.to ?? range.from] : [range.asOf ?? new Date(), SETTLE_DAYS])
   const run: FactsRun = { days: 0, billingRows: 0, statusRows: 0 }
   for (const d of days) {
+    if (signal?.aborted) return { ...run, stopped: true }
     const r = await computeDay(db, d.service_id, d.day)
     run.days++
     run.billingRows += r.billing
     run.statusRows += r.status
-    onDay?.(run.days, days.length)
+    await onDay?.(run.days, days.length)
   }
   return run
 }

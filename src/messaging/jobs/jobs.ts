@@ -1,12 +1,16 @@
 /**
  * Bulk jobs: an uploaded CSV is checked row by row (every problem named with its row), stored in the
- * object store, and recorded; the jobs engine then creates its notifications in batches, each with
- * the job's progress in one transaction (a restart resumes after the last batch). A job may be
- * scheduled, and cancelled until it has finished (its texts not yet sent are cancelled too).
+ * object store, and recorded; the jobs engine then claims it (src/engine/queue.ts, jobsQueue) and
+ * creates its notifications in batches, each with the job's progress and its claim's heartbeat in one
+ * transaction: a restart, or the worker that takes over a lease that ran out, resumes after the last
+ * batch. A job may be scheduled (due at its time), and cancelled until it has finished (its texts
+ * not yet sent are cancelled too).
  */
 import { randomUUID } from 'node:crypto'
-import type { Db } from '../../db/types.ts'
+import type { Readable } from 'node:stream'
+import type { Db, Queryable } from '../../db/types.ts'
 import type { BatchEngine } from '../../engine/engine.ts'
+import { claim, fail, finish, heartbeat, release } from '../../engine/queue.ts'
 import { errorText, type Logger } from '../../log.ts'
 import type { Sealer } from '../../privacy/seal.ts'
 import type { ObjectStore } from '../../storage/types.ts'
@@ -19,10 +23,10 @@ import { prepareText } from '../prepare.ts'
 import type { Service, Template } from '../services.ts'
 import { placeholders } from '../templates.ts'
 import { CsvProblem, jobRows } from './csv.ts'
+import { jobsQueue } from './queue.ts'
 
 const MAX_ERRORS = 50
 const BATCH = 2000
-const LEASE_SECONDS = 300
 
 export interface JobInput { service: Service; template: Template; keyType: KeyType; apiKeyId: string | null; csv: Buffer; name: string; scheduledFor?: Date; createdBy: string }
 export type JobCheck = { ok: true; id: string; rows: number; status: string } | { ok: false; errors: string[] }
@@ -53,9 +57,10 @@ export async function createJob(ctx: Ctx, j: JobInput): Promise<JobCheck> {
   const id = randomUUID()
   const uri = await ctx.store.put(`${id}.csv`, j.csv)
   const status = j.scheduledFor && j.scheduledFor > new Date() ? 'scheduled' : 'pending'
+  // A scheduled job is a queue row with a time: not due (retry_at) before it.
   await ctx.db.query(
-    `INSERT INTO jobs (id, service_id, template_id, template_version, api_key_id, key_type, file_uri, original_name, rows, status, scheduled_for, created_by)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+    `INSERT INTO jobs (id, service_id, template_id, template_version, api_key_id, key_type, file_uri, original_name, rows, status, scheduled_for, retry_at, created_by)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12)`,
     [id, j.service.id, j.template.id, j.template.version, j.apiKeyId, j.keyType, uri, j.name, rows, status, j.scheduledFor ?? null, j.createdBy])
   return { ok: true, id, rows, status }
 }
@@ -71,69 +76,120 @@ export async function cancelJob(db: Db, serviceId: string, id: string): Promise<
   })
 }
 
-export function jobsEngine(ctx: Omit<Ctx, 'dir' | 'db'>, log: Logger): BatchEngine {
+export interface JobsEngineOptions extends Omit<Ctx, 'dir' | 'db'> {
+  /** This process's worker id (HERALD_WORKER_ID); default one of its own per engine. */
+  workerId?: string
+  /** Notifications per transaction (tests). */
+  batch?: number
+}
+
+const LIVE = ['scheduled', 'pending', 'in progress']
+
+/**
+ * An error as the job records and logs it: a database error by its SQLSTATE (errorText), never the
+ * values it may quote; a CSV parser's by its code, as its message quotes the field (a number).
+ */
+function jobError(err: unknown): string {
+  const code = (err as { code?: unknown })?.code
+  return typeof code === 'string' && code.startsWith('CSV_') ? `the file could not be read as CSV (${code})` : errorText(err)
+}
+
+export function jobsEngine(opts: JobsEngineOptions, log: Logger): BatchEngine {
+  const worker = opts.workerId ?? `jobs:${randomUUID()}`
+  const size = opts.batch ?? BATCH
   return {
     name: 'jobs',
-    batchSize: BATCH,
-    async step(db): Promise<Record<string, number>> {
-      const [job] = await db.query(
-        `UPDATE jobs SET status = 'in progress', started_at = coalesce(started_at, now()), claimed_until = now() + make_interval(secs => $1)
-         WHERE id = (SELECT id FROM jobs WHERE (status IN ('scheduled', 'pending') AND coalesce(scheduled_for, created_at) <= now())
-                       OR (status = 'in progress' AND claimed_until < now())
-                     ORDER BY coalesce(scheduled_for, created_at) LIMIT 1 FOR UPDATE SKIP LOCKED)
-         RETURNING *, (SELECT body FROM template_versions v WHERE v.template_id = jobs.template_id AND v.version = jobs.template_version) AS body,
-           (SELECT row_to_json(s) FROM services s WHERE s.id = jobs.service_id) AS service`, [LEASE_SECONDS])
+    batchSize: size,
+    async step(db, signal): Promise<Record<string, number>> {
+      if (signal.aborted) return {}
+      const [job] = await claim(db, jobsQueue, worker, 1, {
+        returning: `t.service_id, t.template_id, t.template_version, t.api_key_id, t.key_type, t.file_uri, t.rows_read,
+          (SELECT body FROM template_versions v WHERE v.template_id = t.template_id AND v.version = t.template_version) AS body,
+          (SELECT row_to_json(s) FROM services s WHERE s.id = t.service_id) AS service`,
+      })
       if (!job) return {}
       try {
-        const created = await run(db, job)
-        log.info({ job: job.id, created }, 'bulk job done')
-        return { rows: created }
+        const r = await run(db, job, signal)
+        if (r.outcome === 'finished') log.info({ job: job.id, created: r.created }, 'bulk job done')
+        else log.info({ job: job.id, created: r.created, outcome: r.outcome }, 'bulk job stopped at a batch boundary')
+        // Stopped, cancelled or taken over: the claim goes (a no-op unless it is still ours), the checkpoint stays.
+        if (r.outcome !== 'finished') await release(db, jobsQueue, worker, [job.id])
+        return { rows: r.created, ...(r.outcome === 'finished' ? {} : { [r.outcome]: 1 }) }
       } catch (err) {
-        // errorText: a database error by its SQLSTATE, never the values (a number) it may quote.
-        await db.query(`UPDATE jobs SET status = 'error', error = $2, finished_at = now() WHERE id = $1 AND status = 'in progress'`, [job.id, errorText(err)])
-        log.error({ job: job.id, err: errorText(err) }, 'bulk job failed')
-        return { failed: 1 }
+        const [f] = await fail(db, jobsQueue, worker, [{ id: job.id, error: jobError(err) }])
+        log.error({ job: job.id, err: jobError(err), attempts: f?.attempts, failed: f?.failed }, 'bulk job failed')
+        return { [f?.failed ? 'failed' : 'retrying']: 1 }
       }
     },
   }
 
-  async function run(db: Db, job: Record<string, any>): Promise<number> {
-    const { body } = await ctx.store.open(job.file_uri)
+  /**
+   * Under the job's row lock: not cancelled meanwhile, and its claim still this worker's (heartbeat
+   * renews it, and returns nothing if another worker took the job after our lease ran out). The
+   * lock is held to the commit, so no other worker can claim the job between this check and the
+   * batch it guards: a batch is written only by the job's one holder, with its checkpoint.
+   */
+  async function stillOurs(tx: Queryable, id: string): Promise<boolean> {
+    const [j] = await tx.query(`SELECT status FROM jobs WHERE id = $1 FOR UPDATE`, [id])
+    return !!j && LIVE.includes(j.status) && (await heartbeat(tx, jobsQueue, worker, [id])).has(id)
+  }
+
+  type Outcome = 'finished' | 'stopped' | 'lost'
+
+  async function run(db: Db, job: Record<string, any>, signal: AbortSignal): Promise<{ outcome: Outcome; created: number }> {
     const service = { id: job.service_id, timezone: job.service.timezone } as Service
-    let batch: NewNotification[] = []
-    let created = 0
-    const flush = async () => {
-      const live = await db.transaction(async (tx) => {
-        const [j] = await tx.query(`SELECT status FROM jobs WHERE id = $1 FOR UPDATE`, [job.id])
-        if (j.status !== 'in progress') return false
-        const at = new Date()
-        await tx.copyInto('notifications', NOTIFICATION_COLUMNS, batch.map((n) => notificationRow(n, at)))
-        await tx.query(`UPDATE jobs SET rows_done = rows_done + $2, claimed_until = now() + make_interval(secs => $3) WHERE id = $1`, [job.id, batch.length, LEASE_SECONDS])
-        if (job.key_type !== 'test') {
-          await tx.query(`INSERT INTO daily_counts (service_id, day, texts) VALUES ($1, (now() AT TIME ZONE $2)::date, $3)
-            ON CONFLICT (service_id, day) DO UPDATE SET texts = daily_counts.texts + excluded.texts`, [job.service_id, job.service.timezone, batch.length])
-        }
-        return true
-      })
-      created += live ? batch.length : 0
-      batch = []
-      return live
+    // One transaction: the batch's notifications, the checkpoint (data rows read, whatever became of
+    // them) and the count made, and the claim renewed; or nothing at all.
+    const flush = async (batch: NewNotification[], read: number) => db.transaction(async (tx) => {
+      if (!(await stillOurs(tx, job.id))) return false
+      const at = new Date()
+      if (batch.length) await tx.copyInto('notifications', NOTIFICATION_COLUMNS, batch.map((n) => notificationRow(n, at)))
+      await tx.query(`UPDATE jobs SET status = 'in progress', started_at = coalesce(started_at, now()), rows_done = rows_done + $2, rows_read = $3
+        WHERE id = $1`, [job.id, batch.length, read])
+      if (batch.length && job.key_type !== 'test') {
+        await tx.query(`INSERT INTO daily_counts (service_id, day, texts) VALUES ($1, (now() AT TIME ZONE $2)::date, $3)
+          ON CONFLICT (service_id, day) DO UPDATE SET texts = daily_counts.texts + excluded.texts`, [job.service_id, job.service.timezone, batch.length])
+      }
+      return true
+    })
+    if (!(await flush([], job.rows_read))) return { outcome: 'lost', created: 0 }
+    const { body } = await opts.store.open(job.file_uri)
+    let r: { outcome: Outcome | 'read'; created: number }
+    try {
+      r = await create(job, service, body, flush, signal)
+    } finally {
+      body.destroy() // a stop leaves the rest of the file unread
     }
+    if (r.outcome !== 'read') return r as { outcome: Outcome; created: number }
+    const done = await finish(db, jobsQueue, worker, [{ id: job.id }], { set: `status = 'finished', finished_at = now()`, where: `t.status = 'in progress'` })
+    return { outcome: done.has(job.id) ? 'finished' : 'lost', created: r.created }
+  }
+
+  async function create(job: Record<string, any>, service: Service, body: Readable, flush: (batch: NewNotification[], read: number) => Promise<boolean>,
+    signal: AbortSignal): Promise<{ outcome: Outcome | 'read'; created: number }> {
+    let created = 0
+    let batch: NewNotification[] = []
     let index = 0
     for await (const r of jobRows(body, placeholders(job.body))) {
-      if (index++ < job.rows_done) continue // made by an earlier run of this job
-      const phone = checkPhone(r.phone, ctx.region)
+      // Made (or skipped) by an earlier run of this job: the checkpoint counts data rows, not notifications.
+      if (index++ < job.rows_read) continue
+      const phone = checkPhone(r.phone, opts.region)
       if (!phone.ok) continue // checked at upload; cannot happen unless the file changed
       batch.push({
         id: randomUUID(), service, templateId: job.template_id, templateVersion: job.template_version, apiKeyId: job.api_key_id, keyType: job.key_type,
-        reference: null, recipientHash: ctx.sealer.hash(phone.e164), recipientCt: ctx.sealer.seal(r.phone.trim()),
-        personalisationCt: Object.keys(r.personalisation).length ? ctx.sealer.seal(JSON.stringify(r.personalisation)) : null,
+        reference: null, recipientHash: opts.sealer.hash(phone.e164), recipientCt: opts.sealer.seal(r.phone.trim()),
+        personalisationCt: Object.keys(r.personalisation).length ? opts.sealer.seal(JSON.stringify(r.personalisation)) : null,
         international: phone.international, jobId: job.id, jobRow: r.row,
       })
-      if (batch.length >= BATCH && !(await flush())) return created
+      if (batch.length >= size) {
+        if (!(await flush(batch, index))) return { outcome: 'lost', created }
+        created += batch.length
+        batch = []
+        // A batch boundary: a stop (SIGTERM) ends here, and the next holder resumes after `index`.
+        if (signal.aborted) return { outcome: 'stopped', created }
+      }
     }
-    if (batch.length && !(await flush())) return created
-    await db.query(`UPDATE jobs SET status = 'finished', finished_at = now(), claimed_until = NULL WHERE id = $1 AND status = 'in progress'`, [job.id])
-    return created
+    if (!(await flush(batch, index))) return { outcome: 'lost', created }
+    return { outcome: 'read', created: created + batch.length }
   }
 }

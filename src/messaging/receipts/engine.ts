@@ -1,24 +1,29 @@
 /**
  * The receipts engine applies stored delivery receipts to their notifications, a batch per
- * transaction. A final status (delivered, a failure) is never undone by a later non-final one
- * (pending), whatever order they came in; the same receipt twice changes nothing. A receipt whose
- * notification is not found is tried again a few times, then kept as unknown, logged and counted.
+ * transaction: the batch is claimed inside it (claimInTx: the transaction is the lease; a crash
+ * rolls it back and the receipts are due again). A final status (delivered, a failure) is never
+ * undone by a later non-final one (pending), whatever order they came in; the same receipt twice
+ * changes nothing. An applied receipt is deleted. One whose notification is not found (it may have
+ * outrun the recording of its send) fails through the queue: tried again with the spec's backoff,
+ * then kept as unknown (failed_at), logged and counted.
  */
 import type { BatchEngine } from '../../engine/engine.ts'
+import { claimInTx, fail, finish } from '../../engine/queue.ts'
 import type { Logger } from '../../log.ts'
+import { receiptsQueue } from './queue.ts'
 
 const BATCH = 1000
-const MAX_ATTEMPTS = 5
 const FINAL = `('delivered', 'temporary-failure', 'permanent-failure', 'technical-failure')`
+
+interface Receipt { id: string; attempts: number; notification_id: string | null; provider: string; provider_ref: string | null; status: string }
 
 export function receiptsEngine(log: Logger): BatchEngine {
   return {
     name: 'receipts',
     batchSize: BATCH,
-    step: (db) => db.transaction(async (tx) => {
-      const receipts = await tx.query(
-        `SELECT id, notification_id, provider, provider_ref, status, attempts FROM sms_receipts
-         WHERE unknown_at IS NULL AND (retry_at IS NULL OR retry_at <= now()) ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`, [BATCH])
+    // One batch per step, claimed and settled in one transaction: a stop waits for it, then claims no more.
+    step: (db, signal) => (signal.aborted ? Promise.resolve({}) : db.transaction(async (tx) => {
+      const receipts = await claimInTx<Receipt>(tx, receiptsQueue, BATCH, { returning: 't.notification_id, t.provider, t.provider_ref, t.status' })
       if (receipts.length === 0) return {}
       // Per notification, the receipt that wins: a final status over a non-final one, then the latest.
       const applied = await tx.query(
@@ -36,19 +41,20 @@ export function receiptsEngine(log: Logger): BatchEngine {
          SELECT t.id FROM target t`,
         [JSON.stringify(receipts.map((r) => ({ id: r.id, notification_id: r.notification_id, provider: r.provider, provider_ref: r.provider_ref, status: r.status })))])
       const matched = new Set(applied.map((r) => String(r.id)))
-      const unmatched = receipts.filter((r) => !matched.has(String(r.id)))
-      await tx.query('DELETE FROM sms_receipts WHERE id = ANY($1::bigint[])', [[...matched]])
-      const given = unmatched.filter((r) => r.attempts + 1 >= MAX_ATTEMPTS)
-      if (unmatched.length) {
-        await tx.query(
-          `UPDATE sms_receipts SET attempts = attempts + 1, retry_at = now() + make_interval(secs => 5 * power(2, attempts)),
-             unknown_at = CASE WHEN attempts + 1 >= $2 THEN now() END WHERE id = ANY($1::bigint[])`, [unmatched.map((r) => r.id), MAX_ATTEMPTS])
+      const unmatched = receipts.filter((r) => !matched.has(r.id))
+      // worker null: these rows are locked by this transaction (claimInTx), not leased.
+      await finish(tx, receiptsQueue, null, [...matched].map((id) => ({ id })), { delete: true })
+      const failed = await fail(tx, receiptsQueue, null, unmatched.map((r) => ({ id: r.id, error: 'no notification with this id or provider reference' })))
+      const given = new Set(failed.filter((f) => f.failed).map((f) => f.id))
+      if (given.size) {
+        // Counts and providers only: a receipt's reference is not personal, but it is not needed here either.
+        log.warn({ receipts: given.size, providers: [...new Set(unmatched.filter((r) => given.has(r.id)).map((r) => r.provider))] },
+          'delivery receipts for unknown notifications: kept as unknown')
       }
-      if (given.length) log.warn({ receipts: given.length, providers: [...new Set(given.map((r) => r.provider))] }, 'delivery receipts for unknown notifications: kept as unknown')
       const counts: Record<string, number> = { applied: matched.size }
-      if (unmatched.length - given.length) counts.waiting = unmatched.length - given.length
-      if (given.length) counts.unknown = given.length
+      if (unmatched.length - given.size) counts.waiting = unmatched.length - given.size
+      if (given.size) counts.unknown = given.size
       return counts
-    }),
+    })),
   }
 }

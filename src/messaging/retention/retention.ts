@@ -27,8 +27,10 @@ export interface RetentionOptions {
   /** The moment retention is judged from (tests, and a run that catches up); default now. */
   asOf?: Date
   batch?: number
-  /** After each batch, for progress. */
-  onBatch?: (s: ServiceRetention) => void
+  /** After each batch, for progress (and the nightly run's heartbeat). */
+  onBatch?: (s: ServiceRetention) => void | Promise<void>
+  /** Stops before the next batch: what moved stays moved (each batch is one statement), the rest waits for the next run. */
+  signal?: AbortSignal
 }
 
 /** Every service and type with its retention and the instant before which its notifications go. */
@@ -44,10 +46,12 @@ export async function retentionCutoffs(db: Db, asOf: Date) {
 export async function runRetention(db: Db, opts: RetentionOptions): Promise<ServiceRetention[]> {
   const batch = opts.batch ?? BATCH
   const results: ServiceRetention[] = []
+  const stopped = () => opts.signal?.aborted ?? false
   for (const c of await retentionCutoffs(db, opts.asOf ?? new Date())) {
+    if (stopped()) break
     const s: ServiceRetention = { serviceId: c.service_id, name: c.name, type: c.type, days: c.days, cutoff: new Date(c.cutoff), archived: 0, deleted: 0, files: 0 }
     const args = [s.serviceId, s.type, s.cutoff, batch]
-    for (;;) {
+    while (!stopped()) {
       const [{ n }] = await db.query(
         `WITH gone AS (DELETE FROM notifications WHERE id IN (
            SELECT id FROM notifications WHERE service_id = $1 AND notification_type = $2 AND created_at < $3 AND key_type = 'test'
@@ -55,9 +59,9 @@ export async function runRetention(db: Db, opts: RetentionOptions): Promise<Serv
          SELECT count(*)::int AS n FROM gone`, args)
       if (n === 0) break
       s.deleted += n
-      opts.onBatch?.(s)
+      await opts.onBatch?.(s)
     }
-    for (;;) {
+    while (!stopped()) {
       const [{ n }] = await db.query(
         `WITH moved AS (DELETE FROM notifications WHERE id IN (
            SELECT id FROM notifications WHERE service_id = $1 AND notification_type = $2 AND created_at < $3 AND key_type <> 'test'
@@ -69,9 +73,10 @@ export async function runRetention(db: Db, opts: RetentionOptions): Promise<Serv
          SELECT count(*)::int AS n FROM kept`, args)
       if (n === 0) break
       s.archived += n
-      opts.onBatch?.(s)
+      await opts.onBatch?.(s)
     }
-    s.files = await removeJobFiles(db, opts.store, s)
+    // Stopped: the files wait for the next run, as the rows do.
+    if (!stopped()) s.files = await removeJobFiles(db, opts.store, s)
     if (s.archived || s.deleted || s.files) {
       opts.log.info({ service: s.serviceId, type: s.type, days: s.days, archived: s.archived, deleted: s.deleted, files: s.files }, 'retention: notifications past retention removed')
     }
