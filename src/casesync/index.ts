@@ -7,7 +7,7 @@
  */
 import type { Config } from '../config.ts'
 import type { Db } from '../db/types.ts'
-import type { BatchEngine } from '../engine/engine.ts'
+import type { Engine } from '../engine/engine.ts'
 import { parseCountyList, readCounties, saveCounties } from '../link/counties.ts'
 import { errorText, type Logger } from '../log.ts'
 import { CommCareClient, CommCareError } from './client.ts'
@@ -23,7 +23,7 @@ export function casesyncOutEngine(config: Config, log: Logger, client: CommCareC
 }
 
 /** Each round polls every participating domain that is due, one claimed cursor at a time, until none is or it is stopped. */
-export function casesyncInEngine(config: Config, log: Logger, client: CommCareClient): BatchEngine {
+export function casesyncInEngine(config: Config, log: Logger, client: CommCareClient): Engine {
   return {
     name: 'casesync-in',
     batchSize: 1,

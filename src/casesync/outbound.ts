@@ -12,7 +12,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { CommCareConfig } from '../config.ts'
 import type { Db } from '../db/types.ts'
-import type { BatchEngine } from '../engine/engine.ts'
+import type { Engine } from '../engine/engine.ts'
 import { heartbeat } from '../engine/queue.ts'
 import { countyOfDomain, readCounties, type CountyTable } from '../link/counties.ts'
 import { errorText, type Logger } from '../log.ts'
@@ -86,7 +86,7 @@ const RECORD_BATCH = 64
 /** A round claims for at most this long, then reports its counts. */
 const ROUND_MS = 10_000
 
-export function outboundEngine(opts: OutboundOptions): BatchEngine & { syncJob(db: Db, job: Job, c: LocalCase | undefined, counties: CountyTable): Promise<Outcome> } {
+export function outboundEngine(opts: OutboundOptions): Engine & { syncJob(db: Db, job: Job, c: LocalCase | undefined, counties: CountyTable): Promise<Outcome> } {
   const { client, commcare, log, workerId } = opts
   let pausedUntil = 0
   let warnedOff = false

@@ -6,7 +6,7 @@ import type { CommCareClient } from '../casesync/client.ts'
 import { forwarderRoutes } from '../casesync/forwarder.ts'
 import { describeDb } from '../db/connect.ts'
 import type { Db } from '../db/types.ts'
-import type { AnyEngine } from '../engine/engine.ts'
+import type { Engine } from '../engine/engine.ts'
 import { Counters } from '../engine/engine.ts'
 import { serveMetrics } from '../engine/metrics.ts'
 import { runEngines } from '../engine/runner.ts'
@@ -54,7 +54,7 @@ const exposure = (i: number) => (config: Config, log: Logger, o: Outside) =>
   o.exposure ? exposureEngines(config, log, o.exposure)[i] : 'no verification server: set HERALD_ENX_URL'
 
 /** Every engine Herald has, in pipeline order. Later engines join this list. A string: why it cannot run here. */
-const ENGINES: Record<string, (config: Config, log: Logger, outside: Outside) => AnyEngine | string> = {
+const ENGINES: Record<string, (config: Config, log: Logger, outside: Outside) => Engine | string> = {
   ingest: (config, log) => ingestEngine(config, log),
   link: (config, log) => linkEngine(config, log),
   'casesync-out': (config, log, o) => (o.commcare ? casesyncOutEngine(config, log, o.commcare) : 'no CommCare: set HERALD_COMMCARE_URL'),
@@ -171,7 +171,7 @@ export async function runCommand(opts: { engines?: string; untilIdle?: boolean }
     const built = engineNames(opts.engines).map((n) => [n, ENGINES[n](config, log, outside)] as const)
     const off = built.filter(([, e]) => typeof e === 'string')
     if (opts.engines && off.length > 0) throw new Error(off.map(([n, why]) => `${n}: ${why}`).join('; '))
-    const engines = built.map(([, e]) => e).filter((e): e is AnyEngine => typeof e !== 'string')
+    const engines = built.map(([, e]) => e).filter((e): e is Engine => typeof e !== 'string')
     if (!config.inbox.startsWith('s3://')) mkdirSync(config.inbox, { recursive: true })
     const signal = stopSignal(log)
     const counters = new Counters()

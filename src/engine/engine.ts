@@ -1,38 +1,21 @@
 /**
- * The engine pattern every Herald engine follows. Engines never call each other: each has an inbox
- * (a query for rows in the state it looks for), claims a batch of them in one statement
- * (FOR UPDATE SKIP LOCKED, so any number of copies can run), processes each item, records the
- * item's outcome in the database, and counts it here for progress. On stop it finishes the item in
- * hand and gives back the rest of its batch.
+ * The engine pattern every Herald engine follows. Engines never call each other: each takes work
+ * from its own queue through the one work-queue primitive (queue.ts: claim with a lease or inside a
+ * transaction, hold before an effect outside, finish, fail with backoff, release), records each
+ * item's outcome in the database, and counts it here for progress.
  */
 import type { Db } from '../db/types.ts'
 
-export interface Engine<Item = unknown> {
-  readonly name: string
-  /** Looks for new work outside the database (an inbox folder); optional. */
-  discover?(db: Db): Promise<void>
-  /** Claims up to `limit` items in one statement. */
-  claim(db: Db, limit: number): Promise<Item[]>
-  /** Processes one item and records its outcome; returns the outcome's name for the counters. */
-  process(db: Db, item: Item, signal: AbortSignal): Promise<string>
-  /** Gives back claimed items that were not processed. */
-  release(db: Db, items: Item[]): Promise<void>
-  readonly batchSize: number
-}
-
 /**
- * An engine whose claim lives inside the transaction that does the work (link): the claimed rows
- * stay locked, skipped by other workers, until it commits, and a crash gives them back by rolling
- * back. No lease, no release. `step` claims and processes one batch; it returns how many items it
- * took, by outcome (empty: nothing to do).
+ * An engine: `step` claims and processes one round of work and returns how many items it took, by
+ * outcome (empty: nothing to do). When `signal` aborts, it stops at its next batch boundary and
+ * releases what it claimed and did not start.
  */
-export interface BatchEngine {
+export interface Engine {
   readonly name: string
   readonly batchSize: number
   step(db: Db, signal: AbortSignal): Promise<Record<string, number>>
 }
-
-export type AnyEngine = Engine<any> | BatchEngine
 
 /** Per engine, per outcome: how many items, since this process started. Read by progress lines and /metrics. */
 export class Counters {

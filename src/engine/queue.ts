@@ -47,8 +47,17 @@ export interface QueueSpec {
   since?: string
   leaseSeconds: number
   retry: RetryPolicy
-  /** The engine's own terminal state, set with failed_at: column → SQL value (e.g. status → 'technical-failure'). */
+  /**
+   * The engine's own terminal state, set with failed_at: column → SQL value (e.g. status →
+   * 'technical-failure'). The value may read the row (`t`) and the failure (`f`: error, permanent,
+   * detail as jsonb), e.g. a reason a refusal named in its detail.
+   */
   onFailed?: Record<string, string>
+  /**
+   * Which failed rows are this engine's, when engines share a table (exposure's check and issue both
+   * fail notices to not_sent): SQL over the table's columns, for stats, failedRows and retry.
+   */
+  failedScope?: string
   /** What `retry` puts back besides the queue columns (column → SQL value), undoing onFailed. */
   onRetry?: Record<string, string>
   /** Where the queue's events go: a table with (key, kind, detail) columns; default queue_events. */
@@ -263,11 +272,16 @@ export async function retry(q: Queryable, spec: QueueSpec, ids?: string[], by = 
     `WITH upd AS (
        UPDATE ${spec.table} t SET failed_at = NULL, attempts = 0, retry_at = NULL, last_error = NULL, claimed_by = NULL, claimed_until = NULL
          ${sets(spec.onRetry)}
-       WHERE t.failed_at IS NOT NULL AND ($1::text[] IS NULL OR t.${spec.key}::text = ANY($1)) RETURNING t.${spec.key}::text AS id),
+       WHERE ${failedOf(spec)} AND ($1::text[] IS NULL OR t.${spec.key}::text = ANY($1)) RETURNING t.${spec.key}::text AS id),
      ev AS (SELECT id, 'retry_requested' AS kind, jsonb_build_object('by', $2::text) AS detail FROM upd),
      logged AS (${insertEvents(spec, 'ev')})
      SELECT id FROM upd`, [ids ?? null, by])
   return rows.map((r) => r.id)
+}
+
+/** This engine's failed rows (see failedScope); bare columns, as in `ready`. */
+function failedOf(spec: QueueSpec): string {
+  return `(failed_at IS NOT NULL${spec.failedScope ? ` AND (${spec.failedScope})` : ''})`
 }
 
 function insertEvents(spec: QueueSpec, from: string): string {
@@ -288,7 +302,7 @@ export async function events(q: Queryable, spec: QueueSpec, ids: string[]): Prom
 /** Failed rows, newest first, with their error. */
 export async function failedRows(q: Queryable, spec: QueueSpec, limit = 100): Promise<{ id: string; attempts: number; error: string | null; failedAt: Date }[]> {
   const rows = await q.query(
-    `SELECT ${spec.key}::text AS id, attempts, last_error, failed_at FROM ${spec.table} WHERE failed_at IS NOT NULL ORDER BY failed_at DESC LIMIT $1`, [limit])
+    `SELECT ${spec.key}::text AS id, attempts, last_error, failed_at FROM ${spec.table} WHERE ${failedOf(spec)} ORDER BY failed_at DESC LIMIT $1`, [limit])
   return rows.map((r) => ({ id: r.id, attempts: r.attempts, error: r.last_error, failedAt: new Date(r.failed_at) }))
 }
 
@@ -300,6 +314,6 @@ export async function stats(q: Queryable, spec: QueueSpec): Promise<QueueStats> 
             extract(epoch FROM now() - min(w.since) FILTER (WHERE w.state = 'waiting'))::float8 AS oldest
      FROM (SELECT CASE WHEN failed_at IS NOT NULL THEN 'failed' WHEN claimed_until > now() THEN 'in_flight'
                        WHEN retry_at > now() THEN 'retrying' ELSE 'waiting' END AS state, ${spec.since ?? 'NULL::timestamptz'} AS since
-           FROM ${spec.table} WHERE (${spec.ready}) OR failed_at IS NOT NULL) w`)
+           FROM ${spec.table} WHERE (${spec.ready}) OR ${failedOf(spec)}) w`)
   return { engine: spec.engine, waiting: r.waiting, inFlight: r.in_flight, retrying: r.retrying, failed: r.failed, oldestWaitingSeconds: r.oldest ?? null }
 }

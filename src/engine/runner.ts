@@ -1,13 +1,13 @@
 /**
- * Hosts a set of engines in one process: each loops discover → claim → process, sleeping when it
- * finds nothing. `untilIdle` returns once every engine found no work in the same round (for
- * scheduled jobs and scripts). Aborting the signal stops claiming, lets the item in hand finish
- * (an engine may stop early at a safe point), and releases the rest of the batch.
+ * Hosts a set of engines in one process: each runs round after round, sleeping when a round finds
+ * nothing. `untilIdle` returns once every engine found no work in the same round (for scheduled jobs
+ * and scripts). Aborting the signal stops every engine at its next batch boundary (each releases
+ * what it did not start) and no new round begins.
  */
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Db } from '../db/types.ts'
 import { errorText, type Logger } from '../log.ts'
-import { Counters, type AnyEngine, type BatchEngine, type Engine } from './engine.ts'
+import { Counters, type Engine } from './engine.ts'
 
 export interface RunOptions {
   untilIdle?: boolean
@@ -17,36 +17,19 @@ export interface RunOptions {
   log: Logger
 }
 
-/** Runs one claim-and-process round; returns how many items it claimed. */
-export async function runOnce<Item>(db: Db, engine: Engine<Item> | BatchEngine, opts: Omit<RunOptions, 'pollIntervalMs' | 'untilIdle'>): Promise<number> {
+/** Runs one round of an engine; returns how many items it took. */
+export async function runOnce(db: Db, engine: Engine, opts: Omit<RunOptions, 'pollIntervalMs' | 'untilIdle'>): Promise<number> {
   const counters = opts.counters ?? new Counters()
-  if ('step' in engine) {
-    const outcomes = await engine.step(db, opts.signal)
-    let n = 0
-    for (const [outcome, count] of Object.entries(outcomes)) {
-      counters.add(engine.name, outcome, count)
-      n += count
-    }
-    return n
+  const outcomes = await engine.step(db, opts.signal)
+  let n = 0
+  for (const [outcome, count] of Object.entries(outcomes)) {
+    counters.add(engine.name, outcome, count)
+    n += count
   }
-  if (engine.discover) await engine.discover(db)
-  const items = await engine.claim(db, engine.batchSize)
-  for (let i = 0; i < items.length; i++) {
-    if (opts.signal.aborted) {
-      await engine.release(db, items.slice(i))
-      break
-    }
-    try {
-      counters.add(engine.name, await engine.process(db, items[i], opts.signal))
-    } catch (err) {
-      counters.add(engine.name, 'crashed')
-      opts.log.error({ engine: engine.name, err: errorText(err) }, 'engine item failed')
-    }
-  }
-  return items.length
+  return n
 }
 
-export async function runEngines(db: Db, engines: AnyEngine[], opts: RunOptions): Promise<void> {
+export async function runEngines(db: Db, engines: Engine[], opts: RunOptions): Promise<void> {
   const idle = new Set<string>()
   await Promise.all(
     engines.map(async (engine) => {

@@ -2,53 +2,58 @@
  * Phone check: a pending notice's number is normalised (libphonenumber), then its line type looked
  * up (Twilio Lookup v2), at most `lookupConcurrency` at a time, unless the cache (phone_lookups, by
  * keyed hash) has a fresh answer. Mobile (and the VoIP types configured) go on to be issued; the
- * rest end not sent with the reason. A 429 or 5xx is tried again later, never a "not sent".
+ * rest end not sent with the reason. A 429 or 5xx is tried again later (checkQueue's retry policy), and
+ * only a notice out of attempts ends not sent for it.
  */
 import type { ExposureConfig } from '../config.ts'
 import type { Db } from '../db/types.ts'
+import { heartbeat } from '../engine/queue.ts'
 import { ServiceError, type LineType, type LookupClient } from './clients.ts'
-import { issueUuid, lookupHash, normalisePhone } from './keys.ts'
-import { backoff, MAX_ATTEMPTS, type Change, type Notice } from './notices.ts'
+import { normalisePhone, type ExposureKeys } from './keys.ts'
+import type { Change, Notice } from './notices.ts'
+import { checkQueue } from './queue.ts'
 
 const VOIP = new Set(['fixedVoip', 'nonFixedVoip'])
 
-async function cached(db: Db, hashes: Buffer[], days: number): Promise<Map<string, LineType>> {
-  const rows = await db.query(
-    `SELECT encode(phone_hash, 'hex') AS h, valid, line_type FROM phone_lookups
-     WHERE phone_hash = ANY($1::bytea[]) AND checked_at > now() - make_interval(days => $2)`, [hashes, days])
-  return new Map(rows.map((r) => [r.h, { valid: r.valid, lineType: r.line_type }]))
-}
-
-export async function checkPhones(db: Db, notices: Notice[], config: ExposureConfig, key: string, lookup: LookupClient | undefined): Promise<Change[]> {
+/**
+ * Decides each notice, `lookupConcurrency` at a time. Told to stop, it starts no more: the notices
+ * not started are returned in `unstarted`, for the caller to release.
+ */
+export async function checkPhones(
+  db: Db, notices: Notice[], config: ExposureConfig, key: ExposureKeys, lookup: LookupClient | undefined, worker: string, signal: AbortSignal,
+): Promise<{ changes: Change[]; unstarted: Notice[] }> {
   const e164 = new Map(notices.map((n) => [n.id, n.phone ? normalisePhone(n.phone, config.defaultRegion) : null]))
-  const hashOf = (p: string) => lookupHash(key, p)
-  const known = await cached(db, [...new Set([...e164.values()].filter((p): p is string => !!p))].map(hashOf), config.lookupCacheDays)
+  // Cache rows and uuids made before migration 014 keep their key (keys.ts says how).
+  const hashOf = (p: string) => key.lookupHash(p)
+  const known = await key.cached(db, [...new Set([...e164.values()].filter((p): p is string => !!p))], config.lookupCacheDays)
+  const uuidKeys = await key.uuidKeys(db, notices.map((n) => n.id))
   const fresh = new Map<string, LineType>() // by hash: two people may share a number
 
-  const decide = async (n: Notice): Promise<Change> => {
+  const decide = async (n: Notice): Promise<Change | undefined> => {
     const phone = e164.get(n.id)
     if (!n.phone) return { id: n.id, state: 'not_sent', reason: 'no_phone', event: { kind: 'not_sent', detail: { reason: 'no_phone' } } }
     if (!phone) return { id: n.id, state: 'not_sent', reason: 'invalid', event: { kind: 'not_sent', detail: { reason: 'invalid', by: 'libphonenumber' } } }
     const hash = hashOf(phone)
     let answer = known.get(hash.toString('hex'))
     if (!answer && lookup) {
+      // A lookup only for a notice this worker still holds (renewing its lease for the call): one
+      // another worker took over after our lease ran out is its to check. Nothing is texted here,
+      // so this saves a paid lookup rather than a second text.
+      if (!(await heartbeat(db, checkQueue, worker, [n.id])).has(n.id)) return undefined
       try {
         answer = await lookup.lineType(phone)
         fresh.set(hash.toString('hex'), answer)
       } catch (err) {
         const e = err as ServiceError
+        // Refused (a 4xx trying again will not cure): not sent, visibly failed, for an operator to look at.
         if (!(e instanceof ServiceError) || !e.retryable) {
-          return { id: n.id, state: 'not_sent', reason: 'lookup_refused', attempt: true, event: { kind: 'not_sent', detail: { reason: 'lookup_refused', status: e.status } } }
+          return { id: n.id, failure: { error: 'lookup refused', permanent: true, detail: { reason: 'lookup_refused', status: e.status } } }
         }
-        if (n.attempts + 1 >= MAX_ATTEMPTS) {
-          return { id: n.id, state: 'not_sent', reason: 'out_of_attempts', attempt: true, event: { kind: 'not_sent', detail: { reason: 'out_of_attempts', status: e.status } } }
-        }
-        // A 429 (Twilio's 20429) waits as told and spends no attempt; a 5xx or no answer backs off.
-        const rateLimited = e.status === 429
-        return {
-          id: n.id, state: 'pending', reason: `lookup ${e.status || 'no answer'}`, attempt: !rateLimited,
-          retryIn: rateLimited ? e.retryAfter ?? 1 : backoff(n.attempts + 1), event: { kind: 'retrying', detail: { step: 'lookup', status: e.status } },
-        }
+        // A 429 (Twilio's 20429) waits as told and spends no attempt; a 5xx or no answer backs off (spec.retry).
+        const error = `lookup ${e.status || 'no answer'}`
+        return e.status === 429
+          ? { id: n.id, failure: { error, postponeSeconds: e.retryAfter ?? 1, detail: { step: 'lookup', status: e.status } } }
+          : { id: n.id, failure: { error, detail: { step: 'lookup', status: e.status } } }
       }
     }
     // Without a lookup service only the local check stands: the number is taken as it is.
@@ -59,7 +64,7 @@ export async function checkPhones(db: Db, notices: Notice[], config: ExposureCon
       return { id: n.id, state: 'not_sent', reason, event: { kind: 'not_sent', detail: { reason, line_type: lineType } } }
     }
     return {
-      id: n.id, state: 'phone_checked', reason: null, phoneE164: phone, uuid: issueUuid(key, phone, n.episodeStart),
+      id: n.id, state: 'phone_checked', reason: null, phoneE164: phone, uuid: key.uuid(uuidKeys.get(n.id), phone, n.episodeStart),
       event: { kind: 'phone_checked', detail: { line_type: lineType } },
     }
   }
@@ -67,7 +72,10 @@ export async function checkPhones(db: Db, notices: Notice[], config: ExposureCon
   const changes: Change[] = []
   let next = 0
   await Promise.all(Array.from({ length: Math.min(config.lookupConcurrency, notices.length) }, async () => {
-    while (next < notices.length) changes.push(await decide(notices[next++]))
+    while (next < notices.length && !signal.aborted) {
+      const change = await decide(notices[next++])
+      if (change) changes.push(change)
+    }
   }))
   if (fresh.size > 0) {
     await db.query(
@@ -76,5 +84,5 @@ export async function checkPhones(db: Db, notices: Notice[], config: ExposureCon
        ON CONFLICT (phone_hash) DO UPDATE SET valid = excluded.valid, line_type = excluded.line_type, checked_at = now()`,
       [[...fresh.keys()], [...fresh.values()].map((a) => a.valid), [...fresh.values()].map((a) => a.lineType)])
   }
-  return changes
+  return { changes, unstarted: notices.slice(next) }
 }

@@ -56,28 +56,26 @@ export async function processInboxFile(db: Db, store: ObjectStore, item: InboxFi
   }
 }
 
-export function ingestEngine(config: Config, log: Logger, location = config.inbox): Engine<InboxFile> {
+export function ingestEngine(config: Config, log: Logger, location = config.inbox): Engine {
   const store = storeFor(location, config, { settleMs: SETTLE_MS })
   const opts = ingestOptions(config)
   let lastDiscovery = 0
   return {
     name: 'ingest',
     batchSize: 1, // files go one at a time, in order (see claim)
-    async discover(db) {
-      if (Date.now() - lastDiscovery < config.pollIntervalMs) return
-      lastDiscovery = Date.now()
-      await discover(db, store).catch((err) => log.warn({ inbox: location, err: errorText(err) }, 'inbox not readable'))
-    },
-    async claim(db) {
+    async step(db, signal) {
+      if (Date.now() - lastDiscovery >= config.pollIntervalMs) {
+        lastDiscovery = Date.now()
+        await discover(db, store).catch((err) => log.warn({ inbox: location, err: errorText(err) }, 'inbox not readable'))
+      }
+      if (signal.aborted) return {}
       // PGlite opened by this process alone: no other worker can be alive, whatever its lease says.
       const item = await claim(db, config.workerId, config.claimLeaseSeconds, undefined, db.kind === 'pglite')
-      return item ? [item] : []
-    },
-    async process(db, item, signal) {
+      if (!item) return {}
       // Claims go in order, so this may be a file someone named to `herald ingest` from elsewhere.
       const from = item.uri.startsWith('s3://') === location.startsWith('s3://') ? store : storeFor(item.uri, config)
-      return (await processInboxFile(db, from, item, { ...opts, signal }, log)).outcome
+      // A stop reaches the file's next batch boundary: it is released there, resumable (outcome `released`).
+      return { [(await processInboxFile(db, from, item, { ...opts, signal }, log)).outcome]: 1 }
     },
-    release: (db, items) => release(db, items.map((i) => i.id), config.workerId),
   }
 }

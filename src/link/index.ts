@@ -11,7 +11,7 @@
  * `herald link --retry`).
  */
 import type { Db } from '../db/types.ts'
-import type { BatchEngine } from '../engine/engine.ts'
+import type { Engine } from '../engine/engine.ts'
 import { claimInTx, fail } from '../engine/queue.ts'
 import type { Config } from '../config.ts'
 import { errorText, type Logger } from '../log.ts'
@@ -92,7 +92,7 @@ export async function linkUntilEmpty(db: Db, limit: number, log: Logger): Promis
   }
 }
 
-export function linkEngine(config: Config, log: Logger): BatchEngine {
+export function linkEngine(config: Config, log: Logger): Engine {
   let warnedAt = 0
   return {
     name: 'link',

@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Db } from '../../src/db/types.ts'
-import type { BatchEngine } from '../../src/engine/engine.ts'
+import type { Engine } from '../../src/engine/engine.ts'
 import { runEngines } from '../../src/engine/runner.ts'
 import { createLogger } from '../../src/log.ts'
 
 /** An engine that takes items from `from`, spends `ms` on them, and hands them to `to`. */
-function stage(name: string, from: { n: number }, to: { n: number }, ms: number): BatchEngine {
+function stage(name: string, from: { n: number }, to: { n: number }, ms: number): Engine {
   return {
     name,
     batchSize: 1,

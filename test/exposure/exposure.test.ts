@@ -62,8 +62,8 @@ describe('exposure notification', () => {
     const w = await exposureWorld()
     await linkRows(db, dir, [positive('5550108501'), positive('5550109001')])
     await w.run(db)
-    expect(await db.query('SELECT reason, attempts FROM exposure_notices ORDER BY reason')).toEqual([
-      { reason: 'lookup 429', attempts: 0 }, { reason: 'lookup 500', attempts: 1 }])
+    expect(await db.query('SELECT state, reason, last_error, attempts FROM exposure_notices ORDER BY last_error')).toEqual([
+      { state: 'pending', reason: null, last_error: 'lookup 429', attempts: 0 }, { state: 'pending', reason: null, last_error: 'lookup 500', attempts: 1 }])
     await dueNow(db)
     await w.run(db)
     expect(await states(db)).toEqual({ issued: 2 })
@@ -98,11 +98,13 @@ describe('exposure notification', () => {
 
   it('waits for the quota without spending attempts, takes a plain-text 429, and goes on in the next window', async () => {
     let clock = Date.parse('2026-11-23T12:00:10Z')
-    const w = await exposureWorld({ enx: { quota: { perMinute: 5 }, now: () => clock } })
+    // One request at a time: with two in flight, which one met the plain-text 429 (and so marked the
+    // quota spent until its Retry-After) was a race, and the sandbox's clock is not the database's.
+    const w = await exposureWorld({ enx: { quota: { perMinute: 5 }, now: () => clock }, env: { HERALD_ENX_CONCURRENCY: '1' } })
     await linkRows(db, dir, Array.from({ length: 12 }, (_, i) => positive(`555011${String(1000 + i).slice(-4)}`)))
     await w.run(db)
     expect(w.enx.ledger).toHaveLength(5)
-    const waiting = await db.query(`SELECT count(*)::int AS n FROM exposure_notices WHERE state = 'phone_checked' AND reason = 'quota' AND attempts = 0`)
+    const waiting = await db.query(`SELECT count(*)::int AS n FROM exposure_notices WHERE state = 'phone_checked' AND last_error = 'quota' AND attempts = 0`)
     expect(waiting).toEqual([{ n: 7 }])
     // Due again, but the shared quota says the window is spent: nothing is sent.
     const requests = w.enx.stats.requests

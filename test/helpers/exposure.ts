@@ -5,7 +5,7 @@ import type { Db } from '../../src/db/types.ts'
 import { LookupClient, VerificationClient } from '../../src/exposure/clients.ts'
 import { exposureEngines } from '../../src/exposure/index.ts'
 import { createLogger } from '../../src/log.ts'
-import { startLookupSandbox } from '../../src/sandbox/lookup/server.ts'
+import { startLookupSandbox, type LookupSandboxOptions } from '../../src/sandbox/lookup/server.ts'
 import { startVerificationSandbox, type VerificationSandboxOptions } from '../../src/sandbox/verification/server.ts'
 
 const open: { close(): Promise<void> }[] = []
@@ -15,17 +15,26 @@ afterEach(async () => {
 
 export const SECRET = 'test-secret-key-test-secret-key-0123456789'
 
-export async function exposureWorld(opts: { enx?: Partial<VerificationSandboxOptions>; env?: Record<string, string> } = {}) {
+export async function exposureWorld(opts: {
+  enx?: Partial<VerificationSandboxOptions>; lookup?: Partial<LookupSandboxOptions>; env?: Record<string, string>
+} = {}) {
   const enx = await startVerificationSandbox({ apiKey: 'enx-key', seed: 1, ...opts.enx })
-  const lookup = await startLookupSandbox({ accountSid: 'ACtest', authToken: 'token' })
+  const lookup = await startLookupSandbox({ accountSid: 'ACtest', authToken: 'token', ...opts.lookup })
   open.push(enx, lookup)
-  const config = loadConfig({
+  /** The configuration of one worker (HERALD_WORKER_ID). */
+  const configOf = (worker: string) => loadConfig({
     HERALD_ENX_URL: enx.url, HERALD_ENX_API_KEY: 'enx-key', HERALD_LOOKUP_URL: lookup.url, HERALD_TWILIO_ACCOUNT_SID: 'ACtest',
-    HERALD_TWILIO_AUTH_TOKEN: 'token', HERALD_SECRET_KEY: SECRET, HERALD_TIMEZONE: 'America/New_York', ...opts.env,
+    HERALD_TWILIO_AUTH_TOKEN: 'token', HERALD_SECRET_KEY: SECRET, HERALD_TIMEZONE: 'America/New_York', HERALD_WORKER_ID: worker, ...opts.env,
   })
+  const config = configOf('A')
   const services = {
     verification: new VerificationClient({ url: enx.url, apiKey: 'enx-key', timeoutMs: 2000 }),
     lookup: new LookupClient({ url: lookup.url, accountSid: 'ACtest', authToken: 'token', timeoutMs: 2000 }),
+  }
+  /** The three engines of a worker, by name. */
+  const worker = (id: string) => {
+    const [intake, check, issue] = exposureEngines(configOf(id), createLogger('silent'), services)
+    return { intake, check, issue }
   }
   const engines = exposureEngines(config, createLogger('silent'), services)
   /** Every engine, round after round, until none has anything due; returns the outcome counts. */
@@ -42,12 +51,12 @@ export async function exposureWorld(opts: { enx?: Partial<VerificationSandboxOpt
     }
     return total
   }
-  return { enx, lookup, config, run }
+  return { enx, lookup, config, services, worker, run }
 }
 
 /** Retries waiting in the future are due now (tests do not wait out backoffs). */
 export const dueNow = (db: Db) => db.query('UPDATE exposure_notices SET retry_at = now() WHERE retry_at IS NOT NULL')
 
 export const states = async (db: Db) =>
-  Object.fromEntries((await db.query(`SELECT coalesce(state || ':' || reason, state) AS s, count(*)::int AS n FROM exposure_notices
+  Object.fromEntries((await db.query(`SELECT coalesce(state || ':' || coalesce(reason, last_error), state) AS s, count(*)::int AS n FROM exposure_notices
     WHERE state IN ('issued', 'not_sent') OR retry_at IS NOT NULL GROUP BY 1`)).map((r) => [r.s, r.n]))

@@ -9,7 +9,7 @@
 import { randomUUID } from 'node:crypto'
 import type { Readable } from 'node:stream'
 import type { Db, Queryable } from '../../db/types.ts'
-import type { BatchEngine } from '../../engine/engine.ts'
+import type { Engine } from '../../engine/engine.ts'
 import { claim, fail, finish, heartbeat, release } from '../../engine/queue.ts'
 import { errorText, type Logger } from '../../log.ts'
 import type { Sealer } from '../../privacy/seal.ts'
@@ -94,7 +94,7 @@ function jobError(err: unknown): string {
   return typeof code === 'string' && code.startsWith('CSV_') ? `the file could not be read as CSV (${code})` : errorText(err)
 }
 
-export function jobsEngine(opts: JobsEngineOptions, log: Logger): BatchEngine {
+export function jobsEngine(opts: JobsEngineOptions, log: Logger): Engine {
   const worker = opts.workerId ?? `jobs:${randomUUID()}`
   const size = opts.batch ?? BATCH
   return {

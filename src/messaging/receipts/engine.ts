@@ -7,7 +7,7 @@
  * outrun the recording of its send) fails through the queue: tried again with the spec's backoff,
  * then kept as unknown (failed_at), logged and counted.
  */
-import type { BatchEngine } from '../../engine/engine.ts'
+import type { Engine } from '../../engine/engine.ts'
 import { claimInTx, fail, finish } from '../../engine/queue.ts'
 import type { Logger } from '../../log.ts'
 import { receiptsQueue } from './queue.ts'
@@ -17,7 +17,7 @@ const FINAL = `('delivered', 'temporary-failure', 'permanent-failure', 'technica
 
 interface Receipt { id: string; attempts: number; notification_id: string | null; provider: string; provider_ref: string | null; status: string }
 
-export function receiptsEngine(log: Logger): BatchEngine {
+export function receiptsEngine(log: Logger): Engine {
   return {
     name: 'receipts',
     batchSize: BATCH,

@@ -10,7 +10,7 @@
  */
 import { randomUUID } from 'node:crypto'
 import type { Db, Queryable } from '../../db/types.ts'
-import type { BatchEngine } from '../../engine/engine.ts'
+import type { Engine } from '../../engine/engine.ts'
 import { claim, fail, finish, heartbeat, release } from '../../engine/queue.ts'
 import { errorText, type Logger } from '../../log.ts'
 import type { ObjectStore } from '../../storage/types.ts'
@@ -52,7 +52,7 @@ export interface NightlyOptions {
   batch?: number
 }
 
-export function nightlyEngine(opts: NightlyOptions): BatchEngine {
+export function nightlyEngine(opts: NightlyOptions): Engine {
   const worker = opts.workerId ?? `nightly:${randomUUID()}`
   const params = [opts.timezone, opts.at, null]
   let checked = -Infinity

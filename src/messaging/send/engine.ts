@@ -7,7 +7,7 @@
  * never text anyone twice; those wait for their receipts (or, after 72 hours, become
  * temporary-failure). Test keys never reach a provider: their outcome is simulated by number.
  */
-import type { BatchEngine } from '../../engine/engine.ts'
+import type { Engine } from '../../engine/engine.ts'
 import { claim, fail, finish, heartbeat, hold, release, type QueueSpec } from '../../engine/queue.ts'
 import type { Db } from '../../db/types.ts'
 import type { Logger } from '../../log.ts'
@@ -36,7 +36,7 @@ export interface InternationalRates { byCode: Record<string, number>; fallback: 
 const DEFAULT_RATES: InternationalRates = { byCode: {}, fallback: 2 }
 
 export function sendEngine(opts: { providers: SmsProvider[]; sealer: Sealer; region: string; concurrency: number; recoverySeconds: number;
-  rates?: InternationalRates; log: Logger; workerId: string; leaseSeconds?: number }): BatchEngine {
+  rates?: InternationalRates; log: Logger; workerId: string; leaseSeconds?: number }): Engine {
   const rates = opts.rates ?? DEFAULT_RATES
   const { providers, sealer, concurrency, log, workerId } = opts
   const spec: QueueSpec = { ...sendQueue, leaseSeconds: opts.leaseSeconds ?? sendQueue.leaseSeconds }
