@@ -27,7 +27,7 @@ async function freePort(): Promise<number> {
 }
 
 describe('herald start', () => {
-  it('ingests a file dropped in the inbox, while other herald commands share its database', async () => {
+  it('ingests a file dropped in the inbox, while other herald commands share its database', { timeout: 180_000 }, async () => {
     const metricsPort = await freePort()
     const httpPort = await freePort()
     const start = spawn(process.execPath, [BIN, 'start'], { env: { ...env, HERALD_METRICS_PORT: String(metricsPort), HERALD_HTTP_PORT: String(httpPort) }, stdio: ['ignore', 'pipe', 'pipe'] })
