@@ -132,6 +132,17 @@ describe('bulk jobs', () => {
     expect(await jobRow(up.body.id)).toMatchObject({ status: 'finished', rows_done: 9, attempts: 0 })
   })
 
+  it('a committed batch starts the attempts anew: workers that restart during a long job do not fail it', async () => {
+    const up = await api('POST', '/v2/jobs', { template_id: w.template.id, csv: csv(6) })
+    // Four workers died during this job before any batch of it was made; the fifth stops after one batch.
+    await w.t.db.query(`UPDATE jobs SET attempts = 4 WHERE id = $1`, [up.body.id])
+    const stop = new AbortController()
+    let hashed = 0
+    const stopping = { hash: (s: string) => ((++hashed === 1 && stop.abort()), sealer.hash(s)), seal: (s: string) => sealer.seal(s) } as unknown as Sealer
+    expect(await engine({ batch: 3, sealer: stopping }).step(w.t.db, stop.signal)).toEqual({ rows: 3, stopped: 1 })
+    expect(await jobRow(up.body.id)).toMatchObject({ attempts: 0, rows_read: 3, failed_at: null })
+  })
+
   it('a job cancelled between batches stops before the next one and lets go of its claim', async () => {
     const up = await api('POST', '/v2/jobs', { template_id: w.template.id, csv: csv(6) })
     const slow = slowStore(up.body.id, csv(6), async () => expect((await callApi(w, 'POST', `/v2/jobs/${up.body.id}/cancel`)).status).toBe(200))

@@ -144,7 +144,10 @@ export function jobsEngine(opts: JobsEngineOptions, log: Logger): Engine {
       if (!(await stillOurs(tx, job.id))) return false
       const at = new Date()
       if (batch.length) await tx.copyInto('notifications', NOTIFICATION_COLUMNS, batch.map((n) => notificationRow(n, at)))
-      await tx.query(`UPDATE jobs SET status = 'in progress', started_at = coalesce(started_at, now()), rows_done = rows_done + $2, rows_read = $3
+      // A committed batch is progress: the attempts start anew, so a long job whose workers restart
+      // (deploys) is not failed as one that kills them; a batch that kills every worker still is.
+      await tx.query(`UPDATE jobs SET status = 'in progress', started_at = coalesce(started_at, now()), rows_done = rows_done + $2, rows_read = $3,
+        attempts = CASE WHEN $3 > rows_read THEN 0 ELSE attempts END
         WHERE id = $1`, [job.id, batch.length, read])
       if (batch.length && job.key_type !== 'test') {
         await tx.query(`INSERT INTO daily_counts (service_id, day, texts) VALUES ($1, (now() AT TIME ZONE $2)::date, $3)
