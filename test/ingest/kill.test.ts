@@ -22,7 +22,7 @@ afterAll(async () => {
 })
 
 describe.runIf(onPostgres)('a worker killed mid-file (PostgreSQL)', () => {
-  it('leaves committed batches, and the rerun counts every row exactly once', async () => {
+  it('leaves committed batches, and the rerun counts every row exactly once', { timeout: 180_000 }, async () => {
     const rows = Array.from({ length: 20000 }, () => row(3))
     const path = writeExport(tmp.dir, 'big.txt', exportText(3, [...rows, ...rows.slice(0, 500)]))
     // Small batches and a short lease: the killed worker's claim runs out quickly.

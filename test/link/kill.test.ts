@@ -28,7 +28,7 @@ afterAll(async () => {
 })
 
 describe.runIf(onPostgres)('a link worker killed mid-run (PostgreSQL)', () => {
-  it('loses nothing and repeats nothing: the rerun ends where an uninterrupted run does', async () => {
+  it('loses nothing and repeats nothing: the rerun ends where an uninterrupted run does', { timeout: 180_000 }, async () => {
     // 12,000 rows of 5,000 recurring people: most batches create people and find them again.
     const path = join(tmp.dir, 'export.txt')
     await generateEclrs({ rows: 12000, version: 3, out: path, seed: 5, people: { ranges: [{ from: 0, to: 5000, weight: 1 }], otherKeyFraction: 0.1, otherCountyFraction: 0.1 } })
