@@ -2,6 +2,7 @@
  * Configuration: environment variables → one frozen, typed object, validated at start.
  * A bad value stops Herald with a message naming the variable and what is wrong with it.
  */
+import { randomBytes } from 'node:crypto'
 import { hostname } from 'node:os'
 import { resolve } from 'node:path'
 
@@ -171,7 +172,9 @@ export function loadConfig(env: Env = process.env): Config {
     claimLeaseSeconds: int(env, 'HERALD_CLAIM_LEASE_SECONDS', 300, 1),
     s3: Object.freeze({ endpoint: url(env, 'S3_ENDPOINT', ['http:', 'https:']), region: env.AWS_REGION || 'us-east-1' }),
     logLevel,
-    workerId: env.HERALD_WORKER_ID || `${hostname()}:${process.pid}`,
+    // Claims are owned by this name: it must be unique per process. hostname:pid alone is not (containers
+    // sharing a host's name space are all pid 1), so the default adds a random part.
+    workerId: env.HERALD_WORKER_ID || `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`,
     metricsPort: env.HERALD_METRICS_PORT ? port(env, 'HERALD_METRICS_PORT') : undefined,
     httpPort: env.HERALD_HTTP_PORT ? port(env, 'HERALD_HTTP_PORT') : undefined,
     httpHost: env.HERALD_HTTP_HOST?.trim() || '127.0.0.1',
@@ -261,7 +264,9 @@ function exposureConfig(env: Env): ExposureConfig {
   // own keyed hashes and ciphertexts, which the others could neither match nor read. The key file
   // (privacy/keys.ts) is for the embedded database alone, which one data folder holds.
   if (env.DATABASE_URL && !secretKey) {
-    throw new ConfigError('HERALD_SECRET_KEY', 'is required when DATABASE_URL is set: every host sharing the database must use the same key (e.g. openssl rand -hex 32)')
+    throw new ConfigError('HERALD_SECRET_KEY', 'is required when DATABASE_URL is set: every host sharing the database must use the same key. ' +
+      'A deployment that ran without it used $HERALD_DATA_DIR/secret.key: set the variable to that file\'s contents (a new key makes every ' +
+      'sealed number unreadable and every API key invalid); a new deployment: openssl rand -hex 32')
   }
   const region = (env.HERALD_PHONE_REGION?.trim() || 'US').toUpperCase()
   if (!/^[A-Z]{2}$/.test(region)) throw new ConfigError('HERALD_PHONE_REGION', `must be a two-letter country code, got "${region}"`)

@@ -56,7 +56,7 @@ export async function queueRetryCommand(engine: string, ids: string[]) {
   const bad = ids.filter((id) => !pattern.test(id))
   if (bad.length) throw new Error(`not an id of ${engine} (herald queue failed ${engine} lists them): ${bad.join(', ')}`)
   return withDb(async ({ db }) => {
-    const done = await retry(db, spec, ids.length ? ids.map((id) => id.toLowerCase()) : undefined)
+    const done = await retry(db, spec, ids.length ? ids.map((id) => (spec.keyType === 'uuid' ? id.toLowerCase() : id)) : undefined)
     console.log(`${done.length} failed ${engine} item${done.length === 1 ? '' : 's'} due again${done.length ? `: ${done.slice(0, 20).join(', ')}${done.length > 20 ? ', …' : ''}` : ''}`)
   })
 }

@@ -237,7 +237,9 @@ export async function fail(q: Queryable, spec: QueueSpec, worker: string | null,
   const r = spec.retry
   const spent = opts.counted ? 't.attempts' : 't.attempts + 1'
   const terminal = `f.postpone IS NULL AND (f.permanent OR ${spent} >= ${r.maxAttempts})`
-  const wait = `least(${r.capSeconds}, ${r.baseSeconds} * power(${r.factor}, ${spent} - 1)) * (1 + ${r.jitter} * (2 * random() - 1))`
+  // The exponent is capped: a schedule that never fails for good may fail thousands of times in a row,
+  // and factor^1000 overflows numeric long after the cap has taken over.
+  const wait = `least(${r.capSeconds}, ${r.baseSeconds} * power(${r.factor}, least(${spent} - 1, 60))) * (1 + ${r.jitter} * (2 * random() - 1))`
   const rows = await q.query(
     `WITH f AS (SELECT * FROM json_to_recordset($1::json) AS f(id text, error text, permanent boolean, postpone double precision, detail jsonb)),
      upd AS (
@@ -294,7 +296,7 @@ function insertEvents(spec: QueueSpec, from: string): string {
 export async function events(q: Queryable, spec: QueueSpec, ids: string[]): Promise<{ id: string; kind: string; detail: unknown; at: Date }[]> {
   if (ids.length === 0) return []
   const rows = spec.events
-    ? await q.query(`SELECT ${spec.events.key}::text AS id, kind, detail, at FROM ${spec.events.table} WHERE ${spec.events.key}::text = ANY($1) ORDER BY at, id`, [ids])
+    ? await q.query(`SELECT ${spec.events.key}::text AS id, kind, detail, at FROM ${spec.events.table} WHERE ${spec.events.key} = ANY($1::${spec.keyType}[]) ORDER BY at, id`, [ids])
     : await q.query(`SELECT item AS id, kind, detail, at FROM queue_events WHERE engine = $2 AND item = ANY($1) ORDER BY at, id`, [ids, spec.engine])
   return rows.map((r) => ({ id: r.id, kind: r.kind, detail: r.detail, at: new Date(r.at) }))
 }

@@ -131,6 +131,15 @@ describe('work queue', () => {
     expect(await stats(db, big)).toMatchObject({ retrying: 2, failed: 1 })
   })
 
+  it('keeps backing off at the cap after thousands of failures (no overflow)', async () => {
+    const forever: QueueSpec = { ...spec, retry: { ...spec.retry, maxAttempts: 1_000_000 } }
+    await db.query('UPDATE q_items SET attempts = 5000 WHERE id = 1')
+    await claim(db, forever, 'A', 1)
+    expect(await fail(db, forever, 'A', [{ id: '1', error: 'still down' }])).toMatchObject([{ id: '1', attempts: 5001, failed: false }])
+    const [{ s }] = await db.query(`SELECT extract(epoch FROM retry_at - now())::float8 AS s FROM q_items WHERE id = 1`)
+    expect(Math.round(s)).toBe(50)
+  })
+
   it('does not fail a row another worker holds', async () => {
     await claim(db, spec, 'A', 1)
     await expire([1])

@@ -29,7 +29,7 @@ export function simulatedStatus(e164: string): 'delivered' | 'permanent-failure'
 
 /** What became of one text: a status to record (none: it stays `sending`), or `retry` (every provider surely sent nothing). */
 interface Outcome { id: string; status?: string; provider?: string; ref?: string; units?: number; multiplier?: number; sent?: boolean; done?: boolean
-  retry?: string; expired?: boolean }
+  retry?: string; permanent?: boolean }
 
 /** What a text abroad costs, in domestic texts: by the country's calling code, else the default. */
 export interface InternationalRates { byCode: Record<string, number>; fallback: number }
@@ -46,7 +46,16 @@ export function sendEngine(opts: { providers: SmsProvider[]; sealer: Sealer; reg
     const order = await providerOrder(db, providers.map((p) => p.name), opts.recoverySeconds)
     const byName = new Map(providers.map((p) => [p.name, p]))
     const failures = new Map<string, number>()
-    const outcomes = await Promise.all(rows.map(async (r): Promise<Outcome> => {
+    // A row that cannot even be read (a ciphertext under another key, a template gone) fails alone,
+    // with its reason: the others of the chunk are handed over and recorded as ever.
+    const outcomes = await Promise.all(rows.map((r) => one(r).catch((err): Outcome =>
+      ({ id: r.id, retry: `could not be prepared: ${(err as Error).name}`, permanent: true }))))
+    await penalise(db, failures, outcomes.filter((o) => o.ref).map((o) => o.provider!), opts.recoverySeconds)
+    return outcomes
+
+    async function one(r: Record<string, any>): Promise<Outcome> {
+      // Past 72 hours a text is not sent at all (GOV.UK Notify's rule): it fails for good before any call.
+      if (Date.now() - Date.parse(r.created_at) > TIMEOUT_HOURS * 3600_000) return { id: r.id, retry: `not sent within ${TIMEOUT_HOURS} hours`, permanent: true }
       const supplied = sealer.open(Buffer.from(r.recipient_ct))
       const phone = checkPhone(supplied, opts.region)
       const personalisation = r.personalisation_ct ? JSON.parse(sealer.open(Buffer.from(r.personalisation_ct))) : {}
@@ -67,11 +76,8 @@ export function sendEngine(opts: { providers: SmsProvider[]; sealer: Sealer; reg
           log.warn({ provider: name, err: e.message }, 'SMS provider failed; trying the next')
         }
       }
-      const expired = Date.now() - Date.parse(r.created_at) > TIMEOUT_HOURS * 3600_000
-      return { id: r.id, retry: `no provider took it: ${order.join(', ')}`, expired }
-    }))
-    await penalise(db, failures, outcomes.filter((o) => o.ref).map((o) => o.provider!), opts.recoverySeconds)
-    return outcomes
+      return { id: r.id, retry: `no provider took it: ${order.join(', ')}` }
+    }
   }
 
   return {
@@ -111,7 +117,7 @@ export function sendEngine(opts: { providers: SmsProvider[]; sealer: Sealer; reg
             const outcomes = await deliver(db, chunk.filter((r) => mine.has(r.id)))
             await record(db, spec, workerId, outcomes)
             for (const o of outcomes) {
-              const k = o.retry ? (o.expired ? 'technical-failure' : 'retrying') : o.status ?? 'sending'
+              const k = o.retry ? (o.permanent ? 'technical-failure' : 'retrying') : o.status ?? 'sending'
               counts[k] = (counts[k] ?? 0) + 1
             }
           }
@@ -147,14 +153,17 @@ async function record(db: Db, spec: QueueSpec, workerId: string, outcomes: Outco
     if (retries.length === 0) return
     await tx.query(`UPDATE notifications SET status = 'created', updated_at = now() WHERE id = ANY($1::uuid[]) AND claimed_by = $2`,
       [retries.map((o) => o.id), workerId])
-    await fail(tx, spec, workerId, retries.map((o) => ({ id: o.id, error: o.retry!, permanent: o.expired })))
+    await fail(tx, spec, workerId, retries.map((o) => ({ id: o.id, error: o.retry!, permanent: o.permanent })))
   })
 }
 
 /** GOV.UK Notify's rule: sending or pending for 72 hours is a temporary failure; created for 72 hours, a technical one. */
 async function timeouts(db: Db, log: Logger) {
+  // A text never handed over fails as the work queue fails it (failed_at, last_error: `herald queue failed send`).
   const rows = await db.query(
     `UPDATE notifications SET status = CASE WHEN status = 'created' THEN 'technical-failure' ELSE 'temporary-failure' END,
+       failed_at = CASE WHEN status = 'created' THEN now() END,
+       last_error = CASE WHEN status = 'created' THEN 'not sent within ' || $1 || ' hours' ELSE last_error END,
        completed_at = now(), updated_at = now()
      WHERE (status IN ('sending', 'pending') AND coalesce(sent_at, created_at) < now() - make_interval(hours => $1))
         OR (status = 'created' AND created_at < now() - make_interval(hours => $1))

@@ -34,6 +34,9 @@ export class TwilioSms implements SmsProvider {
     if ((res.statusCode === 201 || res.statusCode === 200) && body.sid) return body.sid
     const why = `twilio: HTTP ${res.statusCode}${body.code ? ` (${body.code})` : ''}`
     if (res.statusCode === 400 && body.code !== undefined && RECIPIENT.has(body.code)) throw new ProviderError(why, 'recipient', res.statusCode)
+    // Accepted, but its answer could not be read (cut off, not JSON): the text may be on its way, and
+    // handing it to another provider could text twice. It waits for its receipt instead.
+    if (res.statusCode >= 200 && res.statusCode < 300) throw new ProviderError(`${why} without a message sid`, 'unknown', res.statusCode)
     throw new ProviderError(why, 'retry', res.statusCode)
   }
 

@@ -37,6 +37,9 @@ export class VonageSms implements SmsProvider {
     if (res.statusCode === 200 && first?.status === '0' && first['message-id']) return first['message-id']
     const why = `vonage: HTTP ${res.statusCode}${first ? ` status ${first.status}` : ''}`
     if (first && RECIPIENT.has(first.status)) throw new ProviderError(why, 'recipient', res.statusCode)
+    // Answered 200 but no message could be read (cut off, not JSON): the text may be on its way, and
+    // handing it to another provider could text twice. It waits for its receipt instead.
+    if (res.statusCode === 200 && !first) throw new ProviderError(`${why} without a readable answer`, 'unknown', res.statusCode)
     throw new ProviderError(why, 'retry', res.statusCode)
   }
 
