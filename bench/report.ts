@@ -38,6 +38,7 @@ import type { Db } from '../src/db/types.ts'
 import { messagingKeys } from '../src/messaging/index.ts'
 import { REPORT_HEADER } from '../src/messaging/reports/report.ts'
 import { createService, createTemplate } from '../src/messaging/services.ts'
+import { csvCell } from '../src/util/csv.ts'
 
 const { values: args } = parseArgs({
   options: {
@@ -171,7 +172,7 @@ async function check(out: string, jobId: string) {
     }
     const f = line.split(',')
     const i = expected - 2
-    const ok = f.length === REPORT_HEADER.length && Number(f[8]) === expected && f[7] === jobId && f[0] === (i < MOVED ? '' : phone(i))
+    const ok = f.length === REPORT_HEADER.length && Number(f[8]) === expected && f[7] === jobId && f[0] === (i < MOVED ? '' : csvCell(phone(i)))
     expected++
     if (!ok) c.wrong++
     else if (f[0]) c.numbers++

@@ -57,8 +57,9 @@ describe('reports', () => {
     ])
     await w.t.db.query(`UPDATE templates SET name = 'Result, "ready"'`) // a name that must be quoted
     const res = await callApi(w, 'GET', '/v2/reports/notifications?from=2026-11-20&to=2026-11-20')
+    // A number starting with '+' has the apostrophe that keeps a spreadsheet from reading it as a sum (src/util/csv.ts).
     expect(rowsOf(await res.text()).map((r) => [r['Phone number'], r['Created at'], r.Template])).toEqual([
-      ['+12125550002', '2026-11-20 00:00:00', 'Result, "ready"'], ['+12125550003', '2026-11-20 23:59:00', 'Result, "ready"']])
+      ["'+12125550002", '2026-11-20 00:00:00', 'Result, "ready"'], ["'+12125550003", '2026-11-20 23:59:00', 'Result, "ready"']])
     const bad = await callApi(w, 'GET', '/v2/reports/notifications?from=2026-11-20&to=yesterday')
     expect(bad.status).toBe(400)
     expect((await bad.json()).errors[0].message).toBe('to yesterday is not a date (YYYY-MM-DD)')
@@ -82,7 +83,7 @@ describe('reports', () => {
     const shown = rows.findIndex((r) => r['Phone number'] === '')
     expect(shown).toBeGreaterThanOrEqual(14)
     expect(shown).toBeLessThanOrEqual(21)
-    expect(rows.slice(0, shown).map((r) => r['Phone number'])).toEqual(Array.from({ length: shown }, (_, i) => `+1212555${3000 + i}`))
+    expect(rows.slice(0, shown).map((r) => r['Phone number'])).toEqual(Array.from({ length: shown }, (_, i) => `'+1212555${3000 + i}`))
     expect(rows.slice(shown).every((r) => r['Phone number'] === '')).toBe(true)
     expect(new Set(rows.map((r) => r['Created at'])).size).toBe(n)
     expect(ids).toHaveLength(n)

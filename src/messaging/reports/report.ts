@@ -4,10 +4,13 @@
  * history), the next page's query running while this one is written; each phone number is
  * decrypted from its own row as the row is written and forgotten after it. Nothing holds more than
  * two pages, whatever the size: there is no cache of anyone's numbers. A row past retention has no
- * ciphertext any more, so its number is blank.
+ * ciphertext any more, so its number is blank. Every cell is written by the shared CSV writer
+ * (src/util/csv.ts): one a spreadsheet would run as a formula gets an apostrophe in front, as GOV.UK
+ * Notify writes it.
  */
 import type { Db } from '../../db/types.ts'
 import type { Sealer } from '../../privacy/seal.ts'
+import { csvCell, csvLine, sqlCsvCell } from '../../util/csv.ts'
 
 const PAGE = 5000
 
@@ -17,18 +20,19 @@ export type ReportScope =
   | { serviceId: string; jobId: string }
   | { serviceId: string; from: string; to: string } // local days, inclusive (YYYY-MM-DD)
 
-// A CSV field (RFC 4180): quoted when it holds a comma, a quote or a line break.
-const csvField = (v: string) => (/[",\r\n]/.test(v) ? `"${v.replace(/"/g, '""')}"` : v)
-const sqlCsvField = (e: string) => `CASE WHEN ${e} ~ '[",\r\n]' THEN '"' || replace(${e}, '"', '""') || '"' ELSE ${e} END`
+// Times, ids and row numbers are written as they are: none can start with a formula character.
 const local = (column: string) => `coalesce(to_char(n.${column} AT TIME ZONE $tz, 'YYYY-MM-DD HH24:MI:SS'), '')`
 
 /**
  * Everything of a row but its number comes from PostgreSQL as the finished rest of its CSV line, so
- * this process parses three columns a row, not eleven: the report's speed is the decrypting.
+ * this process parses three columns a row, not eleven: the report's speed is the decrypting. The
+ * text cells go through the shared writer's SQL form (the template's name and the reference are the
+ * caller's; status and provider are Herald's, and cost one regular expression to be sure of).
  */
 const COLUMNS = (ct: string) => `${ct} AS recipient_ct, n.job_row, n.created_at AS at, n.created_at::text AS after_at, n.id AS after_id,
-  concat_ws(',', ${sqlCsvField("coalesce(t.name, n.template_id::text)")}, n.status, coalesce(n.provider, ''), ${local('created_at')}, ${local('sent_at')},
-    ${local('completed_at')}, coalesce(n.job_id::text, ''), coalesce(n.job_row::text, ''), ${sqlCsvField("coalesce(n.reference, '')")}) AS rest`
+  concat_ws(',', ${sqlCsvCell('coalesce(t.name, n.template_id::text)')}, ${sqlCsvCell('n.status')}, ${sqlCsvCell("coalesce(n.provider, '')")},
+    ${local('created_at')}, ${local('sent_at')}, ${local('completed_at')}, coalesce(n.job_id::text, ''), coalesce(n.job_row::text, ''),
+    ${sqlCsvCell("coalesce(n.reference, '')")}) AS rest`
 
 /** One page after the previous page's last key, from both tables, in key order: a row is in exactly one of them in a snapshot. */
 function pageSql(scope: ReportScope): string {
@@ -64,7 +68,7 @@ export async function* reportCsv(db: Db, sealer: Sealer, scope: ReportScope, pag
   const sql = pageSql(scope).replaceAll('$tz', () => `$${n + 1}`).replaceAll('$limit', () => `$${n + 2}`)
   const fetch = (p: unknown[]) => db.query(sql, [...p, s.timezone, pageSize])
 
-  yield REPORT_HEADER.join(',') + '\n'
+  yield csvLine(REPORT_HEADER)
   let page = await fetch(params)
   while (page.length > 0) {
     const last = page[page.length - 1]
@@ -75,7 +79,7 @@ export async function* reportCsv(db: Db, sealer: Sealer, scope: ReportScope, pag
     let chunk = ''
     for (const r of page) {
       const ct = r.recipient_ct // a Buffer from node-postgres, a Uint8Array from PGlite
-      chunk += `${ct ? csvField(sealer.open(Buffer.isBuffer(ct) ? ct : Buffer.from(ct))) : ''},${r.rest}\n`
+      chunk += `${ct ? csvCell(sealer.open(Buffer.isBuffer(ct) ? ct : Buffer.from(ct))) : ''},${r.rest}\n`
     }
     yield chunk
     page = next ? await next : []
