@@ -45,6 +45,7 @@ export async function retryNotices(db: Db, reason: string): Promise<number> {
     const retried = ids.length ? [...await retry(tx, checkQueue, ids, by), ...await retry(tx, issueQueue, ids, by)] : []
     const back = await tx.query(
       `UPDATE exposure_notices SET state = CASE WHEN phone_e164 IS NULL OR $1 IN ('invalid', 'landline', 'voip', 'line_type', 'lookup_refused', 'no_phone') THEN 'pending' ELSE 'phone_checked' END,
+         phone_e164 = CASE WHEN $1 IN ('invalid', 'landline', 'voip', 'line_type', 'lookup_refused', 'no_phone') THEN NULL ELSE phone_e164 END,
          reason = NULL, attempts = 0, retry_at = NULL, last_error = NULL, updated_at = now()
        WHERE state = 'not_sent' AND reason = $1 AND failed_at IS NULL RETURNING id`, [reason])
     await tx.query(`INSERT INTO exposure_events (notice_id, kind, detail) SELECT unnest($1::bigint[]), 'retry_requested', $2`,

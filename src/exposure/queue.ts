@@ -39,7 +39,9 @@ const notices = (engine: string, state: string, failedScope: string): QueueSpec 
   // refused); otherwise the notice ran out of attempts (`f` is fail()'s failure row).
   onFailed: { state: `'not_sent'`, reason: `coalesce(f.detail->>'reason', 'out_of_attempts')` },
   // Back to the step that failed: issue, if the phone was checked and the refusal was not the lookup's.
-  onRetry: { state: `CASE WHEN t.phone_e164 IS NULL OR t.reason = 'lookup_refused' THEN 'pending' ELSE 'phone_checked' END`, reason: 'NULL', updated_at: 'now()' },
+  // A notice sent back to check loses its checked number, so its failures there count as check's (failedScope).
+  onRetry: { state: `CASE WHEN t.phone_e164 IS NULL OR t.reason = 'lookup_refused' THEN 'pending' ELSE 'phone_checked' END`,
+    phone_e164: `CASE WHEN t.reason = 'lookup_refused' THEN NULL ELSE t.phone_e164 END`, reason: 'NULL', updated_at: 'now()' },
   events,
 })
 

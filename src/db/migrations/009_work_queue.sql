@@ -28,6 +28,9 @@ ALTER TABLE exposure_queue ADD COLUMN claimed_by text, ADD COLUMN claimed_until 
   ADD COLUMN retry_at timestamptz, ADD COLUMN last_error text, ADD COLUMN failed_at timestamptz;
 
 ALTER TABLE exposure_notices ADD COLUMN claimed_by text, ADD COLUMN last_error text, ADD COLUMN failed_at timestamptz;
+-- `reason` said what the last failed try met on a notice still on its way; that is last_error now.
+UPDATE exposure_notices SET last_error = reason, reason = NULL WHERE state IN ('pending', 'phone_checked') AND reason IS NOT NULL;
+UPDATE exposure_notices SET failed_at = updated_at WHERE state = 'not_sent' AND reason = 'out_of_attempts';
 
 ALTER TABLE notifications ADD COLUMN claimed_by text, ADD COLUMN last_error text, ADD COLUMN failed_at timestamptz;
 
@@ -36,6 +39,7 @@ ALTER TABLE sms_receipts ADD COLUMN claimed_by text, ADD COLUMN claimed_until ti
 
 ALTER TABLE jobs ADD COLUMN claimed_by text, ADD COLUMN attempts int NOT NULL DEFAULT 0,
   ADD COLUMN retry_at timestamptz, ADD COLUMN last_error text, ADD COLUMN failed_at timestamptz;
+UPDATE jobs SET failed_at = coalesce(finished_at, now()), last_error = error WHERE status = 'error';
 
 -- A schedule is a queue row with a time: retry_at is when it is next due. The nightly run claims its
 -- row when due, runs, and moves retry_at to the next night (nightly_runs keeps each night's summary).
