@@ -13,7 +13,7 @@ afterEach(async () => {
 })
 
 describe('the embedded data folder', () => {
-  it('is opened by one process at a time', async () => {
+  it('is opened by one process at a time', { timeout: 180_000 }, async () => {
     const dir = join(tmp.dir, 'a')
     const db = await openEmbedded(dir)
     open.push(db)

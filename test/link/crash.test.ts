@@ -70,7 +70,9 @@ describe('a batch that dies part-way', () => {
       const log = createLogger('silent')
       const error = 'database error P0001 (see PostgreSQL error codes)'
       expect(await linkOnce(t.db, 100, log)).toEqual({ linked: 59, failed: 1 })
-      const [q] = await t.db.query(`SELECT attempts, last_error, failed_at, extract(epoch FROM retry_at - now())::float8 AS wait FROM link_queue`)
+      // The wait from the moment of the failure (its event, written by the same statement), not from this read.
+      const [q] = await t.db.query(`SELECT attempts, last_error, failed_at, extract(epoch FROM retry_at - e.at)::float8 AS wait
+        FROM link_queue q JOIN queue_events e ON e.engine = 'link' AND e.item = q.lab_row_id::text AND e.kind = 'retrying'`)
       expect(q).toMatchObject({ attempts: 1, last_error: error, failed_at: null })
       expect(q.wait).toBeGreaterThan(26.9) // 30 s ± 10%, computed in SQL by the spec
       expect(q.wait).toBeLessThan(33.1)
