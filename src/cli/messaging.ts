@@ -13,17 +13,25 @@ import { table, withDb } from './context.ts'
 
 const print = (json: boolean | undefined, value: unknown, text: string) => console.log(json ? JSON.stringify(value, null, 2) : text)
 
+/**
+ * A name someone else chose (a job file's, a service's, a template's placeholders) as a terminal may
+ * show it: control characters (escape sequences that move the cursor or rewrite the screen, bidi
+ * overrides that reorder what is read) are shown as their code, \u{1b}, never sent raw.
+ */
+export const clean = (v: unknown): string =>
+  String(v ?? '').replace(/[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u{${c.charCodeAt(0).toString(16)}}`)
+
 export async function serviceCreateCommand(name: string, o: { sender?: string; international?: boolean; restricted?: boolean; rateLimit?: number; messageLimit?: number; timezone?: string; json?: boolean }) {
   return withDb(async ({ db }) => {
     const s = await createService(db, { name, smsSender: o.sender, international: o.international, restricted: o.restricted, rateLimit: o.rateLimit, messageLimit: o.messageLimit, timezone: o.timezone })
-    print(o.json, s, `service "${s.name}" created: id ${s.id}\nnext: herald key create --service ${s.id} --name NAME --type normal|team|test`)
+    print(o.json, s, `service "${clean(s.name)}" created: id ${s.id}\nnext: herald key create --service ${s.id} --name NAME --type normal|team|test`)
   })
 }
 
 export async function serviceListCommand(o: { json?: boolean }) {
   return withDb(async ({ db }) => {
     const all = await listServices(db)
-    print(o.json, all, all.length ? table(all.map((s) => ({ id: s.id, name: s.name, sender: s.smsSender, international: s.international, restricted: s.restricted, 'rate/min': s.rateLimit, 'texts/day': s.messageLimit }))) : 'no services yet: herald service create NAME')
+    print(o.json, all, all.length ? table(all.map((s) => ({ id: s.id, name: clean(s.name), sender: clean(s.smsSender), international: s.international, restricted: s.restricted, 'rate/min': s.rateLimit, 'texts/day': s.messageLimit }))) : 'no services yet: herald service create NAME')
   })
 }
 
@@ -33,7 +41,7 @@ export async function keyCreateCommand(o: { service: string; name: string; type:
     const service = await findService(db, o.service)
     const k = await createKey(db, messagingKeys(config).secrets, service.id, o.name, o.type as KeyType)
     print(o.json, { id: k.id, service_id: service.id, type: o.type, key: k.key },
-      `API key "${o.name}" (${o.type}) for ${service.name}. Copy it now: it is not shown again.\n\n  ${k.key}\n`)
+      `API key "${clean(o.name)}" (${o.type}) for ${clean(service.name)}. Copy it now: it is not shown again.\n\n  ${k.key}\n`)
   })
 }
 
@@ -41,8 +49,8 @@ export async function keyRevokeCommand(key: string, o: { service: string }) {
   return withDb(async ({ db }) => {
     const service = await findService(db, o.service)
     const n = await revokeKey(db, service.id, key)
-    if (n === 0) throw new Error(`no unrevoked key "${key}" in service ${service.name}`)
-    console.log(`revoked "${key}": tokens signed with it are refused from now (API processes within HERALD_API_CACHE_MS)`)
+    if (n === 0) throw new Error(`no unrevoked key "${clean(key)}" in service ${clean(service.name)}`)
+    console.log(`revoked "${clean(key)}": tokens signed with it are refused from now (API processes within HERALD_API_CACHE_MS)`)
   })
 }
 
@@ -55,7 +63,7 @@ export async function templateCreateCommand(o: { service: string; name: string; 
     const service = await findService(db, o.service)
     const t = await createTemplate(db, service.id, o.name, body, process.env.USER || 'herald')
     const names = placeholders(t.body)
-    print(o.json, t, `template "${t.name}" created: id ${t.id} (version 1)${names.length ? `; personalisation: ${names.join(', ')}` : ''}`)
+    print(o.json, t, `template "${clean(t.name)}" created: id ${t.id} (version 1)${names.length ? `; personalisation: ${clean(names.join(', '))}` : ''}`)
   })
 }
 
@@ -79,7 +87,7 @@ export async function memberAddCommand(o: { service: string; phone: string; name
     const p = checkPhone(o.phone, config.exposure.defaultRegion)
     if (!p.ok) throw new Error(`--phone: ${p.message}`)
     await addRecipient(db, messagingKeys(config).sealer, service.id, p.e164, o.guest ? 'guest' : 'member', o.name)
-    console.log(`${o.guest ? 'guest list entry' : 'team member'} added to ${service.name}: team keys may text this number`)
+    console.log(`${o.guest ? 'guest list entry' : 'team member'} added to ${clean(service.name)}: team keys may text this number`)
   })
 }
 
@@ -92,8 +100,8 @@ export async function jobsCommand(o: { service?: string; json?: boolean }) {
               (SELECT count(*) FILTER (WHERE n.status LIKE '%failure') FROM notifications_all_time_view n WHERE n.job_id = j.id)::int AS failed
        FROM jobs j JOIN services s ON s.id = j.service_id WHERE ($1::uuid IS NULL OR j.service_id = $1) ORDER BY j.created_at DESC LIMIT 50`, [service?.id ?? null])
     print(o.json, rows, rows.length ? table(rows.map((r) => ({
-      id: r.id, service: r.service, file: r.original_name, status: r.status, progress: `${r.rows_done}/${r.rows}`, delivered: r.delivered, failed: r.failed,
-      when: r.scheduled_for ? `at ${new Date(r.scheduled_for).toISOString()}` : new Date(r.created_at).toISOString(), error: r.error ?? '',
+      id: r.id, service: clean(r.service), file: clean(r.original_name), status: r.status, progress: `${r.rows_done}/${r.rows}`, delivered: r.delivered, failed: r.failed,
+      when: r.scheduled_for ? `at ${new Date(r.scheduled_for).toISOString()}` : new Date(r.created_at).toISOString(), error: clean(r.error),
     }))) : 'no jobs yet: herald jobs create FILE --service S --template T')
   })
 }
@@ -105,11 +113,12 @@ export async function jobCreateCommand(file: string, o: { service: string; templ
     const service = await findService(db, o.service)
     const dir = new Directory(db, 0)
     const template = await dir.template(service.id, o.template)
-    if (!template || template.archived) throw new Error(`no template ${o.template} in service ${service.name}`)
+    if (!template || template.archived) throw new Error(`no template ${clean(o.template)} in service ${clean(service.name)}`)
     const { sealer } = messagingKeys(config)
     const r = await createJob({ db, dir, sealer, region: config.exposure.defaultRegion, store: storeFor(config.messaging.jobStore, config) }, {
       service, template, keyType: 'normal', apiKeyId: null, csv: readFileSync(file), name: basename(file), scheduledFor: at, createdBy: process.env.USER || 'herald' })
-    if (!r.ok) throw new Error(`${file} was not accepted:\n  ${r.errors.join('\n  ')}`)
+    // The CLI is one more way texts are created: the same limits as the API's live key (createJob, admit.ts).
+    if (!r.ok) throw new Error(`${clean(file)} was not accepted:\n  ${r.errors.map(clean).join('\n  ')}`)
     print(o.json, r, `job ${r.id}: ${r.rows} texts, ${r.status}${at ? ` for ${at.toISOString()}` : ''}; follow it with herald jobs`)
   })
 }
@@ -117,8 +126,8 @@ export async function jobCreateCommand(file: string, o: { service: string; templ
 export async function jobCancelCommand(id: string) {
   return withDb(async ({ db }) => {
     const [job] = await db.query('SELECT service_id, status FROM jobs WHERE id::text = $1', [id])
-    if (!job) throw new Error(`no job ${id}`)
-    if (!(await cancelJob(db, job.service_id, id))) throw new Error(`job ${id} is ${job.status}: it cannot be cancelled`)
+    if (!job) throw new Error(`no job ${clean(id)}`)
+    if (!(await cancelJob(db, job.service_id, id))) throw new Error(`job ${clean(id)} is ${job.status}: it cannot be cancelled`)
     console.log(`job ${id} cancelled, with its texts not yet sent`)
   })
 }

@@ -179,7 +179,7 @@ export async function runCommand(opts: { engines?: string; untilIdle?: boolean }
     const routes: Routes[] = [messagingRoutes(config, db, log)]
     if (publicUrl) routes.push(receiptRoutes({ db, log, publicUrl, secret: secretKey(config), twilioAuthToken: config.exposure.twilioAuthToken }))
     if (outside.commcare && config.commcare.forwarder) routes.push(forwarderRoutes({ db, client: outside.commcare, commcare: config.commcare, log }))
-    const http = httpPort ? await startHttpServer(config.httpHost, httpPort, routes) : undefined
+    const http = httpPort ? await startHttpServer(config.httpHost, httpPort, routes, log) : undefined
     if (serve) {
       console.log(`Herald is running: engines ${engines.map((e) => e.name).join(', ')}.`)
       const where = db.kind === 'pglite-server' ? `PGlite in ${config.dataDir}/pgdata, shared with herald commands in other terminals` : describeDb(db, config)

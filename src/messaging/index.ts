@@ -10,7 +10,7 @@ import type { Db } from '../db/types.ts'
 import type { Logger } from '../log.ts'
 import { secretKey } from '../privacy/keys.ts'
 import { Sealer } from '../privacy/seal.ts'
-import { Authenticator } from './api/auth.ts'
+import { authenticateFirst, Authenticator } from './api/auth.ts'
 import { Directory } from './api/directory.ts'
 import { notifyErrors } from './api/errors.ts'
 import { jobRoutes } from './api/jobs.ts'
@@ -37,6 +37,7 @@ export function messagingRoutes(config: Config, db: Db, log: Logger) {
   return (app: FastifyInstance) => {
     void app.register(async (scope) => {
       notifyErrors(scope, log)
+      authenticateFirst(scope, auth)
       api(scope)
       jobs(scope)
       reports(scope)

@@ -2,8 +2,14 @@
  * A recipient's number checked as GOV.UK Notify checks it, with its messages, but for
  * HERALD_PHONE_REGION (US by default) instead of the UK: parsed and validated with libphonenumber's
  * full metadata; a number of another country needs the service's international permission.
+ * Only the kinds of number Notify texts (notifications-utils' PhoneNumber ALLOW_LIST): premium-rate
+ * (+1 900), toll-free (+1 800, 888, …), shared-cost, VoIP, pager and voicemail numbers are refused
+ * as Notify refuses them, as not valid.
  */
-import { parsePhoneNumberFromString, validatePhoneNumberLength, type CountryCode } from 'libphonenumber-js/max'
+import { parsePhoneNumberFromString, validatePhoneNumberLength, type CountryCode, type NumberType } from 'libphonenumber-js/max'
+
+const TEXTABLE = new Set<NumberType>(['FIXED_LINE', 'MOBILE', 'FIXED_LINE_OR_MOBILE', 'UAN', 'PERSONAL_NUMBER'])
+const NOT_VALID = 'Number is not valid – double check the phone number you entered'
 
 export type PhoneCheck =
   | { ok: true; e164: string; international: boolean; callingCode: string }
@@ -27,6 +33,6 @@ function check(raw: string, region: string): PhoneCheck {
   if (length === 'TOO_LONG') return { ok: false, message: 'Too many digits' }
   if (length === 'INVALID_COUNTRY') return { ok: false, message: 'Not a valid country prefix' }
   const parsed = parsePhoneNumberFromString(text, region as CountryCode)
-  if (!parsed || !parsed.isValid()) return { ok: false, message: 'Number is not valid – double check the phone number you entered' }
+  if (!parsed || !parsed.isValid() || !TEXTABLE.has(parsed.getType()!)) return { ok: false, message: NOT_VALID }
   return { ok: true, e164: parsed.number, international: parsed.country !== region, callingCode: parsed.countryCallingCode }
 }

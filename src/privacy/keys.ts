@@ -2,7 +2,7 @@
  * One secret, HERALD_SECRET_KEY (a KMS in production), or on the embedded default a key kept in the
  * data folder; every key Herald uses is derived from it, one per purpose (HKDF-SHA256), so no two
  * purposes share a key and none is stored. Purposes: messaging:encrypt, messaging:search,
- * messaging:api-keys, messaging:receipts, exposure:uuid, exposure:lookup.
+ * messaging:api-keys, messaging:receipts, messaging:job-files, exposure:uuid, exposure:lookup.
  */
 import { hkdfSync, randomBytes } from 'node:crypto'
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'

@@ -5,6 +5,7 @@
  * the HMAC alone reveals nothing without the key.
  */
 import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto'
+import { FileSealer } from './file-seal.ts'
 import { deriveKey } from './keys.ts'
 
 // A ciphertext is VERSION | iv (12) | encrypted bytes | tag (16); the version names the key, so keys can rotate.
@@ -13,10 +14,13 @@ const VERSION = 1
 export class Sealer {
   private readonly encKey: Buffer
   private readonly macKey: Buffer
+  /** Bulk-job files (a key of their own, messaging:job-files): what needs a value's key needs the file's too. */
+  readonly files: FileSealer
 
   constructor(secret: string) {
     this.encKey = deriveKey(secret, 'messaging:encrypt')
     this.macKey = deriveKey(secret, 'messaging:search')
+    this.files = new FileSealer(secret)
   }
 
   // IVs are taken from a pool of random bytes filled 4 KB at a time: one call to the system's random

@@ -1,6 +1,8 @@
 /** A folder (searched recursively) or a single file as an object store. */
-import { mkdir, open, readdir, rename, rm, stat, writeFile } from 'node:fs/promises'
+import { createWriteStream } from 'node:fs'
+import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises'
 import { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
 import { join, resolve, basename } from 'node:path'
 import { ObjectChanged, type ObjectStore, type StoredObject } from './types.ts'
 
@@ -54,12 +56,21 @@ export class LocalStore implements ObjectStore {
     return { body: handle.createReadStream({ highWaterMark: 1 << 20, start: 0, end: info.size - 1 }), version }
   }
 
-  async put(name: string, bytes: Buffer): Promise<string> {
+  async put(name: string, body: Buffer | Readable): Promise<string> {
     const path = join(resolve(this.root), name)
-    await mkdir(resolve(this.root), { recursive: true })
-    // Written under a name list() skips, then renamed: a reader never sees half a file.
-    await writeFile(`${path}.part`, bytes)
-    await rename(`${path}.part`, path)
+    // Owner only (folders made here 0700, the file 0600): job files are personal data, even sealed.
+    await mkdir(resolve(this.root), { recursive: true, mode: 0o700 })
+    // Written under a name list() skips, then renamed: a reader never sees half a file. A .part left
+    // by a crash goes first, so the file is created anew, with this mode ('wx').
+    const part = `${path}.part`
+    await rm(part, { force: true })
+    try {
+      await pipeline(Buffer.isBuffer(body) ? Readable.from([body]) : body, createWriteStream(part, { flags: 'wx', mode: 0o600 }))
+    } catch (err) {
+      await rm(part, { force: true })
+      throw err
+    }
+    await rename(part, path)
     return path
   }
 

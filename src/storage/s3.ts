@@ -63,9 +63,11 @@ export class S3Store implements ObjectStore {
     }
   }
 
-  async put(name: string, bytes: Buffer): Promise<string> {
+  async put(name: string, body: Buffer | Readable, size?: number): Promise<string> {
     const key = this.prefix ? `${this.prefix.replace(/\/?$/, '/')}${name}` : name
-    await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: bytes }))
+    // A stream goes up as it is made, with its length given (S3 refuses a stream of unknown length).
+    if (!Buffer.isBuffer(body) && size === undefined) throw new Error('an S3 upload from a stream needs its size')
+    await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: Buffer.isBuffer(body) ? undefined : size }))
     return `s3://${this.bucket}/${key}`
   }
 

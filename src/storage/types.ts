@@ -17,8 +17,11 @@ export interface ObjectStore {
    * reads of one object (its hash, then its rows) are known to see the same bytes.
    */
   open(uri: string, version?: string): Promise<{ body: Readable; version: string }>
-  /** Stores bytes under `name` at the location; returns the object's uri. */
-  put(name: string, bytes: Buffer): Promise<string>
+  /**
+   * Stores bytes under `name` at the location (a local file readable by its owner only); returns the
+   * object's uri. A stream is written as it comes, never held whole; S3 needs its `size` first.
+   */
+  put(name: string, body: Buffer | Readable, size?: number): Promise<string>
   /** Deletes an object; one already gone is not an error. */
   remove(uri: string): Promise<void>
 }

@@ -26,12 +26,13 @@ const madeRows = async (id: string) => (await w.t.db.query('SELECT job_row FROM 
  */
 const slowStore = (id: string, file: string, between: () => Promise<unknown>): ObjectStore => {
   const lines = file.split('\n')
+  // Sealed as stored, in 1-byte frames so that what has come is readable at once.
   return Object.assign(Object.create(local) as ObjectStore, { open: async () => ({ version: '1', body: Readable.from((async function* () {
     yield lines.slice(0, 5).join('\n') + '\n'
     while ((await jobRow(id)).rows_done === 0) await new Promise((r) => setTimeout(r, 10))
     await between()
     yield lines.slice(5).join('\n')
-  })()) }) })
+  })()).pipe(sealer.files.sealer(id, 1)) }) })
 }
 
 async function api(method: string, path: string, body?: object) {
@@ -60,7 +61,7 @@ describe('bulk jobs', () => {
     expect(up.body).toMatchObject({ status: 'pending', rows: 4500, notifications_created: 0, original_file_name: 'results.csv' })
     const [job] = await w.t.db.query('SELECT file_uri FROM jobs WHERE id = $1', [up.body.id])
     expect(existsSync(job.file_uri)).toBe(true)
-    expect(readFileSync(job.file_uri, 'utf8')).toContain('Person 4499')
+    expect(readFileSync(job.file_uri, 'latin1')).not.toContain('Person 4499') // sealed at rest (job-files.test.ts)
     expect(await engine().step(w.t.db, new AbortController().signal)).toEqual({ rows: 4500 })
     const done = await api('GET', `/v2/jobs/${up.body.id}`)
     expect(done.body).toMatchObject({ status: 'finished', notifications_created: 4500, statistics: [{ status: 'created', count: 4500 }] })
@@ -86,7 +87,7 @@ describe('bulk jobs', () => {
     expect((await api('POST', `/v2/jobs/${now.body.id}/cancel`)).body.errors[0].message).toBe('Job is finished: it cannot be cancelled')
     await w.t.db.query(`UPDATE jobs SET status = 'in progress' WHERE id = $1`, [now.body.id])
     expect((await api('POST', `/v2/jobs/${now.body.id}/cancel`)).body.statistics).toEqual([{ status: 'cancelled', count: 5 }])
-    expect(readdirSync(jobStore).filter((f) => f.endsWith('.csv')).length).toBeGreaterThanOrEqual(2)
+    expect(readdirSync(jobStore).filter((f) => f.endsWith('.csv.sealed')).length).toBeGreaterThanOrEqual(2)
   })
 
   it('a scheduled job is a queue row with a time: due (retry_at) at its scheduled time', async () => {
@@ -103,11 +104,12 @@ describe('bulk jobs', () => {
     const up = await api('POST', '/v2/jobs', { template_id: w.template.id, csv: csv(7) })
     // The file changed after upload: its third recipient (spreadsheet row 4) is no longer a number.
     const { file_uri: file } = await jobRow(up.body.id)
-    writeFileSync(file, csv(7, (i) => (i === 2 ? '12' : `+1 212 555 ${String(1000 + i).padStart(4, '0')}`)))
+    const changed = csv(7, (i) => (i === 2 ? '12' : `+1 212 555 ${String(1000 + i).padStart(4, '0')}`))
+    writeFileSync(file, Buffer.concat(await sealer.files.seal(Buffer.from(changed), up.body.id).body.toArray()))
     // The stop comes while the first batch is being made (its third text sealed): it ends at that batch's end.
     const stop = new AbortController()
     let hashed = 0
-    const stopping = { hash: (s: string) => ((++hashed === 3 && stop.abort()), sealer.hash(s)), seal: (s: string) => sealer.seal(s) } as unknown as Sealer
+    const stopping = { hash: (s: string) => ((++hashed === 3 && stop.abort()), sealer.hash(s)), seal: (s: string) => sealer.seal(s), files: sealer.files } as unknown as Sealer
     expect(await engine({ batch: 3, sealer: stopping }).step(w.t.db, stop.signal)).toEqual({ rows: 3, stopped: 1 })
     expect(await jobRow(up.body.id)).toMatchObject({ status: 'in progress', rows_done: 3, rows_read: 4, claimed_by: null, attempts: 0 })
     expect(await madeRows(up.body.id)).toEqual([2, 3, 5])
@@ -138,7 +140,7 @@ describe('bulk jobs', () => {
     await w.t.db.query(`UPDATE jobs SET attempts = 4 WHERE id = $1`, [up.body.id])
     const stop = new AbortController()
     let hashed = 0
-    const stopping = { hash: (s: string) => ((++hashed === 1 && stop.abort()), sealer.hash(s)), seal: (s: string) => sealer.seal(s) } as unknown as Sealer
+    const stopping = { hash: (s: string) => ((++hashed === 1 && stop.abort()), sealer.hash(s)), seal: (s: string) => sealer.seal(s), files: sealer.files } as unknown as Sealer
     expect(await engine({ batch: 3, sealer: stopping }).step(w.t.db, stop.signal)).toEqual({ rows: 3, stopped: 1 })
     expect(await jobRow(up.body.id)).toMatchObject({ attempts: 0, rows_read: 3, failed_at: null })
   })

@@ -1,7 +1,7 @@
 /**
  * The receipts engine on the work queue: a batch claimed in its transaction, applied receipts deleted, a receipt for no known
- * notification retried with the spec's backoff and then kept as unknown (failed_at), logged without personal data; two workers
- * (PostgreSQL) apply each receipt once.
+ * notification retried with the spec's backoff and then kept as unknown (failed_at), logged without personal data; one that does
+ * not match what was sent refused for good; two workers (PostgreSQL) apply each receipt once.
  */
 import { describe, expect, it } from 'vitest'
 import { Writable } from 'node:stream'
@@ -69,6 +69,20 @@ describe('receipts engine', () => {
     expect(logged).toContain('vonage')
     expect(logged).not.toContain('SM-unknown-ref')
     expect(logged).not.toContain('3f0c3c53')
+  })
+
+  it('refuses for good a receipt that names a notification sent through another provider or as another reference, logged without either', async () => {
+    const [a] = await seedNotifications(w.t.db, w.service, w.template.id, [{ at: new Date(), status: 'sending', provider: 'vonage' }])
+    await w.t.db.query(`UPDATE notifications SET provider_ref = 'VON-ref-a' WHERE id = $1`, [a])
+    await receive([{ notificationId: a, ref: 'SM-forged-ref', status: 'permanent-failure' }])
+    await receive([{ notificationId: a, ref: 'VON-other-ref', status: 'permanent-failure' }], 'vonage')
+    expect(await step()).toEqual({ applied: 0, refused: 2 })
+    expect(await status(a)).toBe('sending')
+    expect((await waiting()).map((r) => [r.attempts, r.failed_at !== null, r.last_error])).toEqual([
+      [1, true, 'not the provider or reference its notification was sent with'], [1, true, 'not the provider or reference its notification was sent with']])
+    expect(await step()).toEqual({})
+    expect(logged).toContain('do not match what was sent')
+    for (const s of ['SM-forged-ref', 'VON-other-ref', 'VON-ref-a', a.slice(0, 8)]) expect(logged).not.toContain(s)
   })
 
   it('claims nothing once stopped', async () => {

@@ -6,7 +6,7 @@ import notifyClient from 'notifications-node-client'
 import { startHttpServer } from '../../src/http/server.ts'
 import { createLogger } from '../../src/log.ts'
 import { receiptsEngine } from '../../src/messaging/receipts/engine.ts'
-import { receiptRoutes, receiptUrls, vonageToken } from '../../src/messaging/receipts/routes.ts'
+import { receiptRoutes, receiptUrls } from '../../src/messaging/receipts/routes.ts'
 import { sendEngine, simulatedStatus } from '../../src/messaging/send/engine.ts'
 import type { SmsProvider } from '../../src/messaging/send/provider.ts'
 import { sendQueue } from '../../src/messaging/send/queue.ts'
@@ -161,6 +161,13 @@ describe('send under the work queue', () => {
         ? Promise.resolve([]) : target.query(sql, params)
     },
   })
+  /** A database on which the 72-hour sweep finds nothing, as when it ran a moment before. */
+  const stalledSweep = (db: Db): Db => new Proxy(db, {
+    get(target, prop) {
+      if (prop !== 'query') return Reflect.get(target, prop, target)
+      return (sql: string, params?: unknown[]) => (sql.includes('RETURNING status') ? Promise.resolve([]) : target.query(sql, params))
+    },
+  })
   /** Twilio through a provider slower than the lease. */
   const slow = (ms: number): SmsProvider => ({
     name: 'twilio', close: async () => {}, send: async (sms) => { await sleep(ms); return providers[0].send(sms) },
@@ -218,6 +225,38 @@ describe('send under the work queue', () => {
     expect(r.back).toBe(4)
   })
 
+  it('a text that cannot be read fails alone, with its reason; the rest of its chunk is sent and recorded', async () => {
+    const ids = [await text('+1 212 555 0100'), await text('+1 212 555 0101'), await text('+1 212 555 0102')]
+    await w.t.db.query(`UPDATE notifications SET recipient_ct = '\\x00' WHERE id = $1`, [ids[1]])
+    expect(await step()).toEqual({ sending: 2, 'technical-failure': 1 })
+    expect(twilio.ledger.map((e) => e.to).sort()).toEqual(['+12125550100', '+12125550102'])
+    const rows = await w.t.db.query(`SELECT id, status, provider_ref IS NOT NULL AS ref, last_error FROM notifications`)
+    const byId = new Map(rows.map((r) => [r.id, r]))
+    expect(byId.get(ids[1])).toMatchObject({ status: 'technical-failure', ref: false, last_error: expect.stringMatching(/^could not be prepared: /) })
+    expect(byId.get(ids[0])).toMatchObject({ status: 'sending', ref: true })
+  })
+
+  it('a text past 72 hours is never handed over: it fails for good, and a retry cannot send it', async () => {
+    const id = await text('+1 212 555 0100')
+    await w.t.db.query(`UPDATE notifications SET created_at = now() - interval '73 hours'`)
+    // Claimed before the sweep saw it (the sweep runs once a minute): still not sent.
+    expect(await send().step(stalledSweep(w.t.db), new AbortController().signal)).toEqual({ 'technical-failure': 1 })
+    expect(twilio.ledger).toHaveLength(0)
+    expect(await retry(w.t.db, sendQueue, [id])).toEqual([id])
+    expect(await send().step(stalledSweep(w.t.db), new AbortController().signal)).toEqual({ 'technical-failure': 1 })
+    expect(twilio.ledger).toHaveLength(0)
+    expect((await w.t.db.query('SELECT last_error FROM notifications'))[0].last_error).toBe('not sent within 72 hours')
+  })
+
+  it('the 72-hour sweep fails texts never handed over as the queue does: visible, with the reason', async () => {
+    await text('+1 212 555 0100')
+    await w.t.db.query(`UPDATE notifications SET created_at = now() - interval '73 hours'`)
+    expect(await step()).toEqual({})
+    const [row] = await w.t.db.query('SELECT status, failed_at IS NOT NULL AS failed, last_error FROM notifications')
+    expect(row).toEqual({ status: 'technical-failure', failed: true, last_error: 'not sent within 72 hours' })
+    expect((await stats(w.t.db, sendQueue)).failed).toBe(1)
+  })
+
   it('out of attempts: technical-failure, visible in the queue with its error', async () => {
     twilio.knobs.failureRate = 1
     vonage.knobs.failureRate = 1
@@ -236,30 +275,36 @@ describe('send under the work queue', () => {
 })
 
 describe('receipts', () => {
-  it('a receipt that outruns the recording of the send is not lost, and the send does not undo it', async () => {
+  it('a receipt that outruns the recording of the send waits for it, then is checked against it and applied', async () => {
     twilio.knobs.latencyMs = 300 // the answer comes 300 ms after the text was accepted and its receipts sent
     const id = await text('+1 212 555 0100')
     const sending = step()
     await until(() => twilio.stats.callbacksSent === 2)
-    await applyReceipts()
-    expect(await status(id)).toBe('delivered')
+    // Twilio's reference is not recorded yet: the receipts wait (the queue's retry) instead of binding unchecked.
+    expect(await applyReceipts()).toEqual({ applied: 0, waiting: 2 })
+    expect(await status(id)).toBe('sending')
     await sending
-    const [row] = await w.t.db.query('SELECT status, provider_ref FROM notifications WHERE id = $1', [id])
-    expect(row).toEqual({ status: 'delivered', provider_ref: twilio.ledger[0].id })
+    await w.t.db.query('UPDATE sms_receipts SET retry_at = now()')
+    expect(await applyReceipts()).toEqual({ applied: 2 })
+    const [row] = await w.t.db.query('SELECT status, provider, provider_ref FROM notifications WHERE id = $1', [id])
+    expect(row).toEqual({ status: 'delivered', provider: 'twilio', provider_ref: twilio.ledger[0].id })
   })
 
   it('duplicates change nothing, a late pending does not undo delivered, an unknown one is counted, a forged one refused', async () => {
+    twilio.knobs.failureRate = 1 // sent through Vonage, to the callback URL made for this text
     const id = await text('+1 212 555 0100')
     await step(send())
-    await until(() => twilio.stats.callbacksSent === 2)
-    await applyReceipts()
-    const post = (path: string, body: object) => fetch(`${publicUrl}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
-    const token = vonageToken(SECRET)
-    expect((await post(`/receipts/vonage/${token}`, { messageId: 'X', status: 'accepted', 'client-ref': id, 'err-code': '0' })).status).toBe(204)
-    expect((await post(`/receipts/vonage/${token}`, { messageId: 'X', status: 'delivered', 'client-ref': id, 'err-code': '0' })).status).toBe(204)
+    await until(() => vonage.stats.callbacksSent === 1)
+    expect(await applyReceipts()).toEqual({ applied: 1 })
+    const post = (path: string, body: object) => fetch(path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
+    const urls = receiptUrls(publicUrl, SECRET)
+    const messageId = vonage.ledger[0].id
+    expect((await post(urls.vonage(id), { messageId, status: 'accepted', 'client-ref': id, 'err-code': '0' })).status).toBe(204)
+    expect((await post(urls.vonage(id), { messageId, status: 'delivered', 'client-ref': id, 'err-code': '0' })).status).toBe(204)
     expect(await applyReceipts()).toEqual({ applied: 2 })
     expect(await status(id)).toBe('delivered')
-    expect((await post(`/receipts/vonage/${token}`, { messageId: 'Y', status: 'delivered', 'client-ref': '3f0c3c53-2f53-4b8e-8c4c-5d5d0a7f3f11' })).status).toBe(204)
+    const unknown = '3f0c3c53-2f53-4b8e-8c4c-5d5d0a7f3f11'
+    expect((await post(urls.vonage(unknown), { messageId: 'Y', status: 'delivered', 'client-ref': unknown })).status).toBe(204)
     expect(await applyReceipts()).toEqual({ applied: 0, waiting: 1 })
     for (let i = 0; i < 4; i++) {
       await w.t.db.query('UPDATE sms_receipts SET retry_at = now()')
@@ -267,7 +312,9 @@ describe('receipts', () => {
     }
     const [r] = await w.t.db.query('SELECT count(*)::int AS n FROM sms_receipts WHERE failed_at IS NOT NULL')
     expect(r.n).toBe(1)
-    expect((await post('/receipts/vonage/wrong-token', { status: 'delivered' })).status).toBe(403)
+    const wrong = await post(`${publicUrl}/receipts/vonage/wrong-token`, { status: 'delivered', 'client-ref': id })
+    expect(wrong.status).toBe(403)
+    expect(await wrong.json()).toEqual({ status_code: 403, errors: [{ error: 'AuthError', message: 'Invalid callback token' }] })
     const forged = await fetch(`${publicUrl}/receipts/twilio?notification=${id}`, {
       method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-twilio-signature': 'AAAA' }, body: 'MessageSid=SM1&MessageStatus=undelivered',
     })
@@ -281,5 +328,25 @@ describe('logs', () => {
     expect(captured).toContain('texts handed to providers')
     expect(captured).toContain('SMS provider failed')
     for (const pii of ['2125550', '212 555', '555 0100', 'Ada', 'Hello']) expect(captured, pii).not.toContain(pii)
+  })
+})
+
+describe('provider answers', () => {
+  it('an accepted text whose answer cannot be read is not handed to another provider: it may be on its way', async () => {
+    const { createServer } = await import('node:http')
+    const server = createServer((_req, res) => res.writeHead(201, { 'content-type': 'application/json' }).end('{"sid": "SM'))
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+    const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`
+    const broken = new TwilioSms({ url, accountSid: 'ACtest', authToken: 'token', timeoutMs: 2000 })
+    try {
+      const id = await text('+1 212 555 0100')
+      const e = sendEngine({ providers: [broken, providers[1]], sealer, region: 'US', concurrency: 8, recoverySeconds: 300, log, workerId: 'test' })
+      expect(await e.step(w.t.db, new AbortController().signal)).toEqual({ sending: 1 })
+      expect(vonage.ledger).toHaveLength(0)
+      expect((await w.t.db.query('SELECT status, provider FROM notifications WHERE id = $1', [id]))[0]).toEqual({ status: 'sending', provider: 'twilio' })
+    } finally {
+      await broken.close()
+      server.close()
+    }
   })
 })

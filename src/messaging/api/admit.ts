@@ -1,14 +1,17 @@
 /**
- * Admitting notifications: the rate limit (a token bucket per service and key type), the daily
- * limit (texts per service per local day; test keys do not count), and the insert. Requests that
- * arrive together are admitted together, in one transaction of four statements (group commit), so
- * an API process does not pay a transaction per text; row locks on the buckets and counters keep
- * the limits exact across any number of API processes sharing the database.
+ * Admission: the one rule every way a text is created goes through (the API, a bulk job at upload
+ * and again when it starts, the CLI). The rate limit (a token bucket per service and key type, one
+ * token a request) and the daily limit (texts per service per local day; test keys do not count),
+ * then the insert. Requests that arrive together are admitted together, in one transaction of four
+ * statements (group commit), so an API process does not pay a transaction per text; row locks on
+ * the buckets and counters keep the limits exact across any number of API processes sharing the
+ * database.
  */
 import { randomUUID } from 'node:crypto'
 import type { Db, Queryable } from '../../db/types.ts'
 import type { KeyType } from '../keys.ts'
 import type { Service } from '../services.ts'
+import { ApiError } from './errors.ts'
 
 export interface NewNotification {
   id: string
@@ -24,6 +27,22 @@ export interface NewNotification {
   international: boolean
   jobId?: string
   jobRow?: number
+  /** Sent at this time (scheduled_for), not before: the send queue's retry_at. */
+  scheduledFor?: Date | null
+}
+
+/**
+ * What one request asks of the limits. `request`: it takes one of its key type's rate tokens (an
+ * API call, a job upload); `texts`: the room it needs under the daily limit, taken by `row` (the
+ * text admitted with it), only checked without one (a job's rows at upload; a request that is
+ * refused anyway, which Notify still answers 429 when over a limit).
+ */
+export interface Claim {
+  service: Service
+  keyType: KeyType
+  request: boolean
+  texts: number
+  row?: NewNotification
 }
 
 /**
@@ -38,6 +57,20 @@ export function notificationId(): string {
 
 export type Admission = { ok: true; createdAt: Date } | { ok: false; limit: 'rate' | 'daily' }
 
+const KEY_WORD = { normal: 'LIVE', team: 'TEAM', test: 'TEST' } as const
+
+/** Notify's answer to a refused admission (app/v2/errors.py: RateLimitError, TooManyRequestsError). */
+export function limitError(service: Service, keyType: KeyType, limit: 'rate' | 'daily'): ApiError {
+  return limit === 'rate'
+    ? new ApiError(429, 'RateLimitError', `Exceeded rate limit for key type ${KEY_WORD[keyType]} of ${service.rateLimit} requests per 60 seconds`)
+    : new ApiError(429, 'TooManyRequestsError', `Exceeded send limits (sms: ${service.messageLimit}) for today`)
+}
+
+/** One request admitted on its own (a job upload, the CLI): its own transaction. */
+export async function admitOne(db: Db, claim: Claim): Promise<Admission> {
+  return (await db.transaction((tx) => admitBatch(tx, [claim])))[0]
+}
+
 export const NOTIFICATION_COLUMNS = ['id', 'service_id', 'template_id', 'template_version', 'api_key_id', 'key_type', 'job_id', 'job_row',
   'reference', 'recipient_hash', 'recipient_ct', 'personalisation_ct', 'international', 'created_at']
 export const notificationRow = (n: NewNotification, at: Date) => [n.id, n.service.id, n.templateId, n.templateVersion, n.apiKeyId, n.keyType,
@@ -51,13 +84,14 @@ async function insertNotifications(tx: Queryable, batch: NewNotification[], at: 
   const hex = (b: Buffer | null) => (b ? b.toString('hex') : null)
   await tx.query(
     `INSERT INTO notifications (id, service_id, template_id, template_version, api_key_id, key_type, reference, recipient_hash, recipient_ct,
-       personalisation_ct, international, created_at)
-     SELECT id, s, t, v, k, kt, r, decode(rh, 'hex'), decode(rc, 'hex'), decode(pc, 'hex'), i, $12
-     FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::int[], $5::uuid[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::boolean[])
-       AS x(id, s, t, v, k, kt, r, rh, rc, pc, i)`,
+       personalisation_ct, international, created_at, scheduled_for, retry_at)
+     SELECT id, s, t, v, k, kt, r, decode(rh, 'hex'), decode(rc, 'hex'), decode(pc, 'hex'), i, $12, sf, sf
+     FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::int[], $5::uuid[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::boolean[],
+       $13::timestamptz[]) AS x(id, s, t, v, k, kt, r, rh, rc, pc, i, sf)`,
     [batch.map((n) => n.id), batch.map((n) => n.service.id), batch.map((n) => n.templateId), batch.map((n) => n.templateVersion),
       batch.map((n) => n.apiKeyId), batch.map((n) => n.keyType), batch.map((n) => n.reference), batch.map((n) => hex(n.recipientHash)),
-      batch.map((n) => hex(n.recipientCt)), batch.map((n) => hex(n.personalisationCt)), batch.map((n) => n.international), at])
+      batch.map((n) => hex(n.recipientCt)), batch.map((n) => hex(n.personalisationCt)), batch.map((n) => n.international), at,
+      batch.map((n) => n.scheduledFor?.toISOString() ?? null)])
 }
 
 const group = <T>(items: T[], key: (t: T) => string) => {
@@ -70,29 +104,30 @@ const group = <T>(items: T[], key: (t: T) => string) => {
  * Takes from rows that may not exist yet: the UPDATE first (the steady state: one statement), then,
  * for the keys it did not find, the rows are created and those keys taken from.
  */
-async function takeFrom<K extends { key: string }>(wanted: K[], update: (ws: K[]) => Promise<{ key: string; granted: number }[]>, create: (ws: K[]) => Promise<unknown>) {
-  const got = new Map((await update(wanted)).map((r) => [r.key, r.granted]))
+async function takeFrom<K extends { key: string }, R extends { key: string }>(wanted: K[], update: (ws: K[]) => Promise<R[]>, create: (ws: K[]) => Promise<unknown>) {
+  const got = new Map((await update(wanted)).map((r) => [r.key, r]))
   const missing = wanted.filter((w) => !got.has(w.key))
   if (missing.length) {
     await create(missing)
-    for (const r of await update(missing)) got.set(r.key, r.granted)
+    for (const r of await update(missing)) got.set(r.key, r)
   }
   return got
 }
 
 /**
- * Admits a batch in one transaction; answers each notification in order. The rows go in first and
- * the limits are taken last, so the bucket and counter rows (which every API process shares) stay
+ * Admits a batch in one transaction; answers each claim in order. The rows go in first and the
+ * limits are taken last, so the bucket and counter rows (which every API process shares) stay
  * locked only for two statements and the commit; the rare refused rows are deleted again.
  */
-export async function admitBatch(tx: Queryable, batch: NewNotification[]): Promise<Admission[]> {
-  const answers = new Map<NewNotification, Admission>()
+export async function admitBatch(tx: Queryable, batch: Claim[]): Promise<Admission[]> {
+  const answers = new Map<Claim, Admission>()
   const at = new Date()
-  await insertNotifications(tx, batch, at)
+  const rows = batch.filter((c) => c.row)
+  if (rows.length) await insertNotifications(tx, rows.map((c) => c.row!), at)
   // Rate limit: tokens refill at rate_limit a minute, up to rate_limit; a full bucket to begin with.
-  const byBucket = group(batch, (n) => `${n.service.id}/${n.keyType}`)
-  const buckets = [...byBucket.entries()].map(([key, ns]) => ({ key, s: ns[0].service.id, k: ns[0].keyType, n: ns.length, lim: ns[0].service.rateLimit }))
-  const rate = await takeFrom(buckets, (bs) => tx.query(
+  const byBucket = group(batch.filter((c) => c.request), (c) => `${c.service.id}/${c.keyType}`)
+  const buckets = [...byBucket.entries()].map(([key, cs]) => ({ key, s: cs[0].service.id, k: cs[0].keyType, n: cs.length, lim: cs[0].service.rateLimit }))
+  const rate = buckets.length === 0 ? new Map<string, { granted: number }>() : await takeFrom(buckets, (bs) => tx.query(
     `WITH w AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::int[]) AS w(s, k, n, lim)),
      cur AS (SELECT b.service_id, b.key_type, w.n,
                     least(w.lim::float8, b.tokens + extract(epoch FROM clock_timestamp() - b.refilled_at) * w.lim / 60.0) AS avail
@@ -103,26 +138,52 @@ export async function admitBatch(tx: Queryable, batch: NewNotification[]): Promi
     [bs.map((b) => b.s), bs.map((b) => b.k), bs.map((b) => b.n), bs.map((b) => b.lim)]) as Promise<{ key: string; granted: number }[]>,
   (bs) => tx.query(`INSERT INTO rate_buckets (service_id, key_type, tokens) SELECT s, k, lim FROM unnest($1::uuid[], $2::text[], $3::int[]) AS w(s, k, lim)
     ON CONFLICT DO NOTHING`, [bs.map((b) => b.s), bs.map((b) => b.k), bs.map((b) => b.lim)]))
-  const within: NewNotification[] = []
-  for (const [key, ns] of byBucket) ns.forEach((n, i) => (i < (rate.get(key) ?? 0) ? within.push(n) : answers.set(n, { ok: false, limit: 'rate' })))
+  for (const [key, cs] of byBucket) cs.forEach((c, i) => (i < (rate.get(key)?.granted ?? 0) ? null : answers.set(c, { ok: false, limit: 'rate' })))
 
-  // Daily limit: live and team keys only, per day in the service's time zone.
-  const byService = group(within.filter((n) => n.keyType !== 'test'), (n) => n.service.id)
-  const days = [...byService.entries()].map(([key, ns]) => ({ key, n: ns.length, lim: ns[0].service.messageLimit, tz: ns[0].service.timezone }))
-  const today = days.length === 0 ? new Map<string, number>() : await takeFrom(days, (ds) => tx.query(
+  // Daily limit: live and team keys only, per day in the service's time zone. Rows take their room;
+  // claims without a row (a job's rows at upload, a refused request) are checked against what is left.
+  const counted = batch.filter((c) => !answers.has(c) && c.keyType !== 'test' && c.texts > 0)
+  const byService = group(counted, (c) => c.service.id)
+  const days = [...byService.entries()].map(([key, cs]) => ({ key, n: cs.filter((c) => c.row).length, lim: cs[0].service.messageLimit, tz: cs[0].service.timezone }))
+  const today = days.length === 0 ? new Map<string, { granted: number; texts: number }>() : await takeFrom(days, (ds) => tx.query(
     `WITH w AS (SELECT s, n, lim, (now() AT TIME ZONE tz)::date AS day FROM unnest($1::uuid[], $2::int[], $3::int[], $4::text[]) AS w(s, n, lim, tz)),
      cur AS (SELECT d.service_id, d.day, greatest(0, least(w.n, w.lim - d.texts)) AS granted FROM daily_counts d
              JOIN w ON d.service_id = w.s AND d.day = w.day ORDER BY 1 FOR UPDATE OF d)
      UPDATE daily_counts d SET texts = d.texts + c.granted FROM cur c WHERE d.service_id = c.service_id AND d.day = c.day
-     RETURNING d.service_id::text AS key, c.granted`,
-    [ds.map((d) => d.key), ds.map((d) => d.n), ds.map((d) => d.lim), ds.map((d) => d.tz)]) as Promise<{ key: string; granted: number }[]>,
+     RETURNING d.service_id::text AS key, c.granted, d.texts`,
+    [ds.map((d) => d.key), ds.map((d) => d.n), ds.map((d) => d.lim), ds.map((d) => d.tz)]) as Promise<{ key: string; granted: number; texts: number }[]>,
   (ds) => tx.query(`INSERT INTO daily_counts (service_id, day) SELECT s, (now() AT TIME ZONE tz)::date FROM unnest($1::uuid[], $2::text[]) AS w(s, tz)
     ON CONFLICT DO NOTHING`, [ds.map((d) => d.key), ds.map((d) => d.tz)]))
-  for (const [s, ns] of byService) ns.forEach((n, i) => (i < (today.get(s) ?? 0) ? null : answers.set(n, { ok: false, limit: 'daily' })))
+  for (const [s, cs] of byService) {
+    const t = today.get(s) ?? { granted: 0, texts: Infinity }
+    let taken = 0
+    for (const c of cs) {
+      const within = c.row ? taken++ < t.granted : t.texts + c.texts <= c.service.messageLimit
+      if (!within) answers.set(c, { ok: false, limit: 'daily' })
+    }
+  }
 
-  const refused = batch.filter((n) => answers.has(n))
-  if (refused.length) await tx.query('DELETE FROM notifications WHERE id = ANY($1::uuid[])', [refused.map((n) => n.id)])
-  return batch.map((n) => answers.get(n) ?? { ok: true, createdAt: at })
+  const refused = rows.filter((c) => answers.has(c))
+  if (refused.length) await tx.query('DELETE FROM notifications WHERE id = ANY($1::uuid[])', [refused.map((c) => c.row!.id)])
+  return batch.map((c) => answers.get(c) ?? { ok: true, createdAt: at })
+}
+
+/**
+ * A bulk job as it starts: all its rows counted at once against today's limit (in the service's time
+ * zone), or none if they would pass it (Notify: `sending limits exceeded`). Answers the day counted
+ * on, or null. In the caller's transaction, with the job's own row lock.
+ */
+export async function reserveDay(tx: Queryable, service: { id: string; timezone: string; messageLimit: number }, texts: number): Promise<string | null> {
+  await tx.query(`INSERT INTO daily_counts (service_id, day) VALUES ($1, (now() AT TIME ZONE $2)::date) ON CONFLICT DO NOTHING`, [service.id, service.timezone])
+  const [r] = await tx.query(
+    `UPDATE daily_counts SET texts = texts + $3 WHERE service_id = $1 AND day = (now() AT TIME ZONE $2)::date AND texts + $3 <= $4
+     RETURNING day::text AS day`, [service.id, service.timezone, texts, service.messageLimit])
+  return r?.day ?? null
+}
+
+/** Gives back room a job counted and did not use (rows cancelled or skipped), on the day it counted them. */
+export async function giveBackDay(tx: Queryable, serviceId: string, day: string, texts: number): Promise<void> {
+  if (texts > 0) await tx.query(`UPDATE daily_counts SET texts = greatest(0, texts - $3) WHERE service_id = $1 AND day = $2::date`, [serviceId, day, texts])
 }
 
 /**
@@ -132,15 +193,15 @@ export async function admitBatch(tx: Queryable, batch: NewNotification[]): Promi
  * the batches smaller (docs/benchmarks.md § Messaging: 4 in flight were slower than 2).
  */
 export class Admitter {
-  private queue: { n: NewNotification; resolve: (a: Admission) => void; reject: (e: unknown) => void }[] = []
+  private queue: { c: Claim; resolve: (a: Admission) => void; reject: (e: unknown) => void }[] = []
   private inFlight = 0
   private scheduled = false
 
   constructor(private readonly db: Db, private readonly maxBatch = 500, private readonly maxInFlight = 2) {}
 
-  admit(n: NewNotification): Promise<Admission> {
+  admit(c: Claim): Promise<Admission> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ n, resolve, reject })
+      this.queue.push({ c, resolve, reject })
       this.schedule()
     })
   }
@@ -160,7 +221,7 @@ export class Admitter {
     if (batch.length === 0) return
     this.inFlight++
     try {
-      const answers = await this.db.transaction((tx) => admitBatch(tx, batch.map((b) => b.n)))
+      const answers = await this.db.transaction((tx) => admitBatch(tx, batch.map((b) => b.c)))
       batch.forEach((b, i) => b.resolve(answers[i]))
     } catch (err) {
       for (const b of batch) b.reject(err)

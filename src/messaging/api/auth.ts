@@ -2,8 +2,10 @@
  * JWT auth exactly as GOV.UK Notify's: `Authorization: Bearer <JWT>`, HS256, `iss` the service id,
  * `iat` within 30 s of now, signed with the secret of any of the service's keys; the checks in
  * Notify's order, with its messages (401 for a missing token or scheme, 403 for the rest).
+ * The token is checked when the request arrives, before its body is read (authenticateFirst).
  */
 import { createDecoder, createVerifier } from 'fast-jwt'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { secretHash, type KeySecrets } from '../keys.ts'
 import type { Service } from '../services.ts'
 import type { ApiKey, Directory } from './directory.ts'
@@ -15,6 +17,11 @@ const decode = createDecoder({ complete: true })
 const GENERAL = 'Invalid token: make sure your API token matches the example at https://docs.notifications.service.gov.uk/rest-api.html#authorisation-header'
 
 export interface Caller { service: Service; key: ApiKey }
+
+/** The routes anyone may read. */
+const PUBLIC = new Set(['/v2/openapi.json'])
+/** Each request's caller, as found by the onRequest hook. */
+const callers = new WeakMap<FastifyRequest, Promise<Caller>>()
 
 export class Authenticator {
   /** Each key's verifier, or null when its secret no longer matches its stored hash (HERALD_SECRET_KEY changed). */
@@ -31,6 +38,11 @@ export class Authenticator {
       this.verifiers.set(key.id, v)
     }
     return v
+  }
+
+  /** The request's caller: found once, when the request arrived (authenticateFirst), or now. */
+  callerOf(req: FastifyRequest): Promise<Caller> {
+    return callers.get(req) ?? this.authenticate(req.headers.authorization)
   }
 
   async authenticate(header: string | undefined): Promise<Caller> {
@@ -69,4 +81,18 @@ export class Authenticator {
     }
     throw auth('Invalid token: API key not found')
   }
+}
+
+/**
+ * Authenticates every request of the scope before its body is read, as Notify's before-request hook
+ * does: a caller without a valid token cannot make Herald read and parse 10 MB. An unknown URL is
+ * still a 404.
+ */
+export function authenticateFirst(app: FastifyInstance, authenticator: Authenticator) {
+  app.addHook('onRequest', async (req) => {
+    if (req.is404 || PUBLIC.has(req.routeOptions.url ?? '')) return
+    const caller = authenticator.authenticate(req.headers.authorization)
+    callers.set(req, caller)
+    await caller
+  })
 }

@@ -1,6 +1,7 @@
 /**
  * Bulk jobs over the API (Herald's own routes beside Notify's): upload a CSV for a template, follow
- * its progress, cancel it. The same auth as the rest of /v2.
+ * its progress, cancel it. The same auth as the rest of /v2, and the same limits (admit.ts): an upload
+ * is a request under the rate limit, and its rows must fit in today's daily limit.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { Db } from '../../db/types.ts'
@@ -9,6 +10,7 @@ import { cancelJob, createJob } from '../jobs/jobs.ts'
 import type { Authenticator } from './auth.ts'
 import type { Directory } from './directory.ts'
 import { badRequest, notFound, validation } from './errors.ts'
+import { limitError } from './admit.ts'
 import { notifyTime } from './present.ts'
 import type { Sealer } from '../../privacy/seal.ts'
 
@@ -26,7 +28,7 @@ export async function jobView(db: Db, serviceId: string, id: string) {
 }
 
 export function jobRoutes(deps: { db: Db; dir: Directory; sealer: Sealer; region: string; store: ObjectStore; auth: Authenticator }) {
-  const caller = (req: FastifyRequest) => deps.auth.authenticate(req.headers.authorization)
+  const caller = (req: FastifyRequest) => deps.auth.callerOf(req)
   return (app: FastifyInstance) => {
     app.post('/v2/jobs', async (req, reply) => {
       const { service, key } = await caller(req)
@@ -44,6 +46,7 @@ export function jobRoutes(deps: { db: Db; dir: Directory; sealer: Sealer; region
         service, template, keyType: key.keyType, apiKeyId: key.id, csv: Buffer.from(b.csv as string, 'utf8'),
         name: typeof b.filename === 'string' ? b.filename : 'upload.csv', scheduledFor: at, createdBy: `api key ${key.id}`,
       })
+      if (!r.ok && r.limit) throw limitError(service, key.keyType, r.limit)
       if (!r.ok) throw validation(r.errors)
       return reply.code(201).send(await jobView(deps.db, service.id, r.id))
     })

@@ -21,7 +21,7 @@ export function presentNotification(r: Record<string, any>, sealer: Sealer, base
     created_at: notifyTime(r.created_at), created_by_name: null,
     body: r.template_body === null ? null : render(r.template_body, personalisation).text, subject: null,
     sent_at: notifyTime(r.sent_at), completed_at: COMPLETED.has(r.status) ? notifyTime(r.completed_at ?? r.updated_at) : null,
-    scheduled_for: null, postage: null, one_click_unsubscribe_url: null,
+    scheduled_for: notifyTime(r.scheduled_for), postage: null, one_click_unsubscribe_url: null,
     // Prices come with billing; the fragments are known once the text was handed to a provider.
     is_cost_data_ready: false, cost_in_pounds: null,
     cost_details: units === null ? {} : { billable_sms_fragments: units, international_rate_multiplier: Number(r.rate_multiplier ?? 1) },

@@ -9,12 +9,17 @@ import type { Sealer } from '../../privacy/seal.ts'
 import { monthlyUsage } from '../facts/facts.ts'
 import { reportCsv, ReportNotFound, type ReportScope } from '../reports/report.ts'
 import type { Authenticator } from './auth.ts'
-import { notFound, validation } from './errors.ts'
+import { notFound, shown, validation } from './errors.ts'
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 const DAY = /^\d{4}-\d{2}-\d{2}$/
 
-const isDay = (v: unknown): v is string => typeof v === 'string' && DAY.test(v) && !Number.isNaN(Date.parse(`${v}T00:00:00Z`))
+/** A real calendar day: Date.parse takes 2026-02-31 (as 3 March), PostgreSQL does not. */
+const isDay = (v: unknown): v is string => {
+  if (typeof v !== 'string' || !DAY.test(v)) return false
+  const t = Date.parse(`${v}T00:00:00Z`)
+  return !Number.isNaN(t) && new Date(t).toISOString().slice(0, 10) === v
+}
 
 /** Sends the report, or answers 404 before any byte if its job or service is not there. */
 async function sendCsv(reply: FastifyReply, csv: AsyncGenerator<string>, filename: string) {
@@ -33,12 +38,12 @@ async function sendCsv(reply: FastifyReply, csv: AsyncGenerator<string>, filenam
 }
 
 export function reportRoutes(deps: { db: Db; sealer: Sealer; auth: Authenticator }) {
-  const caller = (req: FastifyRequest) => deps.auth.authenticate(req.headers.authorization)
+  const caller = (req: FastifyRequest) => deps.auth.callerOf(req)
   return (app: FastifyInstance) => {
     app.get<{ Querystring: { year?: string } }>('/v2/usage', async (req) => {
       const { service } = await caller(req)
       const year = req.query.year === undefined ? new Date().getUTCFullYear() : Number(req.query.year)
-      if (!Number.isInteger(year) || year < 2000 || year > 9999) throw validation(`year ${req.query.year} is not a year`)
+      if (!Number.isInteger(year) || year < 2000 || year > 9999) throw validation(`year ${shown(req.query.year)} is not a year`)
       return { service_id: service.id, year, months: await monthlyUsage(deps.db, service.id, year) }
     })
 
@@ -51,7 +56,7 @@ export function reportRoutes(deps: { db: Db; sealer: Sealer; auth: Authenticator
     app.get<{ Querystring: { from?: string; to?: string } }>('/v2/reports/notifications', async (req, reply) => {
       const { service } = await caller(req)
       const { from, to } = req.query
-      const errors = [!isDay(from) && `from ${from ?? ''} is not a date (YYYY-MM-DD)`, !isDay(to) && `to ${to ?? ''} is not a date (YYYY-MM-DD)`].filter((e): e is string => !!e)
+      const errors = [!isDay(from) && `from ${shown(from ?? '')} is not a date (YYYY-MM-DD)`, !isDay(to) && `to ${shown(to ?? '')} is not a date (YYYY-MM-DD)`].filter((e): e is string => !!e)
       if (!errors.length && to! < from!) errors.push('to is before from')
       if (errors.length) throw validation(errors)
       const scope: ReportScope = { serviceId: service.id, from: from!, to: to! }

@@ -1,7 +1,8 @@
 /**
- * The public API v2 (GOV.UK Notify-compatible, SMS): send a text, read notifications, read and
- * preview templates. Each request is authenticated (auth.ts), validated with Notify's messages,
- * and a text admitted with the others of its moment (admit.ts).
+ * The public API v2 (GOV.UK Notify-compatible, SMS): send a text (now, or scheduled within 24 hours),
+ * read notifications, read and preview templates. Each request is authenticated (auth.ts), checked
+ * against its schema with Notify's messages, then admitted (admit.ts, with the others of its moment)
+ * before its template and recipient are judged, as Notify checks the limits first.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { Db } from '../../db/types.ts'
@@ -9,10 +10,10 @@ import type { Sealer } from '../../privacy/seal.ts'
 import { checkPhone } from '../phone.ts'
 import { prepareText } from '../prepare.ts'
 import { render } from '../templates.ts'
-import { Admitter, notificationId } from './admit.ts'
+import { Admitter, limitError, notificationId } from './admit.ts'
 import { Authenticator, type Caller } from './auth.ts'
 import type { Directory } from './directory.ts'
-import { ApiError, badRequest, notFound, validation } from './errors.ts'
+import { ApiError, badRequest, notFound, shown, validation } from './errors.ts'
 import { openApi } from './openapi.ts'
 import { presentNotification, presentTemplate } from './present.ts'
 
@@ -21,13 +22,11 @@ const PAGE = 250
 const STATUSES = ['cancelled', 'created', 'sending', 'sent', 'delivered', 'pending', 'failed', 'technical-failure', 'temporary-failure',
   'permanent-failure', 'pending-virus-check', 'validation-failed', 'virus-scan-failed', 'returned-letter', 'accepted', 'received']
 const FAILED = ['technical-failure', 'temporary-failure', 'permanent-failure', 'validation-failed']
-const KEY_WORD = { normal: 'LIVE', team: 'TEAM', test: 'TEST' } as const
 
 export interface ApiDeps { db: Db; dir: Directory; sealer: Sealer; auth: Authenticator; region: string }
 
 const baseUrl = (req: FastifyRequest) => `${req.protocol}://${req.headers.host ?? 'localhost'}`
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
-const shown = (v: unknown) => (typeof v === 'string' ? v : JSON.stringify(v)).replace(/'/g, '')
 
 /** Notify's schema messages for POST /v2/notifications/sms. */
 function checkSmsRequest(body: unknown, region: string): string[] {
@@ -40,7 +39,11 @@ function checkSmsRequest(body: unknown, region: string): string[] {
   if (b.sms_sender_id !== undefined && b.sms_sender_id !== null && (typeof b.sms_sender_id !== 'string' || !UUID.test(b.sms_sender_id))) errors.push('sms_sender_id is not a valid UUID')
   if (b.personalisation !== undefined && b.personalisation !== null && !isObject(b.personalisation)) errors.push(`personalisation ${shown(b.personalisation)} is not of type object`)
   if (b.reference !== undefined && b.reference !== null && typeof b.reference !== 'string') errors.push(`reference ${shown(b.reference)} is not of type string`)
-  else if (typeof b.reference === 'string' && b.reference.length > 1000) errors.push(`reference ${b.reference} is too long`)
+  else if (typeof b.reference === 'string' && b.reference.length > 1000) errors.push(`reference ${shown(b.reference)} is too long`)
+  if (b.scheduled_for !== undefined && b.scheduled_for !== null) {
+    const problem = typeof b.scheduled_for === 'string' ? scheduleProblem(b.scheduled_for) : `${shown(b.scheduled_for)} is not of type string, null`
+    if (problem) errors.push(`scheduled_for ${problem}`)
+  }
   if (b.phone_number !== undefined && b.phone_number !== null) {
     if (typeof b.phone_number !== 'string') errors.push(`phone_number ${shown(b.phone_number)} is not of type string`)
     else {
@@ -51,10 +54,33 @@ function checkSmsRequest(body: unknown, region: string): string[] {
   return errors
 }
 
+const ISO = /^(\d{4})-(\d\d)-(\d\d)(?:[T ](\d\d):(\d\d)(?::(\d\d)(?:[.,]\d+)?)?)?(Z|[+-]\d\d(?::?\d\d)?)?$/i
+
+/** An ISO 8601 time as Notify's iso8601.parse_date reads it: no zone is UTC; a day that does not exist is no date. */
+export function parseIso(text: string): Date | undefined {
+  const m = ISO.exec(text.trim())
+  if (!m) return undefined
+  const [, y, mo, d, h = '00', mi = '00', sec = '00'] = m
+  const zone = !m[7] || m[7].toUpperCase() === 'Z' ? 'Z' : m[7].length === 3 ? `${m[7]}:00` : m[7].replace(/^([+-]\d\d)(\d\d)$/, '$1:$2')
+  const at = new Date(`${y}-${mo}-${d}T${h}:${mi}:${sec}${text.trim().match(/[.,]\d+/)?.[0].replace(',', '.').slice(0, 4) ?? ''}${zone}`)
+  const day = new Date(Date.UTC(+y, +mo - 1, +d))
+  if (Number.isNaN(at.getTime()) || day.getUTCMonth() !== +mo - 1 || day.getUTCDate() !== +d || +h > 23 || +mi > 59 || +sec > 59) return undefined
+  return at
+}
+
+/** Notify's format "datetime_within_next_day": from now to 24 hours ahead. */
+function scheduleProblem(text: string): string | undefined {
+  const at = parseIso(text)
+  if (!at) return 'datetime format is invalid. It must be a valid ISO8601 date time format, https://en.wikipedia.org/wiki/ISO_8601'
+  if (at.getTime() < Date.now()) return 'datetime can not be in the past'
+  if (at.getTime() > Date.now() + 24 * 3600_000) return 'datetime can only be 24 hours in the future'
+  return undefined
+}
+
 export function messagingApi(deps: ApiDeps) {
   const { db, dir, sealer, region } = deps
   const admitter = new Admitter(db)
-  const caller = (req: FastifyRequest) => deps.auth.authenticate(req.headers.authorization)
+  const caller = (req: FastifyRequest) => deps.auth.callerOf(req)
 
   return (app: FastifyInstance) => {
     app.get('/v2/openapi.json', async () => openApi)
@@ -63,31 +89,42 @@ export function messagingApi(deps: ApiDeps) {
       const { service, key } = await caller(req)
       const errors = checkSmsRequest(req.body, region)
       if (errors.length) throw validation(errors)
-      const b = req.body as { phone_number: string; template_id: string; personalisation?: Record<string, unknown>; reference?: string; sms_sender_id?: string }
-      const template = await dir.template(service.id, b.template_id.toLowerCase())
-      if (!template) throw badRequest('Template not found')
-      if (template.archived) throw badRequest('Template has been deleted')
-      if (b.sms_sender_id) throw badRequest(`sms_sender_id ${b.sms_sender_id} does not exist in database for service id ${service.id}`)
-      const ready = await prepareText(deps, service, key.keyType, template, b.phone_number, b.personalisation)
-      if (ready instanceof ApiError) throw ready
-      const { text, hash } = ready
+      const b = req.body as { phone_number: string; template_id: string; personalisation?: Record<string, unknown>; reference?: string; sms_sender_id?: string; scheduled_for?: string }
+      const ready = await readyText(service, key.keyType, b)
       const id = notificationId()
+      // Notify checks the limits before the template and the recipient (check_rate_limiting, then
+      // validate_template): a request over a limit is answered 429 whatever else is wrong with it, and a
+      // refused one still spends its request. Both in the one admission, so no request pays a round trip more.
       const admitted = await admitter.admit({
-        id, service, templateId: template.id, templateVersion: template.version, apiKeyId: key.id, keyType: key.keyType,
-        reference: b.reference ?? null, recipientHash: hash, recipientCt: sealer.seal(b.phone_number.trim()),
-        personalisationCt: b.personalisation && Object.keys(b.personalisation).length ? sealer.seal(JSON.stringify(b.personalisation)) : null,
-        international: ready.international,
+        service, keyType: key.keyType, request: true, texts: 1,
+        row: ready instanceof ApiError ? undefined : {
+          id, service, templateId: ready.template.id, templateVersion: ready.template.version, apiKeyId: key.id, keyType: key.keyType,
+          reference: b.reference ?? null, recipientHash: ready.hash, recipientCt: sealer.seal(b.phone_number.trim()),
+          personalisationCt: b.personalisation && Object.keys(b.personalisation).length ? sealer.seal(JSON.stringify(b.personalisation)) : null,
+          international: ready.international, scheduledFor: b.scheduled_for ? parseIso(b.scheduled_for) : null,
+        },
       })
-      if (!admitted.ok && admitted.limit === 'rate') {
-        throw new ApiError(429, 'RateLimitError', `Exceeded rate limit for key type ${KEY_WORD[key.keyType]} of ${service.rateLimit} requests per 60 seconds`)
-      }
-      if (!admitted.ok) throw new ApiError(429, 'TooManyRequestsError', `Exceeded send limits (sms: ${service.messageLimit}) for today`)
+      if (!admitted.ok) throw limitError(service, key.keyType, admitted.limit)
+      if (ready instanceof ApiError) throw ready
+      const { template, text } = ready
       const base = baseUrl(req)
       return reply.code(201).send({
         id, reference: b.reference ?? null, uri: `${base}/v2/notifications/${id}`,
         template: { id: template.id, version: template.version, uri: `${base}/services/${service.id}/templates/${template.id}` },
-        scheduled_for: null, content: { from_number: service.smsSender, body: text },
+        scheduled_for: b.scheduled_for ?? null, content: { from_number: service.smsSender, body: text },
       })
+    })
+
+    // Herald's own, beside Notify's routes: a scheduled text not yet due can be cancelled (Notify's API has no such call).
+    app.post<{ Params: { id: string } }>('/v2/notifications/:id/cancel', async (req) => {
+      const { service } = await caller(req)
+      if (!UUID.test(req.params.id)) throw validation('notification_id is not a valid UUID')
+      const [done] = await db.query(`UPDATE notifications SET status = 'cancelled', completed_at = now(), updated_at = now()
+        WHERE id = $1 AND service_id = $2 AND status = 'created' AND scheduled_for > now() RETURNING id`, [req.params.id, service.id])
+      const [row] = await db.query(`${SELECT_NOTIFICATIONS} WHERE n.id = $1 AND n.service_id = $2`, [req.params.id, service.id])
+      if (!row) throw notFound()
+      if (!done) throw badRequest('Notification cannot be cancelled - only a text scheduled for later can be cancelled, before its time')
+      return presentNotification(row, sealer, baseUrl(req))
     })
 
     app.get<{ Params: { id: string } }>('/v2/notifications/:id', async (req) => {
@@ -120,10 +157,22 @@ export function messagingApi(deps: ApiDeps) {
     })
   }
 
+  /** The template and the text for a request that passed its schema, or Notify's error for it. */
+  async function readyText(service: Caller['service'], keyType: Caller['key']['keyType'],
+    b: { phone_number: string; template_id: string; personalisation?: Record<string, unknown>; sms_sender_id?: string }) {
+    const template = await dir.template(service.id, b.template_id.toLowerCase())
+    if (!template) return badRequest('Template not found')
+    if (template.archived) return badRequest('Template has been deleted')
+    if (b.sms_sender_id) return badRequest(`sms_sender_id ${b.sms_sender_id} does not exist in database for service id ${service.id}`)
+    const ready = await prepareText(deps, service, keyType, template, b.phone_number, b.personalisation)
+    return ready instanceof ApiError ? ready : { ...ready, template }
+  }
+
   async function templateOf(req: FastifyRequest<{ Params: { id: string; version?: string } }>, { service }: Caller) {
     if (!UUID.test(req.params.id)) throw validation('template_id is not a valid UUID')
     const version = req.params.version === undefined ? undefined : Number(req.params.version)
-    if (version !== undefined && !(Number.isInteger(version) && version > 0)) throw validation(`version ${req.params.version} is not of type integer`)
+    if (version !== undefined && !(Number.isInteger(version) && version > 0)) throw validation(`version ${shown(req.params.version)} is not of type integer`)
+    if (version !== undefined && version > 2147483647) throw notFound() // no such version: Notify answers its DataError so
     const t = await dir.template(service.id, req.params.id.toLowerCase(), version)
     if (!t) throw notFound()
     return t

@@ -4,7 +4,7 @@
  * header is row 1, the first recipient row 2.
  */
 import { parse } from 'csv-parse'
-import type { Readable } from 'node:stream'
+import { pipeline, type Readable } from 'node:stream'
 
 const normal = (s: string) => s.toLowerCase().replace(/[\s_-]/g, '')
 
@@ -16,7 +16,8 @@ export class CsvProblem extends Error {}
 export async function* jobRows(input: Readable | Buffer, placeholders: string[]): AsyncIterable<JobRow> {
   const parser = parse({ bom: true, relax_column_count: true, skip_empty_lines: true, trim: true })
   if (Buffer.isBuffer(input)) parser.end(input)
-  else input.pipe(parser)
+  // Not pipe(): the input's error (a sealed file that fails its check) must end the parse, not stall it.
+  else pipeline(input, parser, () => {})
   let header: string[] | undefined
   let phoneAt = -1
   let row = 1

@@ -14,7 +14,7 @@ import { claim, fail, finish, heartbeat, release } from '../../engine/queue.ts'
 import { errorText, type Logger } from '../../log.ts'
 import type { Sealer } from '../../privacy/seal.ts'
 import type { ObjectStore } from '../../storage/types.ts'
-import { NOTIFICATION_COLUMNS, notificationRow, type NewNotification } from '../api/admit.ts'
+import { admitOne, giveBackDay, limitError, NOTIFICATION_COLUMNS, notificationRow, reserveDay, type NewNotification } from '../api/admit.ts'
 import type { Directory } from '../api/directory.ts'
 import { ApiError } from '../api/errors.ts'
 import type { KeyType } from '../keys.ts'
@@ -26,15 +26,24 @@ import { CsvProblem, jobRows } from './csv.ts'
 import { jobsQueue } from './queue.ts'
 
 const MAX_ERRORS = 50
+const SEALED = '.csv.sealed'
 const BATCH = 2000
 
 export interface JobInput { service: Service; template: Template; keyType: KeyType; apiKeyId: string | null; csv: Buffer; name: string; scheduledFor?: Date; createdBy: string }
-export type JobCheck = { ok: true; id: string; rows: number; status: string } | { ok: false; errors: string[] }
+/** Refused: its rows named with their problems, or over a limit (`limit`, with Notify's message in `errors`). */
+export type JobCheck = { ok: true; id: string; rows: number; status: string } | { ok: false; errors: string[]; limit?: 'rate' | 'daily' }
 
 interface Ctx { db: Db; dir: Directory; sealer: Sealer; region: string; store: ObjectStore }
 
-/** Checks every row, then stores the file and records the job; or names the problems, by row. */
+/**
+ * An upload, through the API or the CLI: one request under the rate limit (checked first, as Notify
+ * checks its limits), every row checked, then all its rows under today's daily limit (Notify's
+ * TooManyRequestsError); then the file is stored and the job recorded. Or the problems, by row.
+ */
 export async function createJob(ctx: Ctx, j: JobInput): Promise<JobCheck> {
+  const refused = (limit: 'rate' | 'daily'): JobCheck => ({ ok: false, limit, errors: [limitError(j.service, j.keyType, limit).message] })
+  const request = await admitOne(ctx.db, { service: j.service, keyType: j.keyType, request: true, texts: 0 })
+  if (!request.ok) return refused(request.limit)
   const errors: string[] = []
   let rows = 0
   let bad = 0
@@ -54,8 +63,13 @@ export async function createJob(ctx: Ctx, j: JobInput): Promise<JobCheck> {
   if (rows === 0) return { ok: false, errors: ['The file has no recipients'] }
   if (bad > errors.length) errors.push(`and ${bad - errors.length} more rows with problems`)
   if (errors.length) return { ok: false, errors }
+  // Checked, not taken: the rows count when the job starts (and are checked again then, on that day).
+  const room = await admitOne(ctx.db, { service: j.service, keyType: j.keyType, request: false, texts: rows })
+  if (!room.ok) return refused(room.limit)
   const id = randomUUID()
-  const uri = await ctx.store.put(`${id}.csv`, j.csv)
+  // Sealed at rest (src/privacy/file-seal.ts), bound to the job's id; the name says so when it is read.
+  const sealed = ctx.sealer.files.seal(j.csv, id)
+  const uri = await ctx.store.put(`${id}${SEALED}`, sealed.body, sealed.size)
   const status = j.scheduledFor && j.scheduledFor > new Date() ? 'scheduled' : 'pending'
   // A scheduled job is a queue row with a time: not due (retry_at) before it.
   await ctx.db.query(
@@ -69,8 +83,10 @@ export async function createJob(ctx: Ctx, j: JobInput): Promise<JobCheck> {
 export async function cancelJob(db: Db, serviceId: string, id: string): Promise<boolean> {
   return db.transaction(async (tx) => {
     const [job] = await tx.query(`UPDATE jobs SET status = 'cancelled', finished_at = now() WHERE id = $1 AND service_id = $2
-      AND status IN ('scheduled', 'pending', 'in progress') RETURNING id`, [id, serviceId])
+      AND status IN ('scheduled', 'pending', 'in progress') RETURNING rows, rows_done, counted_on::text AS counted_on`, [id, serviceId])
     if (!job) return false
+    // Its rows were counted when it started; those it will not make are given back (no batch commits after this: stillOurs).
+    if (job.counted_on) await giveBackDay(tx, serviceId, job.counted_on, job.rows - job.rows_done)
     await tx.query(`UPDATE notifications SET status = 'cancelled', completed_at = now(), updated_at = now() WHERE job_id = $1 AND status = 'created'`, [id])
     return true
   })
@@ -103,13 +119,17 @@ export function jobsEngine(opts: JobsEngineOptions, log: Logger): Engine {
     async step(db, signal): Promise<Record<string, number>> {
       if (signal.aborted) return {}
       const [job] = await claim(db, jobsQueue, worker, 1, {
-        returning: `t.service_id, t.template_id, t.template_version, t.api_key_id, t.key_type, t.file_uri, t.rows_read,
+        returning: `t.service_id, t.template_id, t.template_version, t.api_key_id, t.key_type, t.file_uri, t.rows_read, t.rows, t.counted_on::text AS counted_on,
           (SELECT body FROM template_versions v WHERE v.template_id = t.template_id AND v.version = t.template_version) AS body,
           (SELECT row_to_json(s) FROM services s WHERE s.id = t.service_id) AS service`,
       })
       if (!job) return {}
       try {
         const r = await run(db, job, signal)
+        if (r.outcome === 'limited') {
+          log.info({ job: job.id, rows: job.rows }, 'bulk job not started: sending limits exceeded')
+          return { limited: 1 }
+        }
         if (r.outcome === 'finished') log.info({ job: job.id, created: r.created }, 'bulk job done')
         else log.info({ job: job.id, created: r.created, outcome: r.outcome }, 'bulk job stopped at a batch boundary')
         // Stopped, cancelled or taken over: the claim goes (a no-op unless it is still ours), the checkpoint stays.
@@ -134,7 +154,28 @@ export function jobsEngine(opts: JobsEngineOptions, log: Logger): Engine {
     return !!j && LIVE.includes(j.status) && (await heartbeat(tx, jobsQueue, worker, [id])).has(id)
   }
 
-  type Outcome = 'finished' | 'stopped' | 'lost'
+  type Outcome = 'finished' | 'stopped' | 'lost' | 'limited'
+
+  /**
+   * A job's start, as Notify's process_job: all its rows against the daily limit of the day it runs
+   * (a scheduled job may run on another day than its upload), counted at once so texts sent meanwhile
+   * cannot take the room it was given. One that would pass the limit does not start: Notify's status
+   * `sending limits exceeded`, with its message. Test keys do not count; a job counted already (a
+   * retry) or begun before counting at start existed (counted per batch, as it was) is not counted again.
+   */
+  async function start(tx: Queryable, job: Record<string, any>): Promise<'go' | 'limited'> {
+    if (job.key_type === 'test' || job.counted_on || job.rows_read > 0) return 'go'
+    const s = job.service
+    const day = await reserveDay(tx, { id: job.service_id, timezone: s.timezone, messageLimit: s.message_limit }, job.rows)
+    if (day) {
+      await tx.query(`UPDATE jobs SET counted_on = $2::date WHERE id = $1`, [job.id, day])
+      job.counted_on = day
+      return 'go'
+    }
+    const message = limitError({ messageLimit: Number(s.message_limit) } as Service, 'normal', 'daily').message.replace(/'/g, '')
+    await finish(tx, jobsQueue, worker, [{ id: job.id }], { set: `status = 'sending limits exceeded', error = '${message}', finished_at = now()` })
+    return 'limited'
+  }
 
   async function run(db: Db, job: Record<string, any>, signal: AbortSignal): Promise<{ outcome: Outcome; created: number }> {
     const service = { id: job.service_id, timezone: job.service.timezone } as Service
@@ -149,14 +190,18 @@ export function jobsEngine(opts: JobsEngineOptions, log: Logger): Engine {
       await tx.query(`UPDATE jobs SET status = 'in progress', started_at = coalesce(started_at, now()), rows_done = rows_done + $2, rows_read = $3,
         attempts = CASE WHEN $3 > rows_read THEN 0 ELSE attempts END
         WHERE id = $1`, [job.id, batch.length, read])
-      if (batch.length && job.key_type !== 'test') {
+      if (batch.length && job.key_type !== 'test' && !job.counted_on) {
         await tx.query(`INSERT INTO daily_counts (service_id, day, texts) VALUES ($1, (now() AT TIME ZONE $2)::date, $3)
           ON CONFLICT (service_id, day) DO UPDATE SET texts = daily_counts.texts + excluded.texts`, [job.service_id, job.service.timezone, batch.length])
       }
       return true
     })
+    const began = await db.transaction(async (tx) => ((await stillOurs(tx, job.id)) ? start(tx, job) : 'lost'))
+    if (began !== 'go') return { outcome: began, created: 0 }
     if (!(await flush([], job.rows_read))) return { outcome: 'lost', created: 0 }
-    const { body } = await opts.store.open(job.file_uri)
+    // A file stored before sealing (named .csv) may still be plaintext; one named as sealed must be, untouched.
+    const { body: stored } = await opts.store.open(job.file_uri)
+    const body = opts.sealer.files.open(stored, job.id, { plaintext: !job.file_uri.endsWith(SEALED) })
     let r: { outcome: Outcome | 'read'; created: number }
     try {
       r = await create(job, service, body, flush, signal)
@@ -164,7 +209,13 @@ export function jobsEngine(opts: JobsEngineOptions, log: Logger): Engine {
       body.destroy() // a stop leaves the rest of the file unread
     }
     if (r.outcome !== 'read') return r as { outcome: Outcome; created: number }
-    const done = await finish(db, jobsQueue, worker, [{ id: job.id }], { set: `status = 'finished', finished_at = now()`, where: `t.status = 'in progress'` })
+    const done = await db.transaction(async (tx) => {
+      const ok = await finish(tx, jobsQueue, worker, [{ id: job.id }], { set: `status = 'finished', finished_at = now()`, where: `t.status = 'in progress'` })
+      // Rows skipped (a number no longer valid) made no text: their room is given back.
+      const [j] = ok.has(job.id) && job.counted_on ? await tx.query(`SELECT rows - rows_done AS unused FROM jobs WHERE id = $1`, [job.id]) : []
+      if (j) await giveBackDay(tx, job.service_id, job.counted_on, j.unused)
+      return ok
+    })
     return { outcome: done.has(job.id) ? 'finished' : 'lost', created: r.created }
   }
 

@@ -1,12 +1,21 @@
 /**
- * Delivery receipt endpoints, one per provider, each authenticated: Twilio's by its
- * X-Twilio-Signature (HMAC-SHA1 of the URL and the posted fields with the auth token), Vonage's by a
- * token in the callback URL Herald gave (a keyed hash; Vonage signs receipts only on request).
- * A receipt is stored as it came (sms_receipts) and answered at once; the receipts engine applies
- * them in batches.
+ * Delivery receipt endpoints, one per provider, each authenticated and each bound to one
+ * notification. Twilio's by its X-Twilio-Signature (HMAC-SHA1 of the URL, which names the
+ * notification, and the posted fields with the auth token). Vonage's by a token in the callback URL
+ * that is a keyed hash of the one notification it was given for: it must match the notification the
+ * receipt names (`client-ref`), so a URL seen for one text cannot speak for another. Vonage can sign
+ * DLRs, but only once its support enables it per account ("signed webhooks ... contact support",
+ * https://developer.vonage.com/en/getting-started/concepts/signing-messages); the token works on
+ * every account and binds to the notification, which a signature alone would not.
+ * A receipt is stored as it came (sms_receipts) and answered at once; the receipts engine checks it
+ * against what was sent (provider and reference) and applies it.
+ * A refusal is a 403 in Notify's error shape. Providers retry a non-2xx for a while, which is what a
+ * refusal should cost: a forger gains nothing, and a real receipt refused (the secret key changed
+ * while texts were on their way) shows in the provider's console and Herald's log instead of being
+ * dropped in silence.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto'
-import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { Db } from '../../db/types.ts'
 import type { Logger } from '../../log.ts'
 import { deriveKey } from '../../privacy/keys.ts'
@@ -25,25 +34,40 @@ export function twilioSignature(authToken: string, url: string, params: Record<s
   return createHmac('sha1', authToken).update(data).digest('base64')
 }
 
-export const vonageToken = (secret: string) => createHmac('sha256', deriveKey(secret, 'messaging:receipts')).update('vonage').digest('hex').slice(0, 32)
+/** The key of callback tokens: derived from HERALD_SECRET_KEY for receipts only. */
+export const receiptKey = (secret: string) => deriveKey(secret, 'messaging:receipts')
+
+/** One notification's callback token: a keyed hash of its id, 128 bits in hex. */
+export const receiptToken = (key: Buffer, notificationId: string) =>
+  createHmac('sha256', key).update(`vonage:${notificationId.toLowerCase()}`).digest('hex').slice(0, 32)
 
 export interface ReceiptUrls { twilio: (id: string) => string; vonage: (id: string) => string }
 
-/** The callback URLs Herald gives providers, under its public address. */
+/** The callback URLs Herald gives providers with each text, under its public address. */
 export function receiptUrls(publicUrl: string, secret: string): ReceiptUrls {
-  const token = vonageToken(secret)
-  return { twilio: (id) => `${publicUrl}/receipts/twilio?notification=${id}`, vonage: () => `${publicUrl}/receipts/vonage/${token}` }
+  const key = receiptKey(secret)
+  return { twilio: (id) => `${publicUrl}/receipts/twilio?notification=${id}`, vonage: (id) => `${publicUrl}/receipts/vonage/${receiptToken(key, id)}` }
 }
 
-const same = (a: string, b: string) => a.length === b.length && timingSafeEqual(Buffer.from(a), Buffer.from(b))
+/** Constant-time equality of two strings as bytes (any characters: lengths are compared as bytes, not UTF-16 units). */
+function same(a: string, b: string): boolean {
+  const x = Buffer.from(a)
+  const y = Buffer.from(b)
+  return x.length === y.length && timingSafeEqual(x, y)
+}
+
+const text = (v: unknown) => (typeof v === 'string' ? v : typeof v === 'number' ? String(v) : undefined)
 
 export function receiptRoutes(opts: { db: Db; log: Logger; publicUrl: string; secret: string; twilioAuthToken: string }) {
   const { db, log } = opts
-  const token = vonageToken(opts.secret)
+  const key = receiptKey(opts.secret)
   const store = (r: { notificationId: string | null; provider: string; ref: string | null; status: string; detail: object }) =>
     db.query(`INSERT INTO sms_receipts (notification_id, provider, provider_ref, status, detail) VALUES ($1, $2, $3, $4, $5)`,
       [r.notificationId && UUID.test(r.notificationId) ? r.notificationId : null, r.provider, r.ref, r.status, r.detail])
-  const refused = (provider: string) => log.warn({ provider }, 'delivery receipt refused: bad signature or token')
+  const refuse = (reply: FastifyReply, provider: string, message: string) => {
+    log.warn({ provider }, 'delivery receipt refused: bad signature or token')
+    return reply.code(403).send({ status_code: 403, errors: [{ error: 'AuthError', message }] })
+  }
 
   return (app: FastifyInstance) => {
     void app.register(async (scope) => {
@@ -51,42 +75,42 @@ export function receiptRoutes(opts: { db: Db; log: Logger; publicUrl: string; se
         done(null, Object.fromEntries(new URLSearchParams(body as string)))
       })
 
+      // The URL (signed with the fields) names the notification; the engine checks that it was sent
+      // through Twilio as this MessageSid.
       scope.post('/receipts/twilio', async (req, reply) => {
         const params = (req.body ?? {}) as Record<string, string>
         const url = `${opts.publicUrl}${req.url}`
         if (!same(String(req.headers['x-twilio-signature'] ?? ''), twilioSignature(opts.twilioAuthToken, url, params))) {
-          refused('twilio')
-          return reply.code(403).send({ error: 'bad signature' })
+          return refuse(reply, 'twilio', 'Invalid X-Twilio-Signature')
         }
         const twilioStatus = params.MessageStatus ?? params.SmsStatus
-        let status = FINAL_TWILIO[twilioStatus]
+        let status = Object.hasOwn(FINAL_TWILIO, twilioStatus ?? '') ? FINAL_TWILIO[twilioStatus] : undefined
         if (status === 'temporary-failure' && PERMANENT_TWILIO.has(params.ErrorCode ?? '')) status = 'permanent-failure'
         // queued, accepted, sending: the text is still on its way; nothing to record.
         if (status) {
-          await store({ notificationId: (req.query as { notification?: string }).notification ?? null, provider: 'twilio', ref: params.MessageSid ?? null,
+          await store({ notificationId: text((req.query as { notification?: unknown }).notification) ?? null, provider: 'twilio', ref: params.MessageSid ?? null,
             status, detail: { status: twilioStatus, error_code: params.ErrorCode ?? null } })
         }
         return reply.code(204).send()
       })
 
-      const vonage = async (req: FastifyRequest<{ Params: { token: string } }>, body: Record<string, string>) => {
-        if (!same(req.params.token, token)) {
-          refused('vonage')
-          return false
-        }
-        let status = VONAGE[body.status]
-        if (status === 'permanent-failure' && body.status === 'failed' && TEMPORARY_VONAGE.has(String(body['err-code']))) status = 'temporary-failure'
+      const vonage = async (req: FastifyRequest<{ Params: { token: string } }>, reply: FastifyReply, body: Record<string, unknown>) => {
+        // The token must be the one made for the notification this receipt names, and no other.
+        const id = text(body['client-ref'])
+        if (!id || !UUID.test(id) || !same(req.params.token, receiptToken(key, id))) return refuse(reply, 'vonage', 'Invalid callback token')
+        const given = text(body.status) ?? ''
+        let status = Object.hasOwn(VONAGE, given) ? VONAGE[given] : undefined
+        if (status === 'permanent-failure' && given === 'failed' && TEMPORARY_VONAGE.has(text(body['err-code']) ?? '')) status = 'temporary-failure'
         if (status) {
-          await store({ notificationId: body['client-ref'] ?? null, provider: 'vonage', ref: body.messageId ?? null, status,
-            detail: { status: body.status, error_code: body['err-code'] ?? null } })
+          await store({ notificationId: id, provider: 'vonage', ref: text(body.messageId) ?? null, status,
+            detail: { status: given, error_code: text(body['err-code']) ?? null } })
         }
-        return true
+        return reply.code(204).send()
       }
       // Vonage sends receipts as a POST (JSON or form) or a GET with the fields in the query, as its dashboard is set.
-      scope.post<{ Params: { token: string } }>('/receipts/vonage/:token', async (req, reply) =>
-        reply.code((await vonage(req, (req.body ?? {}) as Record<string, string>)) ? 204 : 403).send())
-      scope.get<{ Params: { token: string } }>('/receipts/vonage/:token', async (req, reply) =>
-        reply.code((await vonage(req, req.query as Record<string, string>)) ? 204 : 403).send())
+      const fields = (v: unknown) => (typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : {})
+      scope.post<{ Params: { token: string } }>('/receipts/vonage/:token', (req, reply) => vonage(req, reply, fields(req.body)))
+      scope.get<{ Params: { token: string } }>('/receipts/vonage/:token', (req, reply) => vonage(req, reply, fields(req.query)))
     })
   }
 }
