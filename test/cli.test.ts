@@ -127,7 +127,7 @@ describe('herald start', () => {
       const usage = await cli('usage', '--service', 'Clinic', '--year', day(0).slice(0, 4))
       expect(usage.months).toEqual([expect.objectContaining({ notifications_sent: 1, billable_units: 1 })])
       const report = async () => (await run(process.execPath, [BIN, 'report', '--service', 'Clinic', '--from', day(-1), '--to', day(1)], { env })).stdout
-      expect((await report()).split('\n')[1]).toMatch(/^\+1 212 555 0100,ready,delivered,twilio,/)
+      expect((await report()).split('\n')[1]).toMatch(/^'\+1 212 555 0100,ready,delivered,twilio,/) // a leading + is neutralised for spreadsheets
       const retention = await cli('retention', 'run', '--as-of', new Date(Date.now() + 8 * 86400_000).toISOString())
       expect(retention).toEqual([expect.objectContaining({ name: 'Clinic', archived: 1 })])
       expect((await report()).split('\n')[1]).toMatch(/^,ready,delivered,twilio,/)
