@@ -73,14 +73,10 @@ export async function pollCursor(db: Db, client: CommCareClient, cursor: Cursor,
     await fail(db, inboundQueue, opts.worker, [{ id: domain, error: errorText(err), postponeSeconds: wait, detail: status ? { status } : undefined }])
     throw err
   }
-  // finish() clears retry_at and a column may be set only once per UPDATE, so the next poll's time
-  // goes in after it, in the same transaction, on the row finish() recorded.
-  await db.transaction(async (tx) => {
-    const done = await finish(tx, inboundQueue, opts.worker, [{ id: domain, upto }],
-      { columns: 'upto timestamptz', set: 'modified_upto = coalesce(v.upto, t.modified_upto), polled_at = now()' })
-    if (done.has(domain)) {
-      await tx.query('UPDATE commcare_cursors SET retry_at = now() + make_interval(secs => $2) WHERE domain = $1', [domain, opts.pollSeconds])
-    }
+  // The cursor moves and the next poll's time (a schedule row's retry_at) is set in the one statement.
+  await finish(db, inboundQueue, opts.worker, [{ id: domain, upto, every: opts.pollSeconds }], {
+    columns: 'upto timestamptz, every int',
+    set: 'modified_upto = coalesce(v.upto, t.modified_upto), polled_at = now(), retry_at = now() + make_interval(secs => v.every)',
   })
   return counts
 }

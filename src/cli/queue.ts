@@ -1,7 +1,6 @@
 /** `herald queue`: every engine's work queue at a glance, its failures with their events, and a retry. */
-import { events, failedRows, retry, stats, type QueueStats } from '../engine/queue.ts'
-import { QUEUES, queueOf } from '../engine/queues.ts'
-import type { Queryable } from '../db/types.ts'
+import { events, failedRows, retry } from '../engine/queue.ts'
+import { allStats, queueOf } from '../engine/queues.ts'
 import { table, withDb } from './context.ts'
 
 const when = (t: Date) => t.toISOString().slice(0, 19).replace('T', ' ')
@@ -13,12 +12,6 @@ export function age(seconds: number | null): string {
   if (seconds < 5400) return `${Math.round(seconds / 60)} min`
   if (seconds < 172_800) return `${(seconds / 3600).toFixed(1)} h`
   return `${(seconds / 86400).toFixed(1)} d`
-}
-
-export async function allStats(db: Queryable): Promise<QueueStats[]> {
-  const out: QueueStats[] = []
-  for (const spec of QUEUES) out.push(await stats(db, spec))
-  return out
 }
 
 export async function queueCommand(opts: { json?: boolean }) {

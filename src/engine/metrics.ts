@@ -6,8 +6,7 @@
 import { createServer, type Server } from 'node:http'
 import type { Queryable } from '../db/types.ts'
 import type { Counters } from './engine.ts'
-import { stats } from './queue.ts'
-import { QUEUES } from './queues.ts'
+import { allStats } from './queues.ts'
 
 const GAUGES = [
   ['waiting', 'waiting', 'items due now'],
@@ -18,8 +17,7 @@ const GAUGES = [
 ] as const
 
 export async function queueMetrics(db: Queryable): Promise<string> {
-  const all = []
-  for (const spec of QUEUES) all.push(await stats(db, spec))
+  const all = await allStats(db)
   const lines: string[] = []
   for (const [name, field, help] of GAUGES) {
     lines.push(`# HELP herald_queue_${name} ${help}`, `# TYPE herald_queue_${name} gauge`)

@@ -87,9 +87,6 @@ export interface QueueStats {
   oldestWaitingSeconds: number | null
 }
 
-const QUEUE_COLUMNS = ['claimed_by', 'claimed_until', 'attempts', 'retry_at', 'last_error', 'failed_at']
-export const queueColumns = () => [...QUEUE_COLUMNS]
-
 /**
  * Due now: the engine's work, not failed, not backing off, not under a live lease. Bare column names,
  * as `ready` is: use it where the spec's table is the only one in scope (a claim's inner select).

@@ -7,7 +7,8 @@ import { jobsQueue } from '../messaging/jobs/queue.ts'
 import { receiptsQueue } from '../messaging/receipts/queue.ts'
 import { nightlyQueue } from '../messaging/retention/queue.ts'
 import { sendQueue } from '../messaging/send/queue.ts'
-import type { QueueSpec } from './queue.ts'
+import type { Queryable } from '../db/types.ts'
+import { stats, type QueueSpec, type QueueStats } from './queue.ts'
 
 export const QUEUES: QueueSpec[] = [
   inboxQueue, linkQueue, outboundQueue, inboundQueue, intakeQueue, checkQueue, issueQueue, jobsQueue, sendQueue, receiptsQueue, nightlyQueue,
@@ -17,4 +18,11 @@ export function queueOf(engine: string): QueueSpec {
   const spec = QUEUES.find((q) => q.engine === engine)
   if (!spec) throw new Error(`unknown engine ${engine}; engines: ${QUEUES.map((q) => q.engine).join(', ')}`)
   return spec
+}
+
+/** Every queue's state, in pipeline order (`herald queue`, /metrics). */
+export async function allStats(db: Queryable): Promise<QueueStats[]> {
+  const out: QueueStats[] = []
+  for (const spec of QUEUES) out.push(await stats(db, spec))
+  return out
 }

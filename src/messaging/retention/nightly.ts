@@ -121,10 +121,11 @@ export function nightlyEngine(opts: NightlyOptions): Engine {
       files: retention.reduce((n, s) => n + s.files, 0),
     }
     const done = await db.transaction(async (tx) => {
-      const ours = await finish(tx, nightlyQueue, worker, [{ id: SCHEDULE }], { set: 'last_run_at = now()' })
+      // The next night's time goes in with the finish itself, so no process ever sees the row due between.
+      const next = await nextNight(tx, opts.timezone, opts.at)
+      const ours = await finish(tx, nightlyQueue, worker, [{ id: SCHEDULE, next: next.toISOString() }],
+        { columns: 'next timestamptz', set: 'last_run_at = now(), retry_at = v.next' })
       if (!ours.has(SCHEDULE)) return false
-      // finish() leaves retry_at empty (due); the next night's time goes in before the commit, so no process sees it due between.
-      await tx.query(`UPDATE schedules SET retry_at = ${NEXT_AT} WHERE name = $4`, [...params, SCHEDULE])
       await tx.query(`UPDATE nightly_runs SET finished_at = now(), summary = $2 WHERE task = 'messaging' AND night = $1`, [night, JSON.stringify(summary)])
       return true
     })
