@@ -107,6 +107,16 @@ export interface CommCareConfig {
   pollSeconds: number
   /** Basic auth CommCare's case forwarder must send to POST /commcare/cases; no forwarder when unset. */
   forwarder: { user: string; password: string } | undefined
+  /**
+   * How a lab_result case is indexed to its patient: `child` (New York's project spaces: the index
+   * carries no relationship attribute, CommCare's default) or `extension`.
+   */
+  labResultIndex: 'child' | 'extension'
+  /** The form Herald submits: its name and xmlns as the project space's reports know it. */
+  formName: string
+  formXmlns: string
+  /** Where a domain's first poll starts; later polls start from their cursor. */
+  pullSince: Date
 }
 
 type Env = Record<string, string | undefined>
@@ -312,11 +322,34 @@ function commcareConfig(env: Env): CommCareConfig {
     user: required('HERALD_COMMCARE_USER', 'herald'),
     apiKey: required('HERALD_COMMCARE_API_KEY', 'sandbox'),
     rootDomain: required('HERALD_COMMCARE_ROOT_DOMAIN', 'ny-covid'),
-    userId: env.HERALD_COMMCARE_USER_ID?.trim() || 'herald',
+    // A real project space needs a real mobile worker's id: forms it cannot attribute are refused or lost in reports.
+    userId: commcareUrl && !isLoopback(commcareUrl) ? required('HERALD_COMMCARE_USER_ID', '') : env.HERALD_COMMCARE_USER_ID?.trim() || 'herald',
     posting: bool(env, 'HERALD_COMMCARE_POSTING', true),
     concurrency: int(env, 'HERALD_COMMCARE_CONCURRENCY', 16, 1),
     timeoutMs: int(env, 'HERALD_COMMCARE_TIMEOUT_MS', 30_000, 100),
     pollSeconds: int(env, 'HERALD_COMMCARE_POLL_SECONDS', 60, 1),
     forwarder: fwdUser && fwdPassword ? Object.freeze({ user: fwdUser, password: fwdPassword }) : undefined,
+    labResultIndex: oneOf(env, 'HERALD_COMMCARE_LAB_RESULT_INDEX', ['child', 'extension'] as const, 'child'),
+    formName: env.HERALD_COMMCARE_FORM_NAME?.trim() || 'Herald case sync',
+    formXmlns: url(env, 'HERALD_COMMCARE_FORM_XMLNS', ['http:', 'https:']) ?? 'http://herald.invalid/casesync',
+    pullSince: pullSince(env),
   })
+}
+
+const isLoopback = (u: string) => ['127.0.0.1', 'localhost', '[::1]'].includes(new URL(u).hostname)
+
+function oneOf<T extends string>(env: Env, name: string, values: readonly T[], fallback: T): T {
+  const raw = env[name]?.trim().toLowerCase()
+  if (!raw) return fallback
+  if (!(values as readonly string[]).includes(raw)) throw new ConfigError(name, `must be one of ${values.join(', ')}, got "${env[name]}"`)
+  return raw as T
+}
+
+/** HERALD_COMMCARE_PULL_SINCE (YYYY-MM-DD, UTC midnight), else 14 days before now. */
+function pullSince(env: Env): Date {
+  const raw = env.HERALD_COMMCARE_PULL_SINCE?.trim()
+  if (!raw) return new Date(Date.now() - 14 * 86_400_000)
+  const at = /^\d{4}-\d{2}-\d{2}$/.test(raw) ? new Date(`${raw}T00:00:00Z`) : new Date(NaN)
+  if (Number.isNaN(at.getTime()) || at.toISOString().slice(0, 10) !== raw) throw new ConfigError('HERALD_COMMCARE_PULL_SINCE', `must be a date (YYYY-MM-DD), got "${raw}"`)
+  return at
 }
