@@ -14,8 +14,9 @@ import type { CommCareConfig } from '../config.ts'
 export interface CommCareCase {
   case_id: string
   domain?: string
-  closed: boolean
-  date_closed: string | null
+  /** Absent from some answers (cases reached through a duplicate chain). */
+  closed?: boolean
+  date_closed?: string | null
   date_modified?: string
   server_date_modified: string
   server_date_opened?: string

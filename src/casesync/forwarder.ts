@@ -35,7 +35,7 @@ function malformed(c: unknown): string | undefined {
   if (typeof c.case_id !== 'string' || c.case_id === '' || c.case_id.length > 200) return 'case_id'
   if (!stringsOnly(c.properties)) return 'properties'
   if (!isTime(c.server_date_modified)) return 'server_date_modified'
-  if (typeof c.closed !== 'boolean') return 'closed'
+  if (!optional(c.closed, 'boolean')) return 'closed'
   for (const k of ['domain', 'user_id', 'date_closed', 'server_date_opened'] as const) if (!optional(c[k], 'string')) return k
   // Of the children (lab results, one level deep) only the properties are read.
   if (c.child_cases !== undefined && c.child_cases !== null) {

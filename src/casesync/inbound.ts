@@ -26,11 +26,14 @@ const dateOf = (v: string | null | undefined) => (v && DATE.test(v) ? v.slice(0,
 
 /** The case columns CommCare decides: open or closed, when it opened, when its activity ended. */
 function caseColumns(cc: CommCareCase) {
+  // Cases reached through a duplicate chain may come without `closed` (recorded answers from New
+  // York's spaces): a closing date, or CommCare's current_status, says what it would have been.
   const p = cc.properties
+  const closed = typeof cc.closed === 'boolean' ? cc.closed : Boolean(cc.date_closed) || p.current_status === 'closed'
   return {
-    closed: cc.closed,
+    closed,
     openedOn: dateOf(p.date_opened) ?? dateOf(cc.server_date_opened),
-    endedOn: dateOf(p.all_activity_complete_date) ?? (cc.closed ? dateOf(cc.date_closed) : null),
+    endedOn: dateOf(p.all_activity_complete_date) ?? (closed ? dateOf(cc.date_closed) : null),
   }
 }
 
