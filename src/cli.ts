@@ -115,6 +115,12 @@ const cases = program.command('cases').description('case sync with CommCare: cas
 cases.command('retry').description('post failed cases again, with their attempts anew (all failed cases without an id)')
   .argument('[case-ids...]', 'index case ids, as herald cases --failed lists them')
   .action(async (ids) => (await casesyncCli()).casesRetryCommand(ids))
+cases.command('resolve').description('answer a case waiting on an unresolved transfer or missing in CommCare: the case its changes go to, or create it again')
+  .argument('<case>', 'index case id, as herald cases --failed lists it')
+  .option('--to <case-id>', 'the CommCare case its changes go to (and on along that case\'s transfers and duplicates)')
+  .option('--domain <domain>', 'the domain of --to (default: the transfer\'s destination domain, else the case\'s own)')
+  .option('--recreate', 'a case CommCare no longer has: post it again as a new case')
+  .action(async (id, opts) => (await casesyncCli()).casesResolveCommand(id, opts))
 
 const exposure = program.command('exposure').description('exposure notification: verification codes texted to newly positive residents')
 exposure.command('status').description('notices by state and reason (pending, phone checked, issued, not sent and why)')

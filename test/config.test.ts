@@ -1,4 +1,7 @@
-/** The master secret: required with DATABASE_URL (hosts sharing a database share it); a key file only on the embedded default. */
+/**
+ * Settings with rules: the master secret (required with DATABASE_URL, hosts sharing a database share it;
+ * a key file only on the embedded default), and case sync's settings for a real project space.
+ */
 import { execFile } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -46,5 +49,43 @@ describe('HERALD_SECRET_KEY', () => {
     expect(err?.code).toBe(2)
     expect(err?.stderr).toMatch(/^herald: configuration error: HERALD_SECRET_KEY: is required when DATABASE_URL is set/)
     expect(existsSync(join(tmp.dir, 'cli', 'secret.key'))).toBe(false)
+  })
+})
+
+describe('HERALD_COMMCARE_* for a real project space', () => {
+  const REAL = { HERALD_COMMCARE_URL: 'https://www.commcarehq.org', HERALD_COMMCARE_USER: 'herald@ny.example', HERALD_COMMCARE_API_KEY: 'k',
+    HERALD_COMMCARE_ROOT_DOMAIN: 'ny-covid' }
+
+  it('HERALD_COMMCARE_LAB_RESULT_INDEX: child by default, extension by choice, anything else refused by name', () => {
+    expect(loadConfig({}).commcare.labResultIndex).toBe('child')
+    expect(loadConfig({ HERALD_COMMCARE_LAB_RESULT_INDEX: 'child' }).commcare.labResultIndex).toBe('child')
+    expect(loadConfig({ HERALD_COMMCARE_LAB_RESULT_INDEX: ' Extension ' }).commcare.labResultIndex).toBe('extension')
+    expect(() => loadConfig({ HERALD_COMMCARE_LAB_RESULT_INDEX: 'host' })).toThrow(ConfigError)
+    expect(() => loadConfig({ HERALD_COMMCARE_LAB_RESULT_INDEX: 'host' })).toThrow(/^HERALD_COMMCARE_LAB_RESULT_INDEX: must be one of child, extension, got "host"/)
+  })
+
+  it('HERALD_COMMCARE_FORM_NAME and _FORM_XMLNS: Herald\'s own by default; the xmlns must be a URL', () => {
+    expect(loadConfig({}).commcare).toMatchObject({ formName: 'Herald case sync', formXmlns: 'http://herald.invalid/casesync' })
+    const set = loadConfig({ HERALD_COMMCARE_FORM_NAME: 'Lab import', HERALD_COMMCARE_FORM_XMLNS: 'http://openrosa.org/formdesigner/ABC' }).commcare
+    expect(set).toMatchObject({ formName: 'Lab import', formXmlns: 'http://openrosa.org/formdesigner/ABC' })
+    expect(() => loadConfig({ HERALD_COMMCARE_FORM_XMLNS: 'lab-import' })).toThrow(/^HERALD_COMMCARE_FORM_XMLNS: is not a URL/)
+  })
+
+  it('HERALD_COMMCARE_PULL_SINCE: a date (UTC midnight); by default 14 days back; a bad date refused by name', () => {
+    expect(loadConfig({ HERALD_COMMCARE_PULL_SINCE: '2024-02-29' }).commcare.pullSince.toISOString()).toBe('2024-02-29T00:00:00.000Z')
+    const back = (Date.now() - loadConfig({}).commcare.pullSince.getTime()) / 86_400_000
+    expect(back).toBeGreaterThan(13.99)
+    expect(back).toBeLessThan(14.01)
+    for (const bad of ['2023-02-29', '29/02/2024', 'yesterday', '2024-02-29T10:00']) {
+      expect(() => loadConfig({ HERALD_COMMCARE_PULL_SINCE: bad })).toThrow(/^HERALD_COMMCARE_PULL_SINCE: must be a date \(YYYY-MM-DD\)/)
+    }
+  })
+
+  it('HERALD_COMMCARE_USER_ID: required with a real CommCare URL, not with the sandbox on loopback', () => {
+    expect(() => loadConfig(REAL)).toThrow(/^HERALD_COMMCARE_USER_ID: is required when HERALD_COMMCARE_URL is set/)
+    expect(() => loadConfig({ ...REAL, HERALD_COMMCARE_USER_ID: '  ' })).toThrow(/^HERALD_COMMCARE_USER_ID: /)
+    expect(loadConfig({ ...REAL, HERALD_COMMCARE_USER_ID: 'f8df11f165c24606afc47c5ce74b7da1' }).commcare.userId).toBe('f8df11f165c24606afc47c5ce74b7da1')
+    expect(loadConfig({ ...REAL, HERALD_COMMCARE_URL: 'http://127.0.0.1:8990' }).commcare.userId).toBe('herald')
+    expect(loadConfig({}).commcare.userId).toBe('herald')
   })
 })

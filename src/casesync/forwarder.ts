@@ -2,7 +2,8 @@
  * POST /commcare/cases: CommCare's case forwarder (a "repeater" sending case JSON) pushes each
  * changed case here, so an investigator's change arrives in seconds rather than at the next poll.
  * Basic auth, checked before the body is read; patient cases only; Herald's own submissions are
- * ignored (their values are Herald's). The answer comes after the change is committed: CommCare
+ * ignored (their values are Herald's). A case the import rules skip (inbound.ts) is answered 200,
+ * outcome `skipped`: sending it again would change nothing, its next version is judged again. The answer comes after the change is committed: CommCare
  * sends again after a 5xx, so a 5xx is kept for what a later try may cure (the database or CommCare
  * unreachable) and a case that can never be imported (malformed, a value the database refuses) is a
  * 400: it would otherwise be retried for ever.

@@ -3,6 +3,7 @@
  *   outbound.ts  cases marked by link → one form each, following transfers and duplicates (resolve.ts)
  *   poll.ts      changes in CommCare → back into Herald, from a cursor per domain (inbound.ts has the rules)
  *   forwarder.ts CommCare's case forwarder → the same import, in seconds
+ *   cases.ts     the cases it posts: loaded, and adopted at the end of a chain (moved_to)
  *   jobs.ts      the outbound jobs on the work queue; queue.ts: both queues' specs; client.ts, xform.ts: the wire
  */
 import type { Config } from '../config.ts'
@@ -22,7 +23,11 @@ export function casesyncOutEngine(config: Config, log: Logger, client: CommCareC
   return outboundEngine({ client, commcare: config.commcare, workerId: config.workerId, log })
 }
 
-/** Each round polls every participating domain that is due, one claimed cursor at a time, until none is or it is stopped. */
+/**
+ * Each round polls every participating domain that is due, one claimed cursor at a time, until none
+ * is or it is stopped. Outcomes: importCase's, and `poll_failed` for each poll that failed (backed
+ * off; `herald run --until-idle` exits non-zero on it).
+ */
 export function casesyncInEngine(config: Config, log: Logger, client: CommCareClient): Engine {
   return {
     name: 'casesync-in',
@@ -31,7 +36,7 @@ export function casesyncInEngine(config: Config, log: Logger, client: CommCareCl
       const counties = await readCounties(db)
       const domains = [...new Set([...counties.byFips.values()].filter((c) => c.participating && c.domain).map((c) => c.domain!))]
       await ensureCursors(db, domains)
-      const opts = { worker: config.workerId, pollSeconds: config.commcare.pollSeconds, signal }
+      const opts = { worker: config.workerId, pollSeconds: config.commcare.pollSeconds, pullSince: config.commcare.pullSince, signal }
       const total: Record<string, number> = {}
       // Each domain at most once a round, whatever its retry_at says after (a 429 may ask for no wait at all).
       const left = new Set(domains)
@@ -44,6 +49,7 @@ export function casesyncInEngine(config: Config, log: Logger, client: CommCareCl
         } catch (err) {
           const status = err instanceof CommCareError ? err.status : undefined
           log.warn({ domain, status, err: status === undefined ? errorText(err) : undefined }, 'polling CommCare failed; next poll will try again')
+          total.poll_failed = (total.poll_failed ?? 0) + 1
         }
       }
       const changed = Object.entries(total).filter(([k]) => k !== 'unchanged' && k !== 'ignored')

@@ -67,13 +67,20 @@ export async function failAttempt(db: Db, worker: string, job: Job, error: strin
   return !r ? 'taken_over' : r.failed ? 'failed' : 'retrying'
 }
 
-/** A transfer or duplicate cycle: no post can be right until someone fixes it in CommCare. */
-export async function failCycle(db: Db, worker: string, job: Job, chain: string[]): Promise<'cycle' | 'taken_over'> {
+/**
+ * A job no post can be right for until someone acts, failed at once with an event saying why:
+ * 'cycle' (a transfer or duplicate cycle: fix it in CommCare), 'unresolved_transfer' and
+ * 'missing_in_commcare' (`herald cases resolve`). Listed by `herald cases --failed` and
+ * `herald queue failed casesync-out`.
+ */
+export async function failStuck<K extends 'cycle' | 'unresolved_transfer' | 'missing_in_commcare'>(
+  db: Db, worker: string, job: Job, kind: K, error: string, detail: object,
+): Promise<K | 'taken_over'> {
   return db.transaction(async (tx) => {
-    const [r] = await fail(tx, outboundQueue, worker, [{ id: job.indexCaseId, error: 'transfer or duplicate cycle in CommCare', permanent: true, detail: { reason: 'cycle' } }])
+    const [r] = await fail(tx, outboundQueue, worker, [{ id: job.indexCaseId, error, permanent: true, detail: { reason: kind } }])
     if (!r) return 'taken_over'
-    await addEvent(tx, job.indexCaseId, 'cycle', { chain })
-    return 'cycle'
+    await addEvent(tx, job.indexCaseId, kind, detail)
+    return kind
   })
 }
 

@@ -4,25 +4,30 @@
  *
  * A case CommCare has never seen is created at once (one request). A case it may hold is fetched
  * first: an investigator may have transferred it or marked it a duplicate, and then its changes go
- * to the case at the end of that chain (resolve.ts). Requests run `concurrency` at a time, so the
- * rate is set by CommCare's latency, not by Herald. Jobs are claimed, retried with backoff and failed
- * through the work queue (jobs.ts, queue.ts); a 429 pauses every request of this worker for as long
- * as CommCare asked, and spends no attempt.
+ * to the case at the end of that chain (resolve.ts), which becomes the origin's moved_to (where link
+ * sends its later results). A job no post can be right for fails at once with an event saying why
+ * and what to do: a cycle, a transfer whose destination is not found (unresolved_transfer), a case
+ * Herald knows that CommCare no longer has (missing_in_commcare); `herald cases resolve` answers the
+ * last two, and the chain then starts at the case the operator named.
+ *
+ * Requests run `concurrency` at a time, so the rate is set by CommCare's latency, not by Herald.
+ * Jobs are claimed, retried with backoff and failed through the work queue (jobs.ts, queue.ts); a
+ * 429 pauses every request of this worker for as long as CommCare asked, and spends no attempt.
  */
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { CommCareConfig } from '../config.ts'
 import type { Db } from '../db/types.ts'
 import type { Engine } from '../engine/engine.ts'
 import { heartbeat } from '../engine/queue.ts'
-import { countyOfDomain, readCounties, type CountyTable } from '../link/counties.ts'
+import { readCounties, type CountyTable } from '../link/counties.ts'
 import { errorText, type Logger } from '../log.ts'
 import { CommCareError, type CommCareCase, type CommCareClient } from './client.ts'
-import { claimJobs, failAttempt, failCycle, finishJobs, postponeJob, releaseJobs, type Job, type Posted } from './jobs.ts'
-import { insertCaseFrom } from './inbound.ts'
+import { claimJobs, failAttempt, failStuck, finishJobs, postponeJob, releaseJobs, type Job, type Posted } from './jobs.ts'
+import { adoptDestination, loadCases, localDestinations, type SyncCase } from './cases.ts'
 import { caseBlocks, type LocalCase } from './payload.ts'
-import { resolveDestination, type Hop } from './resolve.ts'
+import { resolveDestination, type Hop, type Resolution } from './resolve.ts'
 import { outboundQueue } from './queue.ts'
-import { buildForm } from './xform.ts'
+import { buildForm, formMeta } from './xform.ts'
 
 export interface OutboundOptions {
   client: CommCareClient
@@ -36,43 +41,9 @@ const DEFAULT_RETRY_AFTER = 5
 /** A pause longer than this gives the claimed jobs back (with their retry time) rather than sleeping on them. */
 const LONGEST_SLEEP_MS = 30_000
 
-export async function loadCases(db: Db, ids: string[]): Promise<Map<string, LocalCase>> {
-  const rows = await db.query(
-    `SELECT c.id::text, c.case_id, c.person_id::text, c.county_fips, co.domain, co.location_id, c.data,
-            (c.synced_at IS NOT NULL OR c.commcare_modified_at IS NOT NULL) AS known
-     FROM index_cases c JOIN counties co ON co.fips = c.county_fips WHERE c.id = ANY($1::bigint[])`, [ids])
-  const cases = new Map<string, LocalCase>(rows.map((r) => [r.id, {
-    id: r.id, caseId: r.case_id, personId: r.person_id, countyFips: r.county_fips, domain: r.domain,
-    locationId: r.location_id, data: r.data, known: r.known, results: [],
-  }]))
-  const results = await db.query(
-    `SELECT index_case_id::text, accession_number, data FROM lab_results WHERE index_case_id = ANY($1::bigint[]) ORDER BY id`, [ids])
-  for (const r of results) cases.get(r.index_case_id)?.results.push({ accession: r.accession_number, data: r.data })
-  return cases
-}
-
-/**
- * The case at the end of a transfer or duplicate chain, as a local case: found by its case_id, or
- * created for the same person in the destination's county, with the origin's lab results carried
- * over by accession number. Repeatable: a second run finds what the first created.
- */
-async function adoptDestination(db: Db, origin: LocalCase, domain: string, commcare: CommCareCase, counties: CountyTable): Promise<LocalCase> {
-  const county = countyOfDomain(counties, domain)
-  if (!county) throw new Error(`the chain ends in domain ${domain}, which is no county's`)
-  const id = await db.transaction(async (tx) => {
-    const dest = await insertCaseFrom(tx, commcare, origin.personId, county.fips)
-    await tx.query(
-      `INSERT INTO lab_results (index_case_id, accession_number, lab_row_id, positive, tested_on, data)
-       SELECT $1, accession_number, lab_row_id, positive, tested_on, data || jsonb_build_object('owner_id', $3::text)
-       FROM lab_results WHERE index_case_id = $2
-       ON CONFLICT (index_case_id, accession_number) DO NOTHING`, [dest, origin.id, county.locationId ?? ''])
-    return dest
-  })
-  return (await loadCases(db, [id])).get(id)!
-}
-
 /** taken_over: the job's lease ran out and another worker holds it now; it posts and records, not us. */
-type Outcome = 'posted' | 'redirected' | 'unchanged' | 'retrying' | 'failed' | 'cycle' | 'rate_limited' | 'taken_over'
+type Outcome = 'posted' | 'redirected' | 'unchanged' | 'retrying' | 'failed' | 'cycle' | 'unresolved_transfer' | 'missing_in_commcare'
+  | 'rate_limited' | 'taken_over'
 interface Attempt {
   outcome: Outcome
   /** Set when CommCare accepted the post: recorded with others (finishJobs). */
@@ -86,30 +57,24 @@ const RECORD_BATCH = 64
 /** A round claims for at most this long, then reports its counts. */
 const ROUND_MS = 10_000
 
-export function outboundEngine(opts: OutboundOptions): Engine & { syncJob(db: Db, job: Job, c: LocalCase | undefined, counties: CountyTable): Promise<Outcome> } {
+export function outboundEngine(opts: OutboundOptions): Engine & { syncJob(db: Db, job: Job, c: SyncCase | undefined, counties: CountyTable): Promise<Outcome> } {
   const { client, commcare, log, workerId } = opts
   let pausedUntil = 0
   let warnedOff = false
 
-  async function post(db: Db, job: Job, origin: LocalCase, counties: CountyTable): Promise<Attempt> {
-    let target = origin
+  async function post(db: Db, job: Job, origin: SyncCase, counties: CountyTable): Promise<Attempt> {
+    let target: LocalCase = origin
     let commcareCase: CommCareCase | null = null
     let chain: Hop[] = []
     let deadEnd: string | undefined
-    if (origin.known) {
-      const res = await resolveDestination(client, { domain: origin.domain!, caseId: origin.caseId },
-        (fips) => counties.byFips.get(Number(fips))?.domain ?? undefined)
-      if (res.kind === 'cycle') {
-        const outcome = await failCycle(db, workerId, job, res.chain.map((h) => `${h.domain}/${h.caseId}`))
-        log.warn({ indexCase: job.indexCaseId, hops: res.chain.length }, 'case sync found a transfer/duplicate cycle')
-        return { outcome }
-      }
-      if (res.kind === 'found') {
-        commcareCase = res.commcare
-        chain = res.chain
-        deadEnd = res.deadEnd
-        if (res.commcare.case_id !== origin.caseId) target = await adoptDestination(db, origin, res.domain, res.commcare, counties)
-      }
+    if (origin.known || origin.resolvedTo) {
+      const res = await resolveDestination(client, origin.resolvedTo ?? { domain: origin.domain!, caseId: origin.caseId },
+        (fips) => counties.byFips.get(Number(fips))?.domain ?? undefined, (id) => localDestinations(db, id))
+      if (res.kind !== 'found') return { outcome: await stuck(db, job, res) }
+      commcareCase = res.commcare
+      chain = res.chain
+      deadEnd = res.deadEnd
+      if (res.commcare.case_id !== origin.caseId) target = await adoptDestination(db, origin, res.domain, res.commcare, counties)
     }
     const blocks = caseBlocks(target, commcareCase)
     if (blocks.length > 0) {
@@ -119,7 +84,7 @@ export function outboundEngine(opts: OutboundOptions): Engine & { syncJob(db: Db
       // the new lease to run out too), so the form goes out only under our live claim.
       const ours = await heartbeat(db, outboundQueue, workerId, [job.indexCaseId])
       if (!ours.has(job.indexCaseId)) return { outcome: 'taken_over' }
-      await client.submitForm(target.domain!, buildForm(blocks, { userId: commcare.userId, username: commcare.user }))
+      await client.submitForm(target.domain!, buildForm(blocks, formMeta(commcare)))
     }
     const redirected = target !== origin
     const events: Posted['events'] = []
@@ -133,7 +98,31 @@ export function outboundEngine(opts: OutboundOptions): Engine & { syncJob(db: Db
     return { outcome: redirected ? 'redirected' : blocks.length > 0 ? 'posted' : 'unchanged', posted: { job, targetId: target.id, events } }
   }
 
-  async function attempt(db: Db, job: Job, c: LocalCase | undefined, counties: CountyTable): Promise<Attempt> {
+  /** A chain no post can be right for: the job fails at once, with an event that says why and what to do. */
+  async function stuck(db: Db, job: Job, res: Exclude<Resolution, { kind: 'found' }>): Promise<Outcome> {
+    const n = job.indexCaseId
+    if (res.kind === 'absent') {
+      log.warn({ indexCase: n, domain: res.domain }, 'case sync: CommCare no longer has a case Herald knows')
+      return failStuck(db, workerId, job, 'missing_in_commcare',
+        `CommCare no longer has case ${res.caseId} in domain ${res.domain}: \`herald cases resolve ${n} --to CASE_ID\` names the case ` +
+        `that replaced it, or \`herald cases resolve ${n} --recreate\` posts it again as a new case`,
+        { domain: res.domain, case_id: res.caseId })
+    }
+    const chain = res.chain.map((h) => `${h.domain}/${h.caseId}`)
+    if (res.kind === 'cycle') {
+      log.warn({ indexCase: n, hops: res.chain.length }, 'case sync found a transfer/duplicate cycle')
+      return failStuck(db, workerId, job, 'cycle', 'transfer or duplicate cycle in CommCare', { chain })
+    }
+    const last = res.chain.at(-1)!
+    const where = res.toDomain ?? `county ${res.toCounty}'s domain`
+    log.warn({ indexCase: n, hops: res.chain.length, why: res.why }, 'case sync: a transfer\'s destination was not found')
+    return failStuck(db, workerId, job, 'unresolved_transfer',
+      `unresolved transfer: case ${last.caseId} in ${last.domain} was transferred to county ${res.toCounty} (${res.toDomain ?? 'no domain'}): ` +
+      `${res.why}; find the person's case in ${where} and run \`herald cases resolve ${n} --to CASE_ID${res.toDomain ? '' : ' --domain DOMAIN'}\``,
+      { chain, why: res.why, to_county: res.toCounty, to_domain: res.toDomain ?? null, search_results: res.searchResults ?? null })
+  }
+
+  async function attempt(db: Db, job: Job, c: SyncCase | undefined, counties: CountyTable): Promise<Attempt> {
     if (!c?.domain) {
       return { outcome: await failAttempt(db, workerId, job, c ? `county ${c.countyFips} has no CommCare domain` : 'the case no longer exists', true) }
     }
@@ -155,7 +144,7 @@ export function outboundEngine(opts: OutboundOptions): Engine & { syncJob(db: Db
   }
 
   /** One job, recorded at once (tests; the engine records posted jobs in batches). */
-  async function syncJob(db: Db, job: Job, c: LocalCase | undefined, counties: CountyTable): Promise<Outcome> {
+  async function syncJob(db: Db, job: Job, c: SyncCase | undefined, counties: CountyTable): Promise<Outcome> {
     const r = await attempt(db, job, c, counties)
     if (r.posted) await finishJobs(db, workerId, [r.posted])
     return r.outcome
@@ -169,7 +158,7 @@ export function outboundEngine(opts: OutboundOptions): Engine & { syncJob(db: Db
   async function round(db: Db, signal: AbortSignal): Promise<Record<string, number>> {
     const counties = await readCounties(db)
     const started = Date.now()
-    const queue: { job: Job; c: LocalCase | undefined }[] = []
+    const queue: { job: Job; c: SyncCase | undefined }[] = []
     let exhausted = false
     let refilling: Promise<void> | undefined
     let failure: unknown

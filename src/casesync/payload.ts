@@ -2,9 +2,11 @@
  * What one post carries: the case as Herald holds it, turned into case blocks. A case CommCare has
  * never seen is created whole. A case it has is only given what it lacks: investigators own the
  * values they wrote, so a property CommCare holds is never overwritten, except Herald's own
- * signals to CommCare's workflows. Lab results are matched to the case's lab_result children by
- * accession number; a new one gets a case_id derived from its case and accession, so a re-sent
- * form names the same child case.
+ * signals to CommCare's workflows. Lab results are matched to the case's lab_result cases by
+ * accession number, whether CommCare holds them as child or extension cases (child_cases lists
+ * both); a new one gets a case_id derived from its case and accession, so a re-sent form names the
+ * same case. Only a new lab_result is indexed: re-indexing an existing one would change its
+ * relationship, and a project space whose lab results are child cases must not get extensions.
  */
 import { uuidFrom } from '../link/keys.ts'
 import type { CommCareCase } from './client.ts'
@@ -62,7 +64,7 @@ export function caseBlocks(c: LocalCase, commcare: CommCareCase | null): CaseBlo
     blocks.push({
       caseId: child?.case_id ?? labResultCaseId(c.caseId, r.accession), create: !child, caseType: 'lab_result',
       caseName: r.data.name || `lab_result ${r.accession}`, ownerId, properties,
-      parent: { caseId: c.caseId, caseType: 'patient' },
+      ...(child ? {} : { parent: { caseId: c.caseId, caseType: 'patient' } }),
     })
   }
   return blocks

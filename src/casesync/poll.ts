@@ -2,7 +2,8 @@
  * Polling CommCare for changed patient cases, domain by domain, from a stored cursor: the latest
  * server_date_modified pulled (a full timestamp, not "since midnight"). Each poll starts OVERLAP
  * before it, since CommCare may index a case modified at the same instant after we asked; the
- * versions seen twice are skipped by importCase.
+ * versions seen twice are skipped by importCase. A domain's first poll (no cursor yet) starts at
+ * `pullSince` (HERALD_COMMCARE_PULL_SINCE, default the last 14 days), not at the domain's whole history.
  *
  * Each domain's cursor is a schedule row of the work queue (inboundQueue, queue.ts): claimed when
  * due (retry_at, the next poll's time, has passed), so one worker polls a domain at a time; after
@@ -24,6 +25,8 @@ export interface PollOptions {
   worker: string
   pollSeconds: number
   pageSize?: number
+  /** Where a domain's first poll starts (config.commcare.pullSince); absent: its whole history. */
+  pullSince?: Date
   signal?: AbortSignal
 }
 
@@ -50,7 +53,7 @@ export async function claimCursor(db: Db, worker: string, domains?: string[]): P
  */
 export async function pollCursor(db: Db, client: CommCareClient, cursor: Cursor, counties: CountyTable, opts: PollOptions) {
   const { domain } = cursor
-  const since = cursor.upto ? new Date(Date.parse(cursor.upto) - OVERLAP_MS) : null
+  const since = cursor.upto ? new Date(Date.parse(cursor.upto) - OVERLAP_MS) : opts.pullSince ?? null
   const counts: Record<string, number> = {}
   let upto = cursor.upto
   try {

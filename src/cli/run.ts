@@ -9,7 +9,7 @@ import type { Db } from '../db/types.ts'
 import type { Engine } from '../engine/engine.ts'
 import { Counters } from '../engine/engine.ts'
 import { serveMetrics } from '../engine/metrics.ts'
-import { runEngines } from '../engine/runner.ts'
+import { runEngines, type RunFailures } from '../engine/runner.ts'
 import { startHttpServer, type Routes } from '../http/server.ts'
 import { ingestEngine } from '../ingest/index.ts'
 import { linkEngine } from '../link/index.ts'
@@ -163,6 +163,16 @@ async function loadCountiesAtStart(db: Db, outside: Outside, serve: boolean, log
   }
 }
 
+/** An --until-idle run during which an engine's round threw or its work failed (the log has each error). */
+export class RunFailed extends Error {
+  constructor(failures: RunFailures) {
+    const what = [...failures].map(([engine, f]) => `${engine} (${[
+      f.rounds ? `${f.rounds} round${f.rounds > 1 ? 's' : ''} failed` : '', f.items ? `${f.items} failed` : ''].filter(Boolean).join(', ')})`)
+    super(`the run ended with failures: ${what.join(', ')}; the log says why`)
+    this.name = 'RunFailed'
+  }
+}
+
 export async function runCommand(opts: { engines?: string; untilIdle?: boolean }, serve = false) {
   await withDb(async ({ config, db, log }) => {
     const httpPort = config.httpPort ?? (serve ? START_HTTP_PORT : undefined)
@@ -192,13 +202,16 @@ export async function runCommand(opts: { engines?: string; untilIdle?: boolean }
       console.log('  stop      Ctrl-C')
     }
     await loadCountiesAtStart(db, outside, serve, log)
+    let failures
     try {
-      await runEngines(db, engines, { untilIdle: opts.untilIdle, pollIntervalMs: config.pollIntervalMs, signal, counters, log })
+      failures = await runEngines(db, engines, { untilIdle: opts.untilIdle, pollIntervalMs: config.pollIntervalMs, signal, counters, log })
     } finally {
       metrics?.close()
       await http?.close()
       await stop()
     }
     log.info({ counts: counters.snapshot() }, 'engines stopped')
+    // A script runs --until-idle and reads the status: "idle" must not hide work that could not be done.
+    if (opts.untilIdle && failures.size > 0) throw new RunFailed(failures)
   }, { serve })
 }

@@ -20,7 +20,7 @@ import { claimInTx, finish } from '../engine/queue.ts'
 import { NoCountyList, readCounties } from './counties.ts'
 import { PERSON_FIELDS } from './data.ts'
 import { matchKeyText as matchKey, lockId } from './keys.ts'
-import { decideCases, LinkState, lockKeys, planRows, type CaseRec, type Outcome, type PersonRec, type Plan, type ResultRec } from './decide.ts'
+import { current, decideCases, LinkState, lockKeys, planRows, type CaseRec, type Outcome, type PersonRec, type Plan, type ResultRec } from './decide.ts'
 import { linkQueue } from './queue.ts'
 import { readRow, TYPED_SELECT, type LinkRow, type StoredRow } from './row.ts'
 
@@ -121,7 +121,8 @@ async function takeIds(tx: Queryable, byTable: Record<string, { id?: number }[]>
 
 /**
  * Locks the people the batch found (in id order) and reads them; then their cases in the rows'
- * counties, and those cases' results with the rows' accession numbers: all that the rules look at.
+ * counties, the cases those moved to (loadMoves), and those cases' results with the rows' accession
+ * numbers: all that the rules look at.
  */
 async function lockPeople(tx: Queryable, state: LinkState, plans: Plan[]) {
   const ids = [...state.people.keys()].sort((a, b) => a - b)
@@ -135,25 +136,36 @@ async function lockPeople(tx: Queryable, state: LinkState, plans: Plan[]) {
   }
   const known = plans.filter((p) => !p.person.isNew)
   const cases = await tx.query(
-    `SELECT id, person_id, county_fips, case_id, data, closed, opened_on::text AS opened_on,
-       activity_ended_on::text AS activity_ended_on, reinfection_of
+    `SELECT ${CASE_COLUMNS}
      FROM index_cases c JOIN (SELECT DISTINCT * FROM unnest($1::bigint[], $2::int[])) AS x(person_id, county_fips)
        USING (person_id, county_fips)
      ORDER BY id`, [known.map((p) => p.person.id), known.map((p) => p.county.fips)])
   const byId = new Map<number, CaseRec>()
-  for (const c of cases) {
-    const person = state.people.get(c.person_id)!
-    const rec: CaseRec = {
-      id: c.id, isNew: false, person, countyFips: c.county_fips, caseId: c.case_id, data: c.data, closed: c.closed,
-      openedOn: c.opened_on, activityEndedOn: c.activity_ended_on, reinfectionOf: null, changed: false, sync: false, results: new Map(),
+  const movedTo = new Map<number, number>()
+  const add = (rows: typeof cases) => {
+    for (const c of rows) {
+      if (byId.has(c.id)) continue
+      if (c.moved_to) movedTo.set(c.id, c.moved_to)
+      const person = state.people.get(c.person_id)!
+      const rec: CaseRec = {
+        id: c.id, isNew: false, person, countyFips: c.county_fips, caseId: c.case_id, data: c.data, closed: c.closed,
+        openedOn: c.opened_on, activityEndedOn: c.activity_ended_on, reinfectionOf: null, movedTo: null,
+        changed: false, sync: false, results: new Map(),
+      }
+      byId.set(c.id, rec)
+      state.cases.set(person, [...(state.cases.get(person) ?? []), rec])
     }
-    byId.set(c.id, rec)
-    state.cases.set(person, [...(state.cases.get(person) ?? []), rec])
   }
-  for (const c of cases) if (c.reinfection_of) byId.get(c.id)!.reinfectionOf = byId.get(c.reinfection_of) ?? null
+  const moves = await loadMoves(tx, cases, ids)
+  add(cases)
+  add(moves)
+  for (const c of [...cases, ...moves]) if (c.reinfection_of) byId.get(c.id)!.reinfectionOf = byId.get(c.reinfection_of) ?? null
+  for (const [id, to] of movedTo) byId.get(id)!.movedTo = byId.get(to) ?? null
   if (byId.size === 0) return
+  // A row's result may be on one of its county's cases, or on the case that one moved to.
   const pairs = known.flatMap((p) => (state.cases.get(p.person) ?? [])
-    .filter((c) => c.countyFips === p.county.fips).map((c) => [c.id, p.row.accession!] as const))
+    .filter((c) => c.countyFips === p.county.fips)
+    .flatMap((c) => [...new Set([c, current(c)])].map((x) => [x.id!, p.row.accession!] as const)))
   const results = await tx.query(
     `SELECT id, index_case_id, accession_number, lab_row_id, positive, tested_on::text AS tested_on, data
      FROM lab_results JOIN (SELECT DISTINCT * FROM unnest($1::bigint[], $2::text[])) AS x(index_case_id, accession_number)
@@ -166,6 +178,32 @@ async function lockPeople(tx: Queryable, state: LinkState, plans: Plan[]) {
       testedOn: r.tested_on, data: r.data, changed: false,
     })
   }
+}
+
+const CASE_COLUMNS = `id, person_id, county_fips, case_id, data, closed, opened_on::text AS opened_on,
+  activity_ended_on::text AS activity_ended_on, reinfection_of, moved_to`
+
+/**
+ * The cases the loaded ones moved to (moved_to, set by case sync when it adopts or redirects to the
+ * end of a transfer or duplicate chain), to the end of each chain: they may be in a county no row
+ * names. One statement, only when a loaded case has moved. Only the cases of the batch's people
+ * (locked above) are followed: a case of someone else is decided by the batch that locks them, so a
+ * case that moved to another person's case keeps its results (case sync found the two people to be
+ * one; link does not merge people).
+ */
+async function loadMoves(tx: Queryable, loaded: Record<string, any>[], people: number[]): Promise<Record<string, any>[]> {
+  const have = new Set(loaded.map((c) => c.id))
+  const from = [...new Set(loaded.filter((c) => c.moved_to && !have.has(c.moved_to)).map((c) => c.moved_to))]
+  if (from.length === 0) return []
+  // UNION (not UNION ALL) stops at a case reached twice: a chain that loops back ends.
+  return tx.query(
+    `WITH RECURSIVE reached(id) AS (
+       SELECT unnest($1::bigint[])
+       UNION
+       SELECT c.moved_to FROM index_cases c JOIN reached r ON c.id = r.id
+       WHERE c.moved_to IS NOT NULL AND c.person_id = ANY($2::bigint[]))
+     SELECT ${CASE_COLUMNS} FROM index_cases c JOIN reached r USING (id)
+     WHERE c.person_id = ANY($2::bigint[]) ORDER BY id`, [from, people])
 }
 
 // The events that name the row's person (see link_events in the migration).

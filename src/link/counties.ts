@@ -22,14 +22,18 @@ export class CountyListError extends Error {
   }
 }
 
-/** Reads the fixture API's JSON answer; a malformed entry is an error naming the entry and field. */
+/**
+ * Reads the fixture API's JSON answer: a list `{meta, objects: [...]}`, or a bare array of the same
+ * `{fields}` objects (CommCare has answered both). A malformed entry is an error naming the entry and field.
+ */
 export function parseCountyList(json: unknown): { county: County; fields: Record<string, unknown> }[] {
-  const objects = (json as { objects?: unknown })?.objects
-  if (!Array.isArray(objects)) throw new CountyListError('not a CommCare fixture list: no "objects" array')
+  const bare = Array.isArray(json)
+  const objects = bare ? json : (json as { objects?: unknown })?.objects
+  if (!Array.isArray(objects)) throw new CountyListError('not a CommCare fixture list: no "objects" array, nor a bare array')
   const seen = new Set<number>()
   const out = objects.map((o, i) => {
     const fields = (o as { fields?: Record<string, unknown> })?.fields
-    const where = `objects[${i}]`
+    const where = bare ? `[${i}]` : `objects[${i}]`
     if (!fields || typeof fields !== 'object') throw new CountyListError(`${where}: no "fields" object`)
     const text = (k: string) => (typeof fields[k] === 'string' ? (fields[k] as string).trim() : '')
     const fipsText = text('fips')

@@ -33,6 +33,12 @@ export interface CaseRec {
   openedOn: string
   activityEndedOn: string | null
   reinfectionOf: CaseRec | null
+  /**
+   * Where its later results go (index_cases.moved_to): case sync set it when the case was redirected
+   * to, or adopted into, the case at the end of a transfer or duplicate chain, maybe in another county.
+   * A case that moved takes no new result. Null when it has not moved, or that case is not loaded.
+   */
+  movedTo: CaseRec | null
   /** Its own columns changed: the row is written. */
   changed: boolean
   /** It, or one of its results, changed: case sync must post it. */
@@ -197,6 +203,19 @@ function eligible(c: CaseRec, all: CaseRec[]): boolean {
   return !CLOSED_DISPOSITIONS.has(c.data.final_disposition ?? '') && !TRANSFER_UNDER_WAY.has(c.data.transfer_status ?? '')
 }
 
+/** Where a case's new results go: the end of its moved_to chain, or the case itself (a loop stops where it closes). */
+export function current(c: CaseRec): CaseRec {
+  const seen = new Set<CaseRec>()
+  let at = c
+  while (at.movedTo && !seen.has(at)) {
+    seen.add(at)
+    at = at.movedTo
+  }
+  return at
+}
+
+const unique = <T>(xs: T[]) => [...new Set(xs)]
+
 /** Step two, once the people are locked and their cases loaded: cases, lab results, changes. */
 export function decideCases(plans: Plan[], state: LinkState, outcomes: Map<number, Outcome>) {
   for (const plan of plans) {
@@ -221,9 +240,16 @@ function decideRow({ row, county, person }: Plan, state: LinkState) {
 
   const all = state.cases.get(person) ?? []
   const inCounty = all.filter((c) => c.countyFips === county.fips)
-  // A result already on a case stays there, whatever has become of the case since: it is updated, not added again.
-  const holding = inCounty.filter((c) => c.results.has(row.accession!))
-  const candidates = holding.length > 0 ? [] : inCounty.filter((c) => eligible(c, all))
+  // A case that moved takes nothing new: its place is the case it moved to (current), wherever that is.
+  // The cases a row's result went to through a move, for the events: by the case it went to.
+  const movedFrom = new Map<CaseRec, string[]>()
+  for (const c of inCounty) if (current(c) !== c) movedFrom.set(current(c), [...(movedFrom.get(current(c)) ?? []), c.caseId])
+  // A result already on a case stays there, whatever has become of the case since: it is updated, not
+  // added again. On a case that moved, "there" is where it moved (adoption copied its results): one
+  // result is never updated, nor posted, on both.
+  const accession = row.accession!
+  const holding = unique(inCounty.filter((c) => c.results.has(accession) || current(c).results.has(accession)).map(current))
+  const candidates = holding.length > 0 ? [] : unique(inCounty.map(current)).filter((c) => eligible(c, all))
 
   const targets: CaseRec[] = [...holding]
   const ended: CaseRec[] = []
@@ -255,7 +281,7 @@ function decideRow({ row, county, person }: Plan, state: LinkState) {
     }
     const c: CaseRec = {
       isNew: true, person, countyFips: county.fips, caseId: uuidFrom(`index_case:${row.id}:${county.fips}`), data: withDerived(data),
-      closed: false, openedOn: row.testedOn ?? row.importedOn, activityEndedOn: null, reinfectionOf: previous ?? null,
+      closed: false, openedOn: row.testedOn ?? row.importedOn, activityEndedOn: null, reinfectionOf: previous ?? null, movedTo: null,
       changed: true, sync: true, results: new Map(),
     }
     state.newCases.push(c)
@@ -272,16 +298,23 @@ function decideRow({ row, county, person }: Plan, state: LinkState) {
     if (Object.keys(merged.applied).length > 0) {
       c.data = data
       c.changed = c.sync = true
-      state.events.push({ row: row.id, kind: 'case_updated', person, indexCase: c, detail: { fields: Object.keys(merged.applied) } })
+      state.events.push({ row: row.id, kind: 'case_updated', person, indexCase: c, detail: { fields: Object.keys(merged.applied), ...moved(movedFrom, c) } })
     }
     logChange(state, row, 'index_case', c, merged)
   }
 
-  for (const c of created) linkResult(row, county, person, c, state, true)
-  for (const c of targets) linkResult(row, county, person, c, state, false)
+  for (const c of created) linkResult(row, county, person, c, state, true, {})
+  for (const c of targets) linkResult(row, county, person, c, state, false, moved(movedFrom, c))
 }
 
-function linkResult(row: LinkRow, county: County, person: PersonRec, c: CaseRec, state: LinkState, caseIsNew: boolean) {
+/** The detail an event on a case gets when the row's result went to it because other cases moved there. */
+function moved(movedFrom: Map<CaseRec, string[]>, c: CaseRec): { moved_from?: string[] } {
+  const from = movedFrom.get(c)
+  return from ? { moved_from: from } : {}
+}
+
+function linkResult(row: LinkRow, county: County, person: PersonRec, c: CaseRec, state: LinkState, caseIsNew: boolean,
+  via: { moved_from?: string[] }) {
   const props = labResultProps(row, person.externalId, county)
   const existing = c.results.get(row.accession!)
   if (existing) {
@@ -290,7 +323,7 @@ function linkResult(row: LinkRow, county: County, person: PersonRec, c: CaseRec,
       existing.data = merged.value
       existing.changed = true
       c.sync = true // the lab result travels with its case
-      state.events.push({ row: row.id, kind: 'lab_result_updated', person, indexCase: c, result: existing, detail: { fields: Object.keys(merged.applied) } })
+      state.events.push({ row: row.id, kind: 'lab_result_updated', person, indexCase: c, result: existing, detail: { fields: Object.keys(merged.applied), ...via } })
     }
     logChange(state, row, 'lab_result', existing, merged)
     return
@@ -307,7 +340,7 @@ function linkResult(row: LinkRow, county: County, person: PersonRec, c: CaseRec,
     c.changed = true
   }
   c.sync = true
-  state.events.push({ row: row.id, kind: 'lab_result_created', person, indexCase: c, result })
+  state.events.push({ row: row.id, kind: 'lab_result_created', person, indexCase: c, result, ...(via.moved_from ? { detail: via } : {}) })
   // Marked in exposure_queue, which says so (and when): no event of its own.
   if (row.positive && person.fields.phone) state.exposures.push(result)
 }

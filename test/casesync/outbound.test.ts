@@ -1,7 +1,7 @@
 /** Outbound case sync against the CommCare sandbox: posts, transfers and duplicates, retries, failures. */
 import { describe, expect, it } from 'vitest'
 import { claimJobs } from '../../src/casesync/jobs.ts'
-import { loadCases } from '../../src/casesync/outbound.ts'
+import { loadCases } from '../../src/casesync/cases.ts'
 import { outboundQueue } from '../../src/casesync/queue.ts'
 import type { Db } from '../../src/db/types.ts'
 import { retry } from '../../src/engine/queue.ts'
@@ -39,7 +39,7 @@ describe('outbound case sync', () => {
     expect(p.user_id).toBe('herald')
     const [r] = labResults(s, ALBANY)
     expect(r.properties.accession_number).toBe('K1-A1')
-    expect(r.indices.parent).toMatchObject({ case_id: c.case_id, case_type: 'patient', relationship: 'extension' })
+    expect(r.indices.parent).toMatchObject({ case_id: c.case_id, case_type: 'patient', relationship: 'child' }) // HERALD_COMMCARE_LAB_RESULT_INDEX's default
     expect(await count(db, 'case_sync_queue')).toBe(0)
     expect(c.synced_at).not.toBeNull()
     expect((await events(db, c.id)).map((e) => e.kind)).toEqual(['posted'])
@@ -111,13 +111,13 @@ describe('outbound case sync', () => {
     expect(redirected.detail.dead_end).toMatch(/duplicate_of_case_id names no case/)
   })
 
-  it('keeps the case itself when a transfer leads nowhere', async () => {
+  it('never posts to the county the person left when a transfer leads nowhere: the job waits for an operator (transfer.test.ts)', async () => {
     const { s, cs, c } = await syncedPerson('K7')
     s.transfer(ALBANY, c.case_id, 3, { createDestination: false })
     await linkRows(db, dir, [row(3, { PIDPATIENTKEY: 'K7', PIDCOUNTYCODE: '1', OBRACCESSIONNUM: 'K7-A2' })])
-    expect(await syncAll(db, cs.out)).toEqual({ posted: 1 })
-    expect(labResults(s, ALBANY)).toHaveLength(2)
-    expect((await events(db, c.id)).at(-1)!.detail.dead_end).toMatch(/no case in ny-allegany-cdcms/)
+    expect(await syncAll(db, cs.out)).toEqual({ unresolved_transfer: 1 })
+    expect(labResults(s, ALBANY)).toHaveLength(1)
+    expect((await events(db, c.id)).at(-1)).toMatchObject({ kind: 'unresolved_transfer', detail: { why: 'no search result' } })
   })
 
   it('ends a job in a duplicate cycle with an event, without looping or posting', async () => {

@@ -142,7 +142,7 @@ describe('case API', () => {
     const children = Object.values(full.child_cases) as any[]
     expect(children.map((c) => c.properties.accession_number).sort()).toEqual(['ACC1', 'ACC2'])
     for (const c of children) {
-      expect(c.indices.parent).toEqual({ case_id: p.case_id, case_type: 'patient', relationship: 'extension' })
+      expect(c.indices.parent).toEqual({ case_id: p.case_id, case_type: 'patient', relationship: 'child' })
       expect(c.child_cases).toEqual({})
     }
     expect(await getJson(s, `/a/${DOMAIN}/api/v0.5/case/${p.case_id}?format=json`)).not.toHaveProperty('child_cases')

@@ -36,7 +36,8 @@ export function adminRoutes(app: FastifyInstance, sandbox: CommCareSandbox, stor
     const toFips = Number(req.body?.to_fips)
     if (!Number.isInteger(toFips)) throw new SandboxError('to_fips must be a county FIPS number', 400)
     const createDestination = req.body?.create_destination !== false
-    const destination = sandbox.transfer(req.params.domain, req.params.caseId, toFips, { createDestination })
+    const linkSource = req.body?.link_source !== false
+    const destination = sandbox.transfer(req.params.domain, req.params.caseId, toFips, { createDestination, linkSource })
     return { origin: caseJson(store.get(req.params.domain, req.params.caseId)!), destination: destination ? caseJson(destination) : null }
   })
 
@@ -44,6 +45,18 @@ export function adminRoutes(app: FastifyInstance, sandbox: CommCareSandbox, stor
     if (typeof req.body?.of !== 'string' || !req.body.of) throw new SandboxError('of must be a case id', 400)
     sandbox.markDuplicate(req.params.domain, req.params.caseId, req.body.of)
     return caseJson(store.get(req.params.domain, req.params.caseId)!)
+  })
+
+  app.post<{ Params: Params; Body: Body }>('/sandbox/:domain/cases/:caseId/shape', async (req) => {
+    const omit = req.body?.omit_closed
+    if (typeof omit !== 'boolean') throw new SandboxError('omit_closed must be true or false', 400)
+    sandbox.omitClosed(req.params.domain, req.params.caseId, omit)
+    return caseJson(store.get(req.params.domain, req.params.caseId)!)
+  })
+
+  app.delete<{ Params: Params }>('/sandbox/:domain/cases/:caseId', async (req) => {
+    sandbox.deleteCase(req.params.domain, req.params.caseId)
+    return { deleted: req.params.caseId }
   })
 
   app.get<{ Querystring: { domain?: string } }>('/sandbox/cases', async (req) => {

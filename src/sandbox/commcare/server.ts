@@ -36,9 +36,14 @@ export interface CommCareSandbox {
   cases(domain?: string): SandboxCase[]
   getCase(domain: string, caseId: string): SandboxCase | undefined
   edit(domain: string, caseId: string, properties: Record<string, string>, opts?: { closed?: boolean }): SandboxCase
-  transfer(domain: string, caseId: string, toFips: number, opts?: { createDestination?: boolean }): SandboxCase | undefined
+  transfer(domain: string, caseId: string, toFips: number, opts?: { createDestination?: boolean; linkSource?: boolean }): SandboxCase | undefined
   markDuplicate(domain: string, caseId: string, ofCaseId: string): void
-  createCase(domain: string, properties: Record<string, string>, labResults?: Record<string, string>[]): SandboxCase
+  /** The case API leaves `closed` out of this case's JSON. */
+  omitClosed(domain: string, caseId: string, omit?: boolean): void
+  /** Deletes a case and the cases indexed to it: the case API answers 404 for them. */
+  deleteCase(domain: string, caseId: string): void
+  /** `opts.modifiedAt` backdates the case's server_date_modified (the server clock is real time). */
+  createCase(domain: string, properties: Record<string, string>, labResults?: Record<string, string>[], opts?: { modifiedAt?: string }): SandboxCase
   close(): Promise<void>
 }
 
@@ -60,7 +65,9 @@ export async function startCommCareSandbox(opts: CommCareSandboxOptions): Promis
     edit: (domain, caseId, properties, o) => store.edit(domain, caseId, properties, o),
     transfer: (domain, caseId, toFips, o) => store.transfer(domain, caseId, toFips, o),
     markDuplicate: (domain, caseId, ofCaseId) => void store.markDuplicate(domain, caseId, ofCaseId),
-    createCase: (domain, properties, labResults) => store.create(domain, properties, labResults),
+    omitClosed: (domain, caseId, omit) => store.omitClosed(domain, caseId, omit),
+    deleteCase: (domain, caseId) => store.delete(domain, caseId),
+    createCase: (domain, properties, labResults, o) => store.create(domain, properties, labResults, o),
     close: async () => {
       forwarder?.close()
       await app.close()
@@ -209,9 +216,10 @@ function openRosa(nature: string, message: string): string {
   return `<OpenRosaResponse xmlns="http://openrosa.org/http/response"><message nature="${nature}">${text}</message></OpenRosaResponse>`
 }
 
-/** A county's domain and owning location by FIPS, from the county list fixture. */
+/** A county's domain and owning location by FIPS, from the county list fixture (a list with `objects`, or a bare array). */
 function countyLookup(countyList: unknown): (fips: number) => { domain: string; ownerId?: string } | undefined {
-  const objects = (countyList as { objects?: { fields?: Record<string, unknown> }[] })?.objects ?? []
+  type Entry = { fields?: Record<string, unknown> }
+  const objects: Entry[] = Array.isArray(countyList) ? countyList : (countyList as { objects?: Entry[] })?.objects ?? []
   return (fips) => {
     const f = objects.find((o) => Number(o.fields?.fips) === fips)?.fields
     if (!f || typeof f.domain !== 'string' || !f.domain) return undefined

@@ -20,6 +20,8 @@ export interface SandboxCase {
   server_date_modified: string
   server_date_opened: string
   xform_ids: string[]
+  /** The case API leaves `closed` out of this case's JSON, as some of New York's recorded answers do. */
+  omitClosed?: boolean
 }
 
 export class SandboxError extends Error {
@@ -160,11 +162,14 @@ export class CaseStore {
 
   /**
    * A transfer as CommCare records it: the origin names the destination county and is closed, and
-   * (unless this is to be a dead end) a copy of the case opens in that county's domain, pointing back.
+   * (unless this is to be a dead end) a copy of the case opens in that county's domain, pointing back
+   * (unless linkSource is false: copies made by hand in New York's spaces lack transfer_source_case_id).
+   * A transfer to the case's own county only names it (seen in New York's data): no copy, still open.
    */
-  transfer(domain: string, caseId: string, toFips: number, opts: { createDestination?: boolean } = {}): SandboxCase | undefined {
+  transfer(domain: string, caseId: string, toFips: number, opts: { createDestination?: boolean; linkSource?: boolean } = {}): SandboxCase | undefined {
     const origin = this.get(domain, caseId)
     if (!origin) throw new SandboxError(`no case ${caseId} in domain ${domain}`)
+    if (this.county(toFips)?.domain === domain) return this.edit(domain, caseId, { transfer_destination_county_id: String(toFips) })
     const create = opts.createDestination ?? true
     const to = create ? this.county(toFips) : undefined
     if (create && !to) throw new SandboxError(`county ${toFips} has no domain in the county list`, 400)
@@ -175,6 +180,7 @@ export class CaseStore {
     // The copy opens today and has not moved on yet, whatever the origin's history said.
     delete props.date_opened
     delete props.transfer_destination_county_id
+    if (opts.linkSource === false) delete props.transfer_source_case_id
     const dest = this.newCase(to.domain, randomUUID(), origin.case_type, INVESTIGATOR, props)
     dest.xform_ids.push(randomUUID())
     this.put(dest)
@@ -182,19 +188,44 @@ export class CaseStore {
     return structuredClone(dest)
   }
 
+  /** Sets whether the case API leaves `closed` out of this case's JSON. */
+  omitClosed(domain: string, caseId: string, omit = true): void {
+    const c = this.get(domain, caseId)
+    if (!c) throw new SandboxError(`no case ${caseId} in domain ${domain}`)
+    c.omitClosed = omit
+  }
+
+  /** A case deleted in CommCare (its forms archived), with the cases indexed to it: the case API answers 404 for them. */
+  delete(domain: string, caseId: string): void {
+    const c = this.get(domain, caseId)
+    if (!c) throw new SandboxError(`no case ${caseId} in domain ${domain}`)
+    for (const gone of [...this.children(c), c]) {
+      for (const name of Object.keys(gone.indices)) this.setIndex(gone, name, undefined)
+      this.byId.delete(gone.case_id)
+    }
+    this.childIds.delete(caseId)
+  }
+
   /** A duplicate as an investigator marks it; the other case need not exist (a dead end). */
   markDuplicate(domain: string, caseId: string, ofCaseId: string): SandboxCase {
     return this.edit(domain, caseId, { duplicate_of_case_id: ofCaseId })
   }
 
-  /** A patient case an investigator opened by hand, with lab_result extension cases under it. */
-  create(domain: string, properties: Record<string, string>, labResults: Record<string, string>[] = []): SandboxCase {
-    const patient = this.newCase(domain, randomUUID(), properties.case_type ?? 'patient', INVESTIGATOR, properties)
+  /** A patient case an investigator opened by hand, with lab_result child cases under it (as New York's spaces hold them). */
+  create(domain: string, properties: Record<string, string>, labResults: Record<string, string>[] = [], opts: { modifiedAt?: string } = {}): SandboxCase {
+    // `modifiedAt` backdates the case (a case opened before a first poll's start): the server clock is real time.
+    const at = opts.modifiedAt === undefined ? undefined : parseMicros(opts.modifiedAt)
+    if (opts.modifiedAt !== undefined && at === undefined) throw new SandboxError('modifiedAt must be an ISO 8601 time', 400)
+    const backdate = (c: SandboxCase) => {
+      if (at !== undefined) Object.assign(c, { date_modified: isoMicros(at), server_date_modified: isoMicros(at), server_date_opened: isoMicros(at) })
+      return c
+    }
+    const patient = backdate(this.newCase(domain, randomUUID(), properties.case_type ?? 'patient', INVESTIGATOR, properties))
     patient.xform_ids.push(randomUUID())
     this.put(patient)
     for (const props of labResults) {
-      const lab = this.newCase(domain, randomUUID(), props.case_type ?? 'lab_result', INVESTIGATOR, props)
-      this.setIndex(lab, 'parent', { case_id: patient.case_id, case_type: patient.case_type, relationship: 'extension' })
+      const lab = backdate(this.newCase(domain, randomUUID(), props.case_type ?? 'lab_result', INVESTIGATOR, props))
+      this.setIndex(lab, 'parent', { case_id: patient.case_id, case_type: patient.case_type, relationship: 'child' })
       lab.xform_ids.push(patient.xform_ids[0])
       this.put(lab)
     }
@@ -218,7 +249,7 @@ export function caseJson(c: SandboxCase, children?: SandboxCase[]): Record<strin
   return {
     case_id: c.case_id,
     ...(children ? { child_cases: Object.fromEntries(children.map((k) => [k.case_id, caseJson(k, [])])) } : {}),
-    closed: c.closed,
+    ...(c.omitClosed ? {} : { closed: c.closed }),
     date_closed: c.date_closed,
     date_modified: c.date_modified,
     domain: c.domain,
