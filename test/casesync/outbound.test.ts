@@ -6,7 +6,7 @@ import { outboundQueue } from '../../src/casesync/queue.ts'
 import type { Db } from '../../src/db/types.ts'
 import { retry } from '../../src/engine/queue.ts'
 import { readCounties } from '../../src/link/counties.ts'
-import { casesync, caseOf, dueNow, events, expireLeases, labResults, linkRows, patients, startSandbox, syncAll } from '../helpers/casesync.ts'
+import { casesync, caseOf, syncedPerson, dueNow, events, expireLeases, labResults, linkRows, patients, startSandbox, syncAll } from '../helpers/casesync.ts'
 import { row } from '../helpers/files.ts'
 import { count, freshDbEachTest } from '../helpers/link.ts'
 
@@ -19,19 +19,10 @@ freshDbEachTest((d, x) => {
   dir = x
 })
 
-/** One person in Albany with one positive result, synced once. */
-async function syncedPerson(key: string) {
-  const s = await startSandbox()
-  const cs = casesync(s)
-  await linkRows(db, dir, [row(3, { PIDPATIENTKEY: key, PIDCOUNTYCODE: '1', OBRACCESSIONNUM: `${key}-A1` })])
-  expect(await syncAll(db, cs.out)).toEqual({ posted: 1 })
-  const c = await caseOf(db)
-  return { s, cs, c }
-}
 
 describe('outbound case sync', () => {
   it('creates the patient case with its lab result in the county domain, and forgets the job', async () => {
-    const { s, c } = await syncedPerson('K1')
+    const { s, c } = await syncedPerson(db, dir, 'K1')
     const [p] = patients(s, ALBANY)
     expect(p.case_id).toBe(c.case_id)
     expect(p.properties.external_id).toBe(c.data.external_id)
@@ -46,7 +37,7 @@ describe('outbound case sync', () => {
   })
 
   it('posts a later result to the same case, never overwriting what an investigator wrote', async () => {
-    const { s, cs, c } = await syncedPerson('K2')
+    const { s, cs, c } = await syncedPerson(db, dir, 'K2')
     s.edit(ALBANY, c.case_id, { first_name: 'Corrected', case_notes: 'called twice' })
     await linkRows(db, dir, [row(3, { PIDPATIENTKEY: 'K2', PIDCOUNTYCODE: '1', OBRACCESSIONNUM: 'K2-A2', PIDLASTNAME: 'X' })])
     expect(await syncAll(db, cs.out)).toEqual({ posted: 1 })
@@ -80,7 +71,7 @@ describe('outbound case sync', () => {
   })
 
   it('follows a transfer to the other county: the local destination case gets the lab results', async () => {
-    const { s, cs, c } = await syncedPerson('K5')
+    const { s, cs, c } = await syncedPerson(db, dir, 'K5')
     const dest = s.transfer(ALBANY, c.case_id, 3)!
     await linkRows(db, dir, [row(3, { PIDPATIENTKEY: 'K5', PIDCOUNTYCODE: '1', OBRACCESSIONNUM: 'K5-A2' })])
     expect(await syncAll(db, cs.out)).toEqual({ redirected: 1 })
@@ -97,7 +88,7 @@ describe('outbound case sync', () => {
   })
 
   it('follows a chain of duplicates, and stops at a dead end on the last case found', async () => {
-    const { s, cs, c } = await syncedPerson('K6')
+    const { s, cs, c } = await syncedPerson(db, dir, 'K6')
     const b = s.createCase(ALBANY, { case_name: 'B', external_id: c.data.external_id })
     const cc = s.createCase(ALBANY, { case_name: 'C', external_id: c.data.external_id })
     s.markDuplicate(ALBANY, c.case_id, b.case_id)
@@ -112,7 +103,7 @@ describe('outbound case sync', () => {
   })
 
   it('never posts to the county the person left when a transfer leads nowhere: the job waits for an operator (transfer.test.ts)', async () => {
-    const { s, cs, c } = await syncedPerson('K7')
+    const { s, cs, c } = await syncedPerson(db, dir, 'K7')
     s.transfer(ALBANY, c.case_id, 3, { createDestination: false })
     await linkRows(db, dir, [row(3, { PIDPATIENTKEY: 'K7', PIDCOUNTYCODE: '1', OBRACCESSIONNUM: 'K7-A2' })])
     expect(await syncAll(db, cs.out)).toEqual({ unresolved_transfer: 1 })
@@ -121,7 +112,7 @@ describe('outbound case sync', () => {
   })
 
   it('ends a job in a duplicate cycle with an event, without looping or posting', async () => {
-    const { s, cs, c } = await syncedPerson('K8')
+    const { s, cs, c } = await syncedPerson(db, dir, 'K8')
     const b = s.createCase(ALBANY, { case_name: 'B' })
     s.markDuplicate(ALBANY, c.case_id, b.case_id)
     s.markDuplicate(ALBANY, b.case_id, c.case_id)
@@ -222,7 +213,7 @@ describe('outbound case sync', () => {
   })
 
   it('does not post a job whose lease ran out while it resolved a transfer, once another worker holds it', async () => {
-    const { s, cs, c } = await syncedPerson('K16')
+    const { s, cs, c } = await syncedPerson(db, dir, 'K16')
     await linkRows(db, dir, [row(3, { PIDPATIENTKEY: 'K16', PIDCOUNTYCODE: '1', OBRACCESSIONNUM: 'K16-A2' })])
     const [job] = await claimJobs(db, 'test', 10)
     const local = (await loadCases(db, [job.indexCaseId])).get(job.indexCaseId)

@@ -15,7 +15,7 @@ import { importCase, skippedByReason } from '../../src/casesync/inbound.ts'
 import { pollDomain } from '../../src/casesync/poll.ts'
 import type { Db } from '../../src/db/types.ts'
 import { readCounties } from '../../src/link/counties.ts'
-import { caseOf, casesync, events, linkRows, startSandbox, syncAll } from '../helpers/casesync.ts'
+import { caseOf, casesync, events, linkRows, startSandbox, syncedPerson } from '../helpers/casesync.ts'
 import { createTestDb, onPostgres } from '../helpers/db.ts'
 import { row, tempDir } from '../helpers/files.ts'
 import { COUNTY_LIST, count, freshDbEachTest, loadCounties } from '../helpers/link.ts'
@@ -89,11 +89,7 @@ describe('pulled cases: the import rules', () => {
   })
 
   it('updates a case Herald knows whatever the skip rules say of it', async () => {
-    const s = await startSandbox()
-    const cs = casesync(s)
-    await linkRows(db, dir, [row(3, { PIDPATIENTKEY: 'P1', PIDCOUNTYCODE: '1', OBRACCESSIONNUM: 'P1-A1' })])
-    await syncAll(db, cs.out)
-    const c = await caseOf(db)
+    const { s, cs, c } = await syncedPerson(db, dir, 'P1')
     s.edit(ALBANY, c.case_id, { stub: 'yes', final_disposition: 'duplicate', transfer_status: 'sent' })
     expect(await poll(cs.client)).toEqual({ updated: 1 })
     expect((await caseOf(db)).data).toMatchObject({ stub: 'yes', final_disposition: 'duplicate', transfer_status: 'sent' })
@@ -101,11 +97,7 @@ describe('pulled cases: the import rules', () => {
   })
 
   it('never lets a blank value in CommCare replace a local one, nor makes blank people fields', async () => {
-    const s = await startSandbox()
-    const cs = casesync(s)
-    await linkRows(db, dir, [row(3, { PIDPATIENTKEY: 'P2', PIDCOUNTYCODE: '1', OBRACCESSIONNUM: 'P2-A1' })])
-    await syncAll(db, cs.out)
-    const c = await caseOf(db)
+    const { s, cs, c } = await syncedPerson(db, dir, 'P2')
     s.edit(ALBANY, c.case_id, { first_name: '', last_name: '   ', case_notes: 'called' })
     expect(await poll(cs.client)).toEqual({ updated: 1 })
     const after = await caseOf(db)

@@ -9,7 +9,7 @@ import { outboundQueue } from '../../src/casesync/queue.ts'
 import { outboundSummary, resolveCase } from '../../src/cli/casesync.ts'
 import type { Db } from '../../src/db/types.ts'
 import { events as queueEvents, failedRows } from '../../src/engine/queue.ts'
-import { casesync, caseOf, events, labResults, linkRows, patients, startSandbox, syncAll } from '../helpers/casesync.ts'
+import { casesync, caseOf, syncedPerson, events, labResults, linkRows, patients, startSandbox, syncAll } from '../helpers/casesync.ts'
 import { row } from '../helpers/files.ts'
 import { count, freshDbEachTest } from '../helpers/link.ts'
 
@@ -23,15 +23,6 @@ freshDbEachTest((d, x) => {
   dir = x
 })
 
-/** One person in Albany with one positive result, synced once. */
-async function syncedPerson(key: string) {
-  const s = await startSandbox()
-  const cs = casesync(s)
-  await linkRows(db, dir, [row(3, { PIDPATIENTKEY: key, PIDCOUNTYCODE: '1', OBRACCESSIONNUM: `${key}-A1` })])
-  expect(await syncAll(db, cs.out)).toEqual({ posted: 1 })
-  const c = await caseOf(db)
-  return { s, cs, c }
-}
 
 /** A later result for the same person: the case's job is due again. */
 const laterResult = (key: string, n = 2) => linkRows(db, dir, [row(3, { PIDPATIENTKEY: key, PIDCOUNTYCODE: '1', OBRACCESSIONNUM: `${key}-A${n}` })])
@@ -50,7 +41,7 @@ const job = async (id: string) => (await db.query('SELECT attempts, failed_at IS
 
 describe('a transfer whose destination is not found', () => {
   it('is an unresolved_transfer, failed for an operator, with nothing posted to the county the person left', async () => {
-    const { s, cs, c } = await syncedPerson('T1')
+    const { s, cs, c } = await syncedPerson(db, dir, 'T1')
     // A copy made by hand: found by external_id, but not naming this case as its source.
     s.transfer(ALBANY, c.case_id, 3, { linkSource: false })
     await laterResult('T1')
@@ -71,7 +62,7 @@ describe('a transfer whose destination is not found', () => {
   })
 
   it('says why: no search result, a county without a domain, no external_id', async () => {
-    const { s, cs, c } = await syncedPerson('T2')
+    const { s, cs, c } = await syncedPerson(db, dir, 'T2')
     s.transfer(ALBANY, c.case_id, 3, { createDestination: false })
     await laterResult('T2')
     expect(await syncAll(db, cs.out)).toEqual({ unresolved_transfer: 1 })
@@ -91,7 +82,7 @@ describe('a transfer whose destination is not found', () => {
   })
 
   it("is found among Herald's own cases when CommCare's search misses it, and followed along its duplicates", async () => {
-    const { s, cs, c } = await syncedPerson('T3')
+    const { s, cs, c } = await syncedPerson(db, dir, 'T3')
     const dest = s.transfer(ALBANY, c.case_id, 3)!
     // The copy's external_id was changed in Allegany: the search by the origin's finds nothing. Herald pulled the copy.
     s.edit(ALLEGANY, dest.case_id, { external_id: 'changed-in-allegany' })
@@ -113,7 +104,7 @@ describe('a transfer whose destination is not found', () => {
 
 describe('herald cases resolve', () => {
   it('points an unresolved transfer at the case the operator names: the job posts there, and later ones too', async () => {
-    const { s, cs, c } = await syncedPerson('R1')
+    const { s, cs, c } = await syncedPerson(db, dir, 'R1')
     const copy = s.transfer(ALBANY, c.case_id, 3, { linkSource: false })!
     await laterResult('R1')
     expect(await syncAll(db, cs.out)).toEqual({ unresolved_transfer: 1 })
@@ -137,7 +128,7 @@ describe('herald cases resolve', () => {
   })
 
   it('refuses a case that does not exist or is not waiting, a blank case id, --recreate for a transfer, an unknown domain', async () => {
-    const { s, cs, c } = await syncedPerson('R2')
+    const { s, cs, c } = await syncedPerson(db, dir, 'R2')
     await expect(resolveCase(db, '999999', { to: 'x' })).rejects.toThrow(/no case 999999/)
     await expect(resolveCase(db, 'abc', { to: 'x' })).rejects.toThrow(/CASE must be a case id/)
     await expect(resolveCase(db, c.id, { to: 'x' })).rejects.toThrow(`case ${c.id} is not waiting on an unresolved transfer or a case missing in CommCare`)
@@ -155,7 +146,7 @@ describe('herald cases resolve', () => {
 
 describe('a case CommCare no longer has', () => {
   it('fails visibly as missing_in_commcare instead of being created again in silence; --recreate creates it', async () => {
-    const { s, cs, c } = await syncedPerson('M1')
+    const { s, cs, c } = await syncedPerson(db, dir, 'M1')
     s.deleteCase(ALBANY, c.case_id)
     await laterResult('M1')
     expect(await syncAll(db, cs.out)).toEqual({ missing_in_commcare: 1 })
@@ -174,7 +165,7 @@ describe('a case CommCare no longer has', () => {
   })
 
   it('can be pointed at the case that replaced it', async () => {
-    const { s, cs, c } = await syncedPerson('M2')
+    const { s, cs, c } = await syncedPerson(db, dir, 'M2')
     s.deleteCase(ALBANY, c.case_id)
     const other = s.createCase(ALBANY, { case_name: 'reopened' })
     await laterResult('M2')
@@ -187,7 +178,7 @@ describe('a case CommCare no longer has', () => {
 
 describe('resolution', () => {
   it('takes a case named its own county as no transfer: no search, no dead end, posted to it', async () => {
-    const { s, cs, c } = await syncedPerson('S1')
+    const { s, cs, c } = await syncedPerson(db, dir, 'S1')
     expect(s.transfer(ALBANY, c.case_id, 1)!.case_id).toBe(c.case_id)
     expect(patients(s)).toHaveLength(1)
     let searches = 0
@@ -203,7 +194,7 @@ describe('resolution', () => {
   })
 
   it('adopts a duplicate whose CommCare answer has no closed field, and posts to it', async () => {
-    const { s, cs, c } = await syncedPerson('D1')
+    const { s, cs, c } = await syncedPerson(db, dir, 'D1')
     const b = s.createCase(ALBANY, { case_name: 'B', external_id: c.data.external_id })
     s.omitClosed(ALBANY, b.case_id)
     s.markDuplicate(ALBANY, c.case_id, b.case_id)
@@ -214,7 +205,7 @@ describe('resolution', () => {
   })
 
   it("sets moved_to to the end of the chain, and moves the cases that had moved to the origin along", async () => {
-    const { s, cs, c } = await syncedPerson('V1')
+    const { s, cs, c } = await syncedPerson(db, dir, 'V1')
     const b = s.createCase(ALBANY, { case_name: 'B', external_id: c.data.external_id })
     s.markDuplicate(ALBANY, c.case_id, b.case_id)
     await laterResult('V1')
@@ -234,7 +225,7 @@ describe('resolution', () => {
 
 describe('herald cases', () => {
   it('says why jobs are retrying, by kind of error, without case ids or CommCare messages', async () => {
-    const { s, cs } = await syncedPerson('H1')
+    const { s, cs } = await syncedPerson(db, dir, 'H1')
     await laterResult('H1') // a known case: a GET first
     await linkRows(db, dir, [row(3, { PIDPATIENTKEY: 'H2', PIDCOUNTYCODE: '1' })]) // a new case: the form at once
     s.knobs.failureRate = 1

@@ -1,12 +1,12 @@
 /** Case sync in tests: a CommCare sandbox per test, the engines pointed at it, and the pipeline up to case_sync_queue. */
-import { afterEach } from 'vitest'
+import { afterEach, expect } from 'vitest'
 import { casesyncInEngine, casesyncOutEngine, commcareClient } from '../../src/casesync/index.ts'
 import { loadConfig } from '../../src/config.ts'
 import type { Db } from '../../src/db/types.ts'
 import { readCounties } from '../../src/link/counties.ts'
 import { createLogger } from '../../src/log.ts'
 import { startCommCareSandbox, type CommCareSandbox, type CommCareSandboxOptions } from '../../src/sandbox/commcare/server.ts'
-import { exportText, writeExport } from './files.ts'
+import { exportText, row, writeExport } from './files.ts'
 import { ingestPath } from './ingest.ts'
 import { linkAll } from './link.ts'
 
@@ -65,3 +65,13 @@ export const events = (db: Db, indexCaseId: string) =>
 
 export const patients = (s: CommCareSandbox, domain?: string) => s.cases(domain).filter((c) => c.case_type === 'patient')
 export const labResults = (s: CommCareSandbox, domain?: string) => s.cases(domain).filter((c) => c.case_type === 'lab_result')
+
+/** One person in Albany (FIPS 1) with one positive result `${key}-A1`, synced once, against a new sandbox. */
+export async function syncedPerson(db: Db, dir: string, key: string) {
+  const s = await startSandbox()
+  const cs = casesync(s)
+  await linkRows(db, dir, [row(3, { PIDPATIENTKEY: key, PIDCOUNTYCODE: '1', OBRACCESSIONNUM: `${key}-A1` })])
+  expect(await syncAll(db, cs.out)).toEqual({ posted: 1 })
+  const c = await caseOf(db)
+  return { s, cs, c }
+}
