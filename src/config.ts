@@ -34,6 +34,8 @@ export interface Config {
   metricsPort: number | undefined
   /** Herald's HTTP server (CommCare's case forwarder posts to /commcare/cases); off when unset. */
   httpPort: number | undefined
+  /** The console at `/` of the HTTP server (HERALD_CONSOLE); unset: on in `herald start`, off in `herald run`. */
+  console: boolean | undefined
   httpHost: string
   commcare: CommCareConfig
   exposure: ExposureConfig
@@ -187,6 +189,7 @@ export function loadConfig(env: Env = process.env): Config {
     workerId: env.HERALD_WORKER_ID || `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`,
     metricsPort: env.HERALD_METRICS_PORT ? port(env, 'HERALD_METRICS_PORT') : undefined,
     httpPort: env.HERALD_HTTP_PORT ? port(env, 'HERALD_HTTP_PORT') : undefined,
+    console: env.HERALD_CONSOLE?.trim() ? bool(env, 'HERALD_CONSOLE', true) : undefined,
     httpHost: env.HERALD_HTTP_HOST?.trim() || '127.0.0.1',
     commcare: commcareConfig(env),
     exposure: exposureConfig(env),

@@ -19,6 +19,8 @@ import { startVerificationSandbox } from '../sandbox/verification/server.ts'
 import { LookupClient, VerificationClient } from '../exposure/clients.ts'
 import { exposureEngines } from '../exposure/index.ts'
 import type { Config } from '../config.ts'
+import { consoleFor } from '../console/index.ts'
+import { countUsers } from '../console/users.ts'
 import { messagingKeys, messagingRoutes } from '../messaging/index.ts'
 import { jobsEngine } from '../messaging/jobs/jobs.ts'
 import { receiptsEngine } from '../messaging/receipts/engine.ts'
@@ -187,6 +189,8 @@ export async function runCommand(opts: { engines?: string; untilIdle?: boolean }
     const counters = new Counters()
     const metrics = config.metricsPort ? await serveMetrics(counters, config.metricsPort, '127.0.0.1', db) : undefined
     const routes: Routes[] = [messagingRoutes(config, db, log)]
+    const withConsole = Boolean(httpPort) && (config.console ?? serve)
+    if (withConsole) routes.push(consoleFor(config, db, log))
     if (publicUrl) routes.push(receiptRoutes({ db, log, publicUrl, secret: secretKey(config), twilioAuthToken: config.exposure.twilioAuthToken }))
     if (outside.commcare && config.commcare.forwarder) routes.push(forwarderRoutes({ db, client: outside.commcare, commcare: config.commcare, log }))
     const http = httpPort ? await startHttpServer(config.httpHost, httpPort, routes, log) : undefined
@@ -197,6 +201,10 @@ export async function runCommand(opts: { engines?: string; untilIdle?: boolean }
       console.log(`  inbox     ${config.inbox}  (drop ECLRS export files here)`)
       for (const line of sandboxes) console.log(`  sandbox   ${line}`)
       console.log(`  commands  in another terminal: npx herald files | npx herald link | npx herald cases | npx herald person ID | npx herald --help`)
+      if (http && withConsole) {
+        console.log(`  console   http://${config.httpHost}:${httpPort}/  (in a browser)` +
+          ((await countUsers(db)) === 0 ? '; first make its administrator: npx herald user create --admin --email you@agency.gov --name "Your Name"' : ''))
+      }
       if (http) console.log(`  api       http://${config.httpHost}:${httpPort}  (GOV.UK Notify API v2; set up with herald service create, herald key create, herald template create)`)
       if (metrics) console.log(`  metrics   http://127.0.0.1:${config.metricsPort}/metrics`)
       console.log('  stop      Ctrl-C')
