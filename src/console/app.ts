@@ -47,6 +47,7 @@ declare module 'fastify' {
 
 export const SESSION_COOKIE = 'herald_session'
 const VIEWS = join(dirname(fileURLToPath(import.meta.url)), 'views')
+const ASSETS = join(dirname(fileURLToPath(import.meta.url)), 'assets')
 // The package exports only its JavaScript: its folder is found from that file (…/dist/js/uswds.min.js).
 const USWDS = join(dirname(createRequire(import.meta.url).resolve('@uswds/uswds')), '..')
 
@@ -71,6 +72,7 @@ export function consoleRoutes(deps: ConsoleDeps, pages: Pages[]): Routes {
         getToken: (req) => (req.body as Record<string, string> | undefined)?._csrf ?? (req.headers['x-csrf-token'] as string | undefined),
       })
       await scope.register(fastifyStatic, { root: USWDS, prefix: '/assets/uswds/', decorateReply: false, maxAge: '1d' })
+      await scope.register(fastifyStatic, { root: ASSETS, prefix: '/assets/console/', decorateReply: false })
       scope.decorateRequest('user', null)
       scope.decorateRequest('sessionToken', null)
       scope.addHook('onRequest', async (req, reply) => {
