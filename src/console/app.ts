@@ -16,6 +16,7 @@ import fastifyFormbody from '@fastify/formbody'
 import fastifyStatic from '@fastify/static'
 import { Eta } from 'eta'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { Config } from '../config.ts'
 import type { Db } from '../db/types.ts'
 import type { Routes } from '../http/server.ts'
 import { errorText, type Logger } from '../log.ts'
@@ -30,6 +31,8 @@ export interface ConsoleDeps {
   /** HERALD_SECRET_KEY (or the data folder's key): the cookie key is derived from it. */
   secret: string
   sealer: Sealer
+  /** Herald's settings (the phone region, the job store: what pages pass to the engines' functions). */
+  config: Config
 }
 
 /** What every page of the console needs; `register` adds a group of pages. */
@@ -69,7 +72,9 @@ export function consoleRoutes(deps: ConsoleDeps, pages: Pages[]): Routes {
       await scope.register(fastifyCsrf, {
         sessionPlugin: '@fastify/cookie',
         cookieOpts: { signed: true, httpOnly: true, sameSite: 'strict', path: '/' },
-        getToken: (req) => (req.body as Record<string, string> | undefined)?._csrf ?? (req.headers['x-csrf-token'] as string | undefined),
+        // A multipart form (a CSV upload) is not parsed before this check: its token rides in the action's query.
+        getToken: (req) => (req.body as Record<string, string> | undefined)?._csrf ?? (req.headers['x-csrf-token'] as string | undefined)
+          ?? (req.headers['content-type']?.startsWith('multipart/form-data') ? (req.query as Record<string, string>)._csrf : undefined),
       })
       await scope.register(fastifyStatic, { root: USWDS, prefix: '/assets/uswds/', decorateReply: false, maxAge: '1d' })
       await scope.register(fastifyStatic, { root: ASSETS, prefix: '/assets/console/', decorateReply: false })
