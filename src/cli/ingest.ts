@@ -10,38 +10,15 @@ import { readRecords } from '../ingest/eclrs/records.ts'
 import { typeRow } from '../ingest/eclrs/row.ts'
 import { ingestOptions, processInboxFile } from '../ingest/index.ts'
 import { claim, register } from '../ingest/inbox.ts'
+import { countyTotals, fileExists, fileSummary, inboxFiles, listFiles, type FileSummary } from '../ingest/report.ts'
 import { storeFor } from '../storage/index.ts'
 import { displayName } from '../storage/local.ts'
 import { table, withDb } from './context.ts'
 
-export interface FileSummary {
-  fileId?: number
-  file: string
-  sha256: string
-  version: number | null
-  status: string
-  rows: number
-  new: number
-  seen: number
-  duplicate: number
-  error: number
-  errors: { line: number; reason: string }[]
-  rejection?: string
-  by_county?: Record<string, unknown>
-}
+export type { FileSummary }
 
-export async function fileSummary(db: Queryable, fileId: number, name?: string): Promise<FileSummary> {
-  const [f] = await db.query(
-    `SELECT name, encode(sha256, 'hex') AS sha256, version, status, error, total_rows, new_rows, seen_rows,
-            duplicate_rows, error_rows, by_county FROM files WHERE id = $1`, [fileId])
-  const errors = await db.query<{ line: number; reason: string }>(
-    'SELECT line, reason FROM ingest_errors WHERE file_id = $1 ORDER BY line', [fileId])
-  return {
-    fileId, file: name ?? f.name, sha256: f.sha256, version: f.version, status: f.status, rows: f.total_rows, new: f.new_rows,
-    seen: f.seen_rows, duplicate: f.duplicate_rows, error: f.error_rows, errors, rejection: f.error ?? undefined,
-    by_county: f.by_county,
-  }
-}
+/** `herald ingest` and `herald files ID` name files that exist. */
+const summaryOf = async (db: Queryable, fileId: number, name?: string) => (await fileSummary(db, fileId, name))!
 
 export async function ingestCommand(paths: string[], opts: { json?: boolean }) {
   return withDb(async ({ config, db, log }) => {
@@ -67,7 +44,7 @@ export async function ingestCommand(paths: string[], opts: { json?: boolean }) {
       if (!item) {
         const done = await db.query('SELECT id, uri, file_id FROM inbox_files WHERE id = ANY($1::bigint[]) AND state = $2', [[...remaining], 'done'])
         for (const d of done) {
-          summaries.push({ ...(await fileSummary(db, d.file_id, d.uri)), outcome: 'already_ingested' })
+          summaries.push({ ...(await summaryOf(db, d.file_id, d.uri)), outcome: 'already_ingested' })
           remaining.delete(d.id)
         }
         if (remaining.size > 0) {
@@ -85,7 +62,7 @@ export async function ingestCommand(paths: string[], opts: { json?: boolean }) {
         onProgress: (p) => bar?.update(p.bytesRead, { rows: p.rows, rate: Math.round(p.rows / ((Date.now() - started) / 1000)) }),
       }, log).finally(() => bar?.stop())
       remaining.delete(item.id)
-      if ('fileId' in result) summaries.push({ ...(await fileSummary(db, result.fileId, item.uri)), outcome: result.outcome })
+      if ('fileId' in result) summaries.push({ ...(await summaryOf(db, result.fileId, item.uri)), outcome: result.outcome })
       else summaries.push({ ...emptySummary(item.uri), outcome: result.outcome, rejection: result.error })
     }
     if (opts.json) console.log(JSON.stringify(summaries.map(({ by_county, fileId, ...s }) => s), null, 2))
@@ -112,13 +89,7 @@ function emptySummary(file: string): FileSummary {
 /** Everything found in the inbox and what became of it: waiting, being ingested, retrying, done, or failed with its error. */
 export async function inboxCommand(opts: { json?: boolean; failed?: boolean; limit: string }) {
   return withDb(async ({ db }) => {
-    // The state a person cares about, from the engine's own state and the queue's columns.
-    const rows = await db.query(
-      `SELECT id, uri, size, CASE WHEN failed_at IS NOT NULL THEN 'failed' WHEN state = 'done' THEN 'done'
-                                  WHEN claimed_until > now() THEN 'ingesting' WHEN retry_at > now() THEN 'retrying' ELSE 'waiting' END AS state,
-              outcome, attempts, claimed_by, claimed_until, retry_at, failed_at, file_id, last_error, found_at
-         FROM inbox_files WHERE NOT $1 OR failed_at IS NOT NULL ORDER BY id DESC LIMIT $2`,
-      [Boolean(opts.failed), Number(opts.limit)])
+    const rows = await inboxFiles(db, { failed: opts.failed, limit: Number(opts.limit) })
     if (opts.json) return console.log(JSON.stringify(rows, null, 2))
     const when = (t: unknown) => (t ? new Date(t as string).toISOString().slice(0, 19).replace('T', ' ') : '')
     console.log(table(rows.map((r) => ({
@@ -132,9 +103,7 @@ export async function inboxCommand(opts: { json?: boolean; failed?: boolean; lim
 export async function filesCommand(id: string | undefined, opts: { json?: boolean; limit: string }) {
   return withDb(async ({ db }) => {
     if (id !== undefined) return fileDetail(db, id, opts)
-    const rows = await db.query(
-      `SELECT id, name, version, status, total_rows, new_rows, seen_rows, duplicate_rows, error_rows, by_county,
-              started_at, finished_at, error FROM files ORDER BY id DESC LIMIT $1`, [Number(opts.limit)])
+    const rows = (await listFiles(db, Number(opts.limit))).map(({ failed, ...r }) => r)
     if (opts.json) return console.log(JSON.stringify(rows, null, 2))
     console.log(table(rows.map((r) => ({
       id: r.id, file: displayName(r.name), version: r.version ? `v${r.version}` : '', status: r.status, rows: r.total_rows,
@@ -147,17 +116,14 @@ export async function filesCommand(id: string | undefined, opts: { json?: boolea
 
 /** One file: its totals, per county, and every row it could not use. */
 async function fileDetail(db: Queryable, id: string, opts: { json?: boolean }) {
-  if (!/^\d+$/.test(id) || (await db.query('SELECT 1 FROM files WHERE id = $1', [Number(id)])).length === 0) {
+  if (!/^\d+$/.test(id) || !(await fileExists(db, Number(id)))) {
     throw new Error(`no file ${id}: 'herald files' lists them with their ids`)
   }
-  const s = await fileSummary(db, Number(id))
+  const s = await summaryOf(db, Number(id))
   if (opts.json) return console.log(JSON.stringify(s, null, 2))
   console.log(`${s.file}\n  sha256 ${s.sha256}, ${s.version ? `v${s.version}` : 'no version'}, ${s.status}${s.rejection ? `: ${s.rejection}` : ''}`)
   console.log(`  ${s.rows} rows: ${s.new} new, ${s.seen} seen, ${s.duplicate} duplicate, ${s.error} error\n`)
-  const counties = Object.entries(s.by_county ?? {}) as [string, Record<string, number>][]
-  const order = (c: string) => (c === 'unknown' ? Infinity : Number(c))
-  console.log(table(counties.sort(([a], [b]) => order(a) - order(b))
-    .map(([county, t]) => ({ county, new: t.new, seen: t.seen, duplicate: t.duplicate, error: t.error }))))
+  console.log(table(countyTotals(s)))
   if (s.errors.length > 0) console.log('')
   for (const e of s.errors) console.log(`line ${e.line}: ${e.reason}`)
 }

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs'
 import { basename } from 'node:path'
 import { Directory } from '../messaging/api/directory.ts'
 import { cancelJob, createJob } from '../messaging/jobs/jobs.ts'
+import { listJobs } from '../messaging/jobs/view.ts'
 import { storeFor } from '../storage/index.ts'
 import { messagingKeys } from '../messaging/index.ts'
 import { KEY_TYPES, type KeyType } from '../messaging/keys.ts'
@@ -94,11 +95,7 @@ export async function memberAddCommand(o: { service: string; phone: string; name
 export async function jobsCommand(o: { service?: string; json?: boolean }) {
   return withDb(async ({ db }) => {
     const service = o.service ? await findService(db, o.service) : undefined
-    const rows = await db.query(
-      `SELECT j.id, s.name AS service, j.original_name, j.status, j.rows, j.rows_done, j.scheduled_for, j.created_at, j.finished_at, j.error,
-              (SELECT count(*) FILTER (WHERE n.status = 'delivered') FROM notifications_all_time_view n WHERE n.job_id = j.id)::int AS delivered,
-              (SELECT count(*) FILTER (WHERE n.status LIKE '%failure') FROM notifications_all_time_view n WHERE n.job_id = j.id)::int AS failed
-       FROM jobs j JOIN services s ON s.id = j.service_id WHERE ($1::uuid IS NULL OR j.service_id = $1) ORDER BY j.created_at DESC LIMIT 50`, [service?.id ?? null])
+    const rows = await listJobs(db, service?.id ?? null)
     print(o.json, rows, rows.length ? table(rows.map((r) => ({
       id: r.id, service: clean(r.service), file: clean(r.original_name), status: r.status, progress: `${r.rows_done}/${r.rows}`, delivered: r.delivered, failed: r.failed,
       when: r.scheduled_for ? `at ${new Date(r.scheduled_for).toISOString()}` : new Date(r.created_at).toISOString(), error: clean(r.error),

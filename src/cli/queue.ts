@@ -1,18 +1,11 @@
 /** `herald queue`: every engine's work queue at a glance, its failures with their events, and a retry. */
 import { events, failedRows, retry } from '../engine/queue.ts'
-import { allStats, queueOf } from '../engine/queues.ts'
+import { age, allStats, queueOf } from '../engine/queues.ts'
 import { table, withDb } from './context.ts'
 
 const when = (t: Date) => t.toISOString().slice(0, 19).replace('T', ' ')
 
-/** How long, for a person: 42 s, 7 min, 3.5 h, 2.1 d. */
-export function age(seconds: number | null): string {
-  if (seconds === null) return ''
-  if (seconds < 90) return `${Math.round(seconds)} s`
-  if (seconds < 5400) return `${Math.round(seconds / 60)} min`
-  if (seconds < 172_800) return `${(seconds / 3600).toFixed(1)} h`
-  return `${(seconds / 86400).toFixed(1)} d`
-}
+export { age }
 
 export async function queueCommand(opts: { json?: boolean }) {
   return withDb(async ({ db }) => {

@@ -9,11 +9,19 @@ import type { Logger } from '../log.ts'
 import { messagingKeys } from '../messaging/index.ts'
 import { secretKey } from '../privacy/keys.ts'
 import { consoleRoutes, type Pages } from './app.ts'
+import { activityPages } from './pages/activity.ts'
 import { authPages } from './pages/auth.ts'
+import { pipelinePages } from './pages/pipeline.ts'
+import { jobPages } from './pages/jobs.ts'
+import { keyPages } from './pages/keys.ts'
+import { sendPages } from './pages/send.ts'
+import { servicePages } from './pages/services.ts'
+import { teamPages } from './pages/team.ts'
+import { templatePages } from './pages/templates.ts'
 
 /** Every page group, in the order their routes are registered. */
-export const PAGES: Pages[] = [authPages]
+export const PAGES: Pages[] = [authPages, pipelinePages, servicePages, templatePages, sendPages, keyPages, teamPages, jobPages, activityPages]
 
 export function consoleFor(config: Config, db: Db, log: Logger): Routes {
-  return consoleRoutes({ db, log, secret: secretKey(config), sealer: messagingKeys(config).sealer }, PAGES)
+  return consoleRoutes({ db, log, secret: secretKey(config), sealer: messagingKeys(config).sealer, config }, PAGES)
 }

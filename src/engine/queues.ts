@@ -26,3 +26,12 @@ export async function allStats(db: Queryable): Promise<QueueStats[]> {
   for (const spec of QUEUES) out.push(await stats(db, spec))
   return out
 }
+
+/** How long, for a person: 42 s, 7 min, 3.5 h, 2.1 d. */
+export function age(seconds: number | null): string {
+  if (seconds === null) return ''
+  if (seconds < 90) return `${Math.round(seconds)} s`
+  if (seconds < 5400) return `${Math.round(seconds / 60)} min`
+  if (seconds < 172_800) return `${(seconds / 3600).toFixed(1)} h`
+  return `${(seconds / 86400).toFixed(1)} d`
+}

@@ -3,6 +3,7 @@
  * about it and the records it touched, and a person with their keys, cases, results and history.
  */
 import type { Queryable } from '../db/types.ts'
+import { matchKeyOf } from './keys.ts'
 
 /** A queued row's state: waiting its first try, retrying after failures, or failed (every attempt, until `herald link --retry`). */
 export const queueState = (q: Record<string, any>) => (q.failed_at ? 'failed' : q.attempts > 0 ? 'retrying' : 'waiting')
@@ -61,4 +62,67 @@ export async function describePerson(q: Queryable, id: number) {
     `SELECT e.index_case_id, e.kind, e.detail, e.at FROM case_sync_events e
      WHERE e.index_case_id IN (SELECT id FROM index_cases WHERE person_id = $1) ORDER BY e.id`, [id])
   return { person, keys, cases, results, events, syncEvents }
+}
+
+/** How a person is looked for: their patient key, rule (b)'s date of birth + names, or a result's accession number. */
+export type PersonSearch =
+  | { by: 'patient_key'; patientKey: string }
+  | { by: 'name'; lastName: string; firstName: string; dob: string }
+  | { by: 'accession'; accession: string }
+
+export interface PersonFound {
+  id: string
+  first_name: string | null
+  last_name: string | null
+  date_of_birth: string | null
+  keys: string[]
+}
+
+/**
+ * The people a search finds (at most 50), and for an accession number also the lab rows carrying
+ * it that link has not decided about yet (waiting, retrying or failed in link's queue). Names match
+ * as link matches them (rule (b): upper case, the first name's first word).
+ */
+export async function searchPeople(q: Queryable, s: PersonSearch): Promise<{ people: PersonFound[]; pendingRows: Record<string, any>[] }> {
+  let ids: string[] = []
+  let pendingRows: Record<string, any>[] = []
+  if (s.by === 'patient_key') {
+    ids = (await q.query('SELECT person_id::text AS id FROM person_keys WHERE patient_key = $1', [s.patientKey.trim()])).map((r) => r.id)
+  } else if (s.by === 'name') {
+    const m = matchKeyOf(s.dob, s.lastName, s.firstName)
+    if (m) {
+      ids = (await q.query('SELECT id::text AS id FROM people WHERE date_of_birth = $1::date AND match_last = $2 AND match_first = $3 ORDER BY id LIMIT 50',
+        [m.dob, m.last, m.first])).map((r) => r.id)
+    }
+  } else {
+    const accession = s.accession.trim()
+    ids = (await q.query(
+      `SELECT DISTINCT c.person_id::text AS id FROM lab_results r JOIN index_cases c ON c.id = r.index_case_id WHERE r.accession_number = $1 LIMIT 50`,
+      [accession])).map((r) => r.id)
+    // Link's queue is small (rows not linked yet): read through it, not through every lab row.
+    pendingRows = await q.query(
+      `SELECT r.id::text AS id, f.name AS file, r.line, q.attempts, q.retry_at, q.failed_at, q.last_error
+       FROM link_queue q JOIN lab_rows r ON r.id = q.lab_row_id JOIN files f ON f.id = r.file_id WHERE r.accession_number = $1 ORDER BY r.id LIMIT 50`,
+      [accession])
+    pendingRows = pendingRows.map((r) => ({ ...r, state: queueState(r) }))
+  }
+  if (ids.length === 0) return { people: [], pendingRows }
+  const people = await q.query<PersonFound>(
+    `SELECT p.id::text AS id, p.first_name, p.last_name, p.date_of_birth::text AS date_of_birth,
+       coalesce((SELECT array_agg(k.patient_key ORDER BY k.added_at, k.patient_key) FROM person_keys k WHERE k.person_id = p.id), '{}') AS keys
+     FROM people p WHERE p.id = ANY($1::bigint[]) ORDER BY p.last_name, p.first_name, p.id`, [ids])
+  return { people, pendingRows }
+}
+
+/** A person and every lab row link decided about for them, each with its trace (what `herald person` and `herald trace` show). */
+export async function personWithTraces(q: Queryable, id: number, maxRows = 100) {
+  const p = await describePerson(q, id)
+  if (!p) return undefined
+  const rowIds = [...new Set(p.events.map((e) => Number(e.lab_row_id)))].slice(0, maxRows)
+  const traces = []
+  for (const rowId of rowIds) {
+    const t = await traceRow(q, rowId)
+    if (t) traces.push(t)
+  }
+  return { ...p, traces }
 }

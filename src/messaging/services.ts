@@ -62,6 +62,14 @@ export async function createKey(db: Queryable, secrets: KeySecrets, serviceId: s
   return { id: k.id, key: k.key }
 }
 
+export interface KeyInfo { id: string; name: string; type: KeyType; createdAt: string; revokedAt: string | null }
+
+/** A service's keys, newest first: never their secrets (which are not stored). */
+export async function listKeys(db: Queryable, serviceId: string): Promise<KeyInfo[]> {
+  const rows = await db.query('SELECT id, name, key_type, created_at, revoked_at FROM api_keys WHERE service_id = $1 ORDER BY revoked_at IS NOT NULL, created_at DESC', [serviceId])
+  return rows.map((r) => ({ id: r.id, name: r.name, type: r.key_type, createdAt: new Date(r.created_at).toISOString(), revokedAt: r.revoked_at ? new Date(r.revoked_at).toISOString() : null }))
+}
+
 export async function revokeKey(db: Queryable, serviceId: string, idOrName: string): Promise<number> {
   const rows = await db.query(`UPDATE api_keys SET revoked_at = now() WHERE service_id = $1 AND (id::text = $2 OR name = $2) AND revoked_at IS NULL RETURNING id`,
     [serviceId, idOrName])
@@ -87,6 +95,14 @@ export async function updateTemplate(db: Queryable, id: string, change: { name?:
   await db.query(`INSERT INTO template_versions (template_id, version, name, body, created_by) VALUES ($1, $2, $3, $4, $5)`,
     [row.id, row.version, row.name, row.body, by])
   return templateRow(row)
+}
+
+/** Every version of a service's template, newest first (none when the template is not the service's). */
+export async function templateVersions(db: Queryable, serviceId: string, templateId: string): Promise<{ version: number; name: string; body: string; createdBy: string; createdAt: string }[]> {
+  const rows = await db.query(
+    `SELECT v.version, v.name, v.body, v.created_by, v.created_at FROM template_versions v JOIN templates t ON t.id = v.template_id
+     WHERE t.id = $1 AND t.service_id = $2 ORDER BY v.version DESC`, [templateId, serviceId])
+  return rows.map((r) => ({ version: r.version, name: r.name, body: r.body, createdBy: r.created_by, createdAt: new Date(r.created_at).toISOString() }))
 }
 
 export async function archiveTemplate(db: Queryable, id: string): Promise<void> {

@@ -8,7 +8,8 @@ type Form = Record<string, string | undefined>
 /** Only a path of this site: `next` must not send a signed-in user elsewhere. */
 const safeNext = (next: string | undefined) => (next && /^\/(?!\/)/.test(next) && !next.startsWith('/sign-') ? next : '/')
 
-function setSession(req: FastifyRequest, reply: FastifyReply, token: string) {
+/** The session cookie (signed, HttpOnly, SameSite=Lax), for every page that signs someone in. */
+export function setSession(req: FastifyRequest, reply: FastifyReply, token: string) {
   reply.setCookie(SESSION_COOKIE, token, {
     signed: true, httpOnly: true, sameSite: 'lax', path: '/', secure: req.protocol === 'https', maxAge: SESSION_HOURS * 3600,
   })

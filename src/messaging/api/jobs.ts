@@ -7,6 +7,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { Db } from '../../db/types.ts'
 import type { ObjectStore } from '../../storage/types.ts'
 import { cancelJob, createJob } from '../jobs/jobs.ts'
+import { jobDetail } from '../jobs/view.ts'
 import type { Authenticator } from './auth.ts'
 import type { Directory } from './directory.ts'
 import { badRequest, notFound, validation } from './errors.ts'
@@ -17,13 +18,12 @@ import type { Sealer } from '../../privacy/seal.ts'
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
 export async function jobView(db: Db, serviceId: string, id: string) {
-  const [j] = await db.query(`SELECT * FROM jobs WHERE id = $1 AND service_id = $2`, [id, serviceId])
+  const j = await jobDetail(db, serviceId, id)
   if (!j) return undefined
-  const stats = await db.query(`SELECT status, count(*)::int AS count FROM notifications_all_time_view WHERE job_id = $1 GROUP BY 1 ORDER BY 1`, [id])
   return {
     id: j.id, status: j.status, template: { id: j.template_id, version: j.template_version }, original_file_name: j.original_name,
     rows: j.rows, notifications_created: j.rows_done, scheduled_for: notifyTime(j.scheduled_for), created_at: notifyTime(j.created_at),
-    started_at: notifyTime(j.started_at), finished_at: notifyTime(j.finished_at), error: j.error, statistics: stats,
+    started_at: notifyTime(j.started_at), finished_at: notifyTime(j.finished_at), error: j.error, statistics: j.statistics,
   }
 }
 

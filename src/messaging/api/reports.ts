@@ -15,7 +15,7 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 const DAY = /^\d{4}-\d{2}-\d{2}$/
 
 /** A real calendar day: Date.parse takes 2026-02-31 (as 3 March), PostgreSQL does not. */
-const isDay = (v: unknown): v is string => {
+export const isDay = (v: unknown): v is string => {
   if (typeof v !== 'string' || !DAY.test(v)) return false
   const t = Date.parse(`${v}T00:00:00Z`)
   return !Number.isNaN(t) && new Date(t).toISOString().slice(0, 10) === v

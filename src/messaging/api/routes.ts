@@ -8,14 +8,14 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { Db } from '../../db/types.ts'
 import type { Sealer } from '../../privacy/seal.ts'
 import { checkPhone } from '../phone.ts'
-import { prepareText } from '../prepare.ts'
 import { render } from '../templates.ts'
-import { Admitter, limitError, notificationId } from './admit.ts'
-import { Authenticator, type Caller } from './auth.ts'
+import { Admitter } from './admit.ts'
+import type { Authenticator, Caller } from './auth.ts'
 import type { Directory } from './directory.ts'
 import { ApiError, badRequest, notFound, shown, validation } from './errors.ts'
 import { openApi } from './openapi.ts'
 import { presentNotification, presentTemplate } from './present.ts'
+import { submitSms, type SmsRequest } from './submit.ts'
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 const PAGE = 250
@@ -89,24 +89,9 @@ export function messagingApi(deps: ApiDeps) {
       const { service, key } = await caller(req)
       const errors = checkSmsRequest(req.body, region)
       if (errors.length) throw validation(errors)
-      const b = req.body as { phone_number: string; template_id: string; personalisation?: Record<string, unknown>; reference?: string; sms_sender_id?: string; scheduled_for?: string }
-      const ready = await readyText(service, key.keyType, b)
-      const id = notificationId()
-      // Notify checks the limits before the template and the recipient (check_rate_limiting, then
-      // validate_template): a request over a limit is answered 429 whatever else is wrong with it, and a
-      // refused one still spends its request. Both in the one admission, so no request pays a round trip more.
-      const admitted = await admitter.admit({
-        service, keyType: key.keyType, request: true, texts: 1,
-        row: ready instanceof ApiError ? undefined : {
-          id, service, templateId: ready.template.id, templateVersion: ready.template.version, apiKeyId: key.id, keyType: key.keyType,
-          reference: b.reference ?? null, recipientHash: ready.hash, recipientCt: sealer.seal(b.phone_number.trim()),
-          personalisationCt: b.personalisation && Object.keys(b.personalisation).length ? sealer.seal(JSON.stringify(b.personalisation)) : null,
-          international: ready.international, scheduledFor: b.scheduled_for ? parseIso(b.scheduled_for) : null,
-        },
-      })
-      if (!admitted.ok) throw limitError(service, key.keyType, admitted.limit)
-      if (ready instanceof ApiError) throw ready
-      const { template, text } = ready
+      const b = req.body as SmsRequest & { scheduled_for?: string }
+      const by = { service, keyType: key.keyType, apiKeyId: key.id, request: true }
+      const { id, template, text } = await submitSms(deps, admitter, by, b, b.scheduled_for ? parseIso(b.scheduled_for) : null)
       const base = baseUrl(req)
       return reply.code(201).send({
         id, reference: b.reference ?? null, uri: `${base}/v2/notifications/${id}`,
@@ -155,17 +140,6 @@ export function messagingApi(deps: ApiDeps) {
       if (missing.length) throw badRequest(`Missing personalisation: ${missing.join(', ')}`)
       return { id: template.id, type: 'sms', version: template.version, body: text, html: null, subject: null, postage: null }
     })
-  }
-
-  /** The template and the text for a request that passed its schema, or Notify's error for it. */
-  async function readyText(service: Caller['service'], keyType: Caller['key']['keyType'],
-    b: { phone_number: string; template_id: string; personalisation?: Record<string, unknown>; sms_sender_id?: string }) {
-    const template = await dir.template(service.id, b.template_id.toLowerCase())
-    if (!template) return badRequest('Template not found')
-    if (template.archived) return badRequest('Template has been deleted')
-    if (b.sms_sender_id) return badRequest(`sms_sender_id ${b.sms_sender_id} does not exist in database for service id ${service.id}`)
-    const ready = await prepareText(deps, service, keyType, template, b.phone_number, b.personalisation)
-    return ready instanceof ApiError ? ready : { ...ready, template }
   }
 
   async function templateOf(req: FastifyRequest<{ Params: { id: string; version?: string } }>, { service }: Caller) {

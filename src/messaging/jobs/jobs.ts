@@ -1,6 +1,7 @@
 /**
  * Bulk jobs: an uploaded CSV is checked row by row (every problem named with its row), stored in the
- * object store, and recorded; the jobs engine then claims it (src/engine/queue.ts, jobsQueue) and
+ * object store, and recorded (upload.ts: at once through the API, or checked first in the console and
+ * started after); the jobs engine then claims it (src/engine/queue.ts, jobsQueue) and
  * creates its notifications in batches, each with the job's progress and its claim's heartbeat in one
  * transaction: a restart, or the worker that takes over a lease that ran out, resumes after the last
  * batch. A job may be scheduled (due at its time), and cancelled until it has finished (its texts
@@ -14,76 +15,23 @@ import { claim, fail, finish, heartbeat, release } from '../../engine/queue.ts'
 import { errorText, type Logger } from '../../log.ts'
 import type { Sealer } from '../../privacy/seal.ts'
 import type { ObjectStore } from '../../storage/types.ts'
-import { admitOne, giveBackDay, limitError, NOTIFICATION_COLUMNS, notificationRow, reserveDay, type NewNotification } from '../api/admit.ts'
-import type { Directory } from '../api/directory.ts'
-import { ApiError } from '../api/errors.ts'
-import type { KeyType } from '../keys.ts'
+import { giveBackDay, limitError, NOTIFICATION_COLUMNS, notificationRow, reserveDay, type NewNotification } from '../api/admit.ts'
 import { checkPhone } from '../phone.ts'
-import { prepareText } from '../prepare.ts'
-import type { Service, Template } from '../services.ts'
+import type { Service } from '../services.ts'
 import { placeholders } from '../templates.ts'
-import { CsvProblem, jobRows } from './csv.ts'
+import { jobRows } from './csv.ts'
 import { jobsQueue } from './queue.ts'
+import { SEALED } from './upload.ts'
 
-const MAX_ERRORS = 50
-const SEALED = '.csv.sealed'
 const BATCH = 2000
 
-export interface JobInput { service: Service; template: Template; keyType: KeyType; apiKeyId: string | null; csv: Buffer; name: string; scheduledFor?: Date; createdBy: string }
-/** Refused: its rows named with their problems, or over a limit (`limit`, with Notify's message in `errors`). */
-export type JobCheck = { ok: true; id: string; rows: number; status: string } | { ok: false; errors: string[]; limit?: 'rate' | 'daily' }
+export { createJob, startJob, uploadJob, JobStateError, type JobCheck, type JobInput, type JobProblem } from './upload.ts'
 
-interface Ctx { db: Db; dir: Directory; sealer: Sealer; region: string; store: ObjectStore }
-
-/**
- * An upload, through the API or the CLI: one request under the rate limit (checked first, as Notify
- * checks its limits), every row checked, then all its rows under today's daily limit (Notify's
- * TooManyRequestsError); then the file is stored and the job recorded. Or the problems, by row.
- */
-export async function createJob(ctx: Ctx, j: JobInput): Promise<JobCheck> {
-  const refused = (limit: 'rate' | 'daily'): JobCheck => ({ ok: false, limit, errors: [limitError(j.service, j.keyType, limit).message] })
-  const request = await admitOne(ctx.db, { service: j.service, keyType: j.keyType, request: true, texts: 0 })
-  if (!request.ok) return refused(request.limit)
-  const errors: string[] = []
-  let rows = 0
-  let bad = 0
-  try {
-    for await (const r of jobRows(j.csv, placeholders(j.template.body))) {
-      rows++
-      const ready = await prepareText(ctx, j.service, j.keyType, j.template, r.phone, r.personalisation)
-      if (ready instanceof ApiError) {
-        bad++
-        if (errors.length < MAX_ERRORS) errors.push(`row ${r.row}: ${ready.message}`)
-      }
-    }
-  } catch (err) {
-    if (err instanceof CsvProblem) return { ok: false, errors: [err.message] }
-    return { ok: false, errors: [`The file is not a CSV file: ${(err as Error).message}`] }
-  }
-  if (rows === 0) return { ok: false, errors: ['The file has no recipients'] }
-  if (bad > errors.length) errors.push(`and ${bad - errors.length} more rows with problems`)
-  if (errors.length) return { ok: false, errors }
-  // Checked, not taken: the rows count when the job starts (and are checked again then, on that day).
-  const room = await admitOne(ctx.db, { service: j.service, keyType: j.keyType, request: false, texts: rows })
-  if (!room.ok) return refused(room.limit)
-  const id = randomUUID()
-  // Sealed at rest (src/privacy/file-seal.ts), bound to the job's id; the name says so when it is read.
-  const sealed = ctx.sealer.files.seal(j.csv, id)
-  const uri = await ctx.store.put(`${id}${SEALED}`, sealed.body, sealed.size)
-  const status = j.scheduledFor && j.scheduledFor > new Date() ? 'scheduled' : 'pending'
-  // A scheduled job is a queue row with a time: not due (retry_at) before it.
-  await ctx.db.query(
-    `INSERT INTO jobs (id, service_id, template_id, template_version, api_key_id, key_type, file_uri, original_name, rows, status, scheduled_for, retry_at, created_by)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12)`,
-    [id, j.service.id, j.template.id, j.template.version, j.apiKeyId, j.keyType, uri, j.name, rows, status, j.scheduledFor ?? null, j.createdBy])
-  return { ok: true, id, rows, status }
-}
-
-/** Cancels a job not yet finished, and its texts not yet handed to a provider. */
+/** Cancels a job not yet finished (or an upload not started), and its texts not yet handed to a provider. */
 export async function cancelJob(db: Db, serviceId: string, id: string): Promise<boolean> {
   return db.transaction(async (tx) => {
     const [job] = await tx.query(`UPDATE jobs SET status = 'cancelled', finished_at = now() WHERE id = $1 AND service_id = $2
-      AND status IN ('scheduled', 'pending', 'in progress') RETURNING rows, rows_done, counted_on::text AS counted_on`, [id, serviceId])
+      AND status IN ('uploaded', 'scheduled', 'pending', 'in progress') RETURNING rows, rows_done, counted_on::text AS counted_on`, [id, serviceId])
     if (!job) return false
     // Its rows were counted when it started; those it will not make are given back (no batch commits after this: stillOurs).
     if (job.counted_on) await giveBackDay(tx, serviceId, job.counted_on, job.rows - job.rows_done)
@@ -92,7 +40,10 @@ export async function cancelJob(db: Db, serviceId: string, id: string): Promise<
   })
 }
 
-export interface JobsEngineOptions extends Omit<Ctx, 'dir' | 'db'> {
+export interface JobsEngineOptions {
+  sealer: Sealer
+  region: string
+  store: ObjectStore
   /** This process's worker id (HERALD_WORKER_ID); default one of its own per engine. */
   workerId?: string
   /** Notifications per transaction (tests). */

@@ -85,10 +85,13 @@ export async function runRetention(db: Db, opts: RetentionOptions): Promise<Serv
   return results
 }
 
-/** Job files whose rows are all past retention (the job ended before the cutoff) leave the object store. */
+/**
+ * Job files whose rows are all past retention (the job ended before the cutoff) leave the object
+ * store; so does an upload never started (the console's check page left), by its upload time.
+ */
 async function removeJobFiles(db: Db, store: ObjectStore, s: ServiceRetention): Promise<number> {
   const jobs = await db.query(
-    `SELECT id, file_uri FROM jobs WHERE service_id = $1 AND archived_at IS NULL AND status IN ('finished', 'cancelled', 'error', 'sending limits exceeded')
+    `SELECT id, file_uri FROM jobs WHERE service_id = $1 AND archived_at IS NULL AND status IN ('uploaded', 'finished', 'cancelled', 'error', 'sending limits exceeded')
        AND coalesce(finished_at, created_at) < $2`, [s.serviceId, s.cutoff])
   for (const j of jobs) {
     if (j.file_uri) await store.remove(j.file_uri)
