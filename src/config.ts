@@ -40,6 +40,26 @@ export interface Config {
   commcare: CommCareConfig
   exposure: ExposureConfig
   messaging: MessagingConfig
+  email: EmailConfig
+}
+
+/** Email (src/messaging/email/): one provider, SMTP or Amazon SES v2. */
+export interface EmailConfig {
+  /** HERALD_EMAIL_PROVIDER: smtp or ses; absent: `herald start` runs the email sandbox (SMTP), other commands send no email. */
+  provider: 'smtp' | 'ses' | undefined
+  /** HERALD_EMAIL_SMTP_URL: smtp://user:pass@host:port or smtps://… (nodemailer's connection URL). */
+  smtpUrl: string | undefined
+  /** HERALD_EMAIL_SES_REGION (default AWS_REGION, else us-east-1) and HERALD_EMAIL_SES_ENDPOINT (another endpoint, e.g. a stand-in). */
+  sesRegion: string
+  sesEndpoint: string | undefined
+  /** HERALD_EMAIL_FROM: the From of every email (an address the provider lets Herald send from). */
+  from: string
+  /** HERALD_EMAIL_SNS_CERT_ORIGIN: besides sns.*.amazonaws.com, one more origin whose certificate signs SNS messages (the sandbox's; never in production). */
+  snsCertOrigin: string | undefined
+  /** HERALD_EMAIL_SNS_TOPICS: the SNS topic ARNs whose SES notifications Herald takes (comma-separated); none: every SNS message is refused. */
+  snsTopics: string[]
+  /** Emails handed to the provider at once. */
+  concurrency: number
 }
 
 export type ProviderKind = 'twilio' | 'vonage'
@@ -194,6 +214,7 @@ export function loadConfig(env: Env = process.env): Config {
     commcare: commcareConfig(env),
     exposure: exposureConfig(env),
     messaging: messagingConfig(env, dataDir),
+    email: emailConfig(env),
   })
 }
 
@@ -225,6 +246,25 @@ function messagingConfig(env: Env, dataDir: string): MessagingConfig {
     internationalRates: multipliers(env, 'HERALD_SMS_INTERNATIONAL_RATES'),
     internationalMultiplier: multiplier(env, 'HERALD_SMS_INTERNATIONAL_MULTIPLIER', env.HERALD_SMS_INTERNATIONAL_MULTIPLIER?.trim() || '2'),
     nightlyAt: clock(env, 'HERALD_NIGHTLY_AT', '03:00'),
+  })
+}
+
+function emailConfig(env: Env): EmailConfig {
+  const raw = env.HERALD_EMAIL_PROVIDER?.trim()
+  if (raw && raw !== 'smtp' && raw !== 'ses') throw new ConfigError('HERALD_EMAIL_PROVIDER', `unknown provider ${raw}; Herald speaks smtp and ses`)
+  const smtpUrl = url(env, 'HERALD_EMAIL_SMTP_URL', ['smtp:', 'smtps:'])
+  if (raw === 'smtp' && !smtpUrl) throw new ConfigError('HERALD_EMAIL_SMTP_URL', 'is required when HERALD_EMAIL_PROVIDER is smtp')
+  const from = env.HERALD_EMAIL_FROM?.trim() || (raw ? '' : 'notify@herald.localhost')
+  if (!from) throw new ConfigError('HERALD_EMAIL_FROM', 'is required when HERALD_EMAIL_PROVIDER is set')
+  return Object.freeze({
+    provider: (raw || undefined) as EmailConfig['provider'],
+    smtpUrl,
+    sesRegion: env.HERALD_EMAIL_SES_REGION?.trim() || env.AWS_REGION?.trim() || 'us-east-1',
+    sesEndpoint: url(env, 'HERALD_EMAIL_SES_ENDPOINT', ['http:', 'https:']),
+    from,
+    snsCertOrigin: url(env, 'HERALD_EMAIL_SNS_CERT_ORIGIN', ['http:', 'https:'])?.replace(/\/+$/, ''),
+    snsTopics: list(env.HERALD_EMAIL_SNS_TOPICS, []),
+    concurrency: int(env, 'HERALD_EMAIL_CONCURRENCY', 16, 1),
   })
 }
 

@@ -60,7 +60,7 @@ describe('herald start', () => {
       expect(metrics).toContain('herald_queue_failed{engine="ingest"} 0')
       const queues = JSON.parse((await run(process.execPath, [BIN, 'queue', '--json'], { env })).stdout)
       expect(queues.map((q: { engine: string }) => q.engine)).toEqual(['ingest', 'link', 'casesync-out', 'casesync-in', 'exposure-intake',
-        'exposure-check', 'exposure-issue', 'jobs', 'send', 'receipts', 'nightly'])
+        'exposure-check', 'exposure-issue', 'jobs', 'send', 'email', 'receipts', 'callbacks', 'nightly'])
       expect(queues[0]).toMatchObject({ engine: 'ingest', failed: 0, inFlight: 0 })
       // A second terminal can ingest too: through the running instance, not by opening the folder.
       const { stdout } = await run(process.execPath, [BIN, 'ingest', '--json', FIXTURES + 'v3_new_records.txt'], { env })
@@ -127,10 +127,11 @@ describe('herald start', () => {
       const usage = await cli('usage', '--service', 'Clinic', '--year', day(0).slice(0, 4))
       expect(usage.months).toEqual([expect.objectContaining({ notifications_sent: 1, billable_units: 1 })])
       const report = async () => (await run(process.execPath, [BIN, 'report', '--service', 'Clinic', '--from', day(-1), '--to', day(1)], { env })).stdout
-      expect((await report()).split('\n')[1]).toMatch(/^'\+1 212 555 0100,ready,delivered,twilio,/) // a leading + is neutralised for spreadsheets
+      expect((await report()).split('\n')[1]).toMatch(/^'\+1 212 555 0100,ready,delivered,,twilio,/) // a leading + is neutralised for spreadsheets
       const retention = await cli('retention', 'run', '--as-of', new Date(Date.now() + 8 * 86400_000).toISOString())
-      expect(retention).toEqual([expect.objectContaining({ name: 'Clinic', archived: 1 })])
-      expect((await report()).split('\n')[1]).toMatch(/^,ready,delivered,twilio,/)
+      // A row per service and notification type: the text moved; there were no emails.
+      expect(retention).toEqual([expect.objectContaining({ name: 'Clinic', type: 'sms', archived: 1 }), expect.objectContaining({ name: 'Clinic', type: 'email', archived: 0 })])
+      expect((await report()).split('\n')[1]).toMatch(/^,ready,delivered,,twilio,/)
     } finally {
       start.kill('SIGTERM')
       // A process that does not stop must not outlive the test: it would hold its port and poll on.

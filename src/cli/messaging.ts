@@ -1,9 +1,16 @@
 /** `herald service|key|template|member …`: setting up who may send what, from the command line. */
 import { readFileSync } from 'node:fs'
+import { text } from 'node:stream/consumers'
 import { basename } from 'node:path'
 import { Directory } from '../messaging/api/directory.ts'
+import { CALLBACK_KINDS, callbackFailures, checkCallback, isCallbackKind, listCallbacks, removeCallback, setCallback } from '../messaging/callbacks/settings.ts'
+import type { Queryable } from '../db/types.ts'
+import type { Sealer } from '../privacy/seal.ts'
 import { cancelJob, createJob } from '../messaging/jobs/jobs.ts'
 import { listJobs } from '../messaging/jobs/view.ts'
+import { inboundNumbersOf, removeInboundNumber, setInboundNumber } from '../messaging/inbound/numbers.ts'
+import { inboundUrls } from '../messaging/inbound/routes.ts'
+import { secretKey } from '../privacy/keys.ts'
 import { storeFor } from '../storage/index.ts'
 import { messagingKeys } from '../messaging/index.ts'
 import { KEY_TYPES, type KeyType } from '../messaging/keys.ts'
@@ -57,12 +64,14 @@ export async function keyRevokeCommand(key: string, o: { service: string }) {
 
 const bodyOf = (o: { body?: string; file?: string }) => (o.file ? readFileSync(o.file, 'utf8') : o.body)
 
-export async function templateCreateCommand(o: { service: string; name: string; body?: string; file?: string; json?: boolean }) {
+export async function templateCreateCommand(o: { service: string; name: string; body?: string; file?: string; email?: boolean; subject?: string; json?: boolean }) {
   const body = bodyOf(o)
   if (!body?.trim()) throw new Error('a template needs --body TEXT or --file FILE')
+  if (Boolean(o.email) !== Boolean(o.subject?.trim())) throw new Error('an email template needs --email and --subject TEXT (a text message has no subject)')
   return withDb(async ({ db }) => {
     const service = await findService(db, o.service)
-    const t = await createTemplate(db, service.id, o.name, body, process.env.USER || 'herald')
+    const kind = o.email ? { type: 'email' as const, subject: o.subject!.trim() } : { type: 'sms' as const }
+    const t = await createTemplate(db, service.id, o.name, body, process.env.USER || 'herald', kind)
     const names = placeholders(t.body)
     print(o.json, t, `template "${clean(t.name)}" created: id ${t.id} (version 1)${names.length ? `; personalisation: ${clean(names.join(', '))}` : ''}`)
   })
@@ -126,5 +135,57 @@ export async function jobCancelCommand(id: string) {
     if (!job) throw new Error(`no job ${clean(id)}`)
     if (!(await cancelJob(db, job.service_id, id))) throw new Error(`job ${clean(id)} is ${job.status}: it cannot be cancelled`)
     console.log(`job ${id} cancelled, with its texts not yet sent`)
+  })
+}
+
+export interface CallbackOptions { service: string; kind?: string; url?: string; remove?: boolean; tokenStdin?: boolean; json?: boolean }
+
+/**
+ * `herald service callback`: sets (--url, the token from stdin), removes (--remove) or shows a service's
+ * callbacks (URLs only, never tokens) with their last failures. Returns what it prints.
+ */
+export async function serviceCallback(db: Queryable, sealer: Sealer, o: CallbackOptions, token?: string): Promise<{ value: unknown; text: string }> {
+  const service = await findService(db, o.service)
+  if (o.remove || o.url !== undefined) {
+    if (!isCallbackKind(o.kind)) throw new Error(`--kind must be one of ${CALLBACK_KINDS.join(', ')}`)
+    if (o.remove) {
+      if (!(await removeCallback(db, service.id, o.kind))) throw new Error(`service ${clean(service.name)} has no ${o.kind} callback`)
+      return { value: { removed: o.kind }, text: `${o.kind} callback of ${clean(service.name)} removed: callbacks still queued for it will fail` }
+    }
+    const problems = checkCallback({ kind: o.kind, url: o.url, bearer_token: token })
+    if (problems.length) throw new Error(problems.map((p) => (p.field === 'url' ? `--url: ${p.message}` : p.field === 'bearer_token' ? `--token-stdin: ${p.message}` : p.message)).join('\n'))
+    const set = await setCallback(db, sealer, service.id, o.kind, o.url!, token!)
+    return { value: set, text: `${o.kind} callback of ${clean(service.name)} set: ${clean(set.url)} (its token is kept sealed and not shown again)` }
+  }
+  const callbacks = await listCallbacks(db, service.id)
+  const failures = await callbackFailures(db, service.id)
+  const lines = [callbacks.length ? table(callbacks.map((c) => ({ kind: c.kind, url: clean(c.url), updated: c.updatedAt }))) : `${clean(service.name)} has no callbacks: herald service callback --service S --kind delivery_status --url URL --token-stdin`]
+  if (failures.length) lines.push('', 'last failures:', table(failures.map((f) => ({ id: f.id, kind: f.kind, about: f.subjectId, status: f.status ?? '', failed: f.failedAt, error: clean(f.error) }))))
+  return { value: { callbacks, failures }, text: lines.join('\n') }
+}
+
+export async function serviceCallbackCommand(o: CallbackOptions) {
+  if (o.url !== undefined && !o.tokenStdin) throw new Error('--url needs its bearer token: --token-stdin (as: printf %s "$TOKEN" | herald service callback …)')
+  const token = o.tokenStdin ? (await text(process.stdin)).replace(/\r?\n$/, '') : undefined
+  return withDb(async ({ db, config }) => {
+    const r = await serviceCallback(db, messagingKeys(config).sealer, o, token)
+    print(o.json, r.value, r.text)
+  })
+}
+
+/** `herald service inbound-number`: sets (--number), removes (--remove) or lists a service's inbound numbers and where providers post to. */
+export async function inboundNumberCommand(o: { service: string; number?: string; remove?: boolean; json?: boolean }) {
+  return withDb(async ({ db, config }) => {
+    const service = await findService(db, o.service)
+    if (o.remove) {
+      if (!o.number) throw new Error('--remove needs --number')
+      if (!(await removeInboundNumber(db, service.id, o.number))) throw new Error(`service ${clean(service.name)} has no inbound number ${clean(o.number)}`)
+    } else if (o.number) await setInboundNumber(db, service.id, o.number)
+    const numbers = await inboundNumbersOf(db, service.id)
+    const urls = config.messaging.publicUrl ? inboundUrls(config.messaging.publicUrl, secretKey(config)) : undefined
+    print(o.json, { service_id: service.id, numbers, webhooks: urls ?? null }, [
+      numbers.length ? `inbound numbers of ${clean(service.name)}: ${numbers.join(', ')}` : `${clean(service.name)} has no inbound number: herald service inbound-number --service ${service.id} --number +1…`,
+      urls ? `point each number's inbound webhook at: Twilio ${urls.twilio}  Vonage ${urls.vonage}` : 'set HERALD_PUBLIC_URL to see the webhook URLs to give the providers',
+    ].join('\n'))
   })
 }

@@ -22,11 +22,15 @@ import type { Config } from '../config.ts'
 import { consoleFor } from '../console/index.ts'
 import { countUsers } from '../console/users.ts'
 import { messagingKeys, messagingRoutes } from '../messaging/index.ts'
+import { callbacksEngine } from '../messaging/callbacks/engine.ts'
+import { emailEngine } from '../messaging/email/engine.ts'
+import { startEmail, type EmailOutside } from '../messaging/email/index.ts'
 import { jobsEngine } from '../messaging/jobs/jobs.ts'
 import { receiptsEngine } from '../messaging/receipts/engine.ts'
 import { nightlyEngine } from '../messaging/retention/nightly.ts'
 import { storeFor } from '../storage/index.ts'
 import { receiptRoutes, receiptUrls } from '../messaging/receipts/routes.ts'
+import { inboundRoutes, inboundUrls } from '../messaging/inbound/routes.ts'
 import { sendEngine } from '../messaging/send/engine.ts'
 import type { SmsProvider } from '../messaging/send/provider.ts'
 import { registerProviders } from '../messaging/send/providers.ts'
@@ -47,6 +51,8 @@ interface Outside {
   exposure?: { verification: VerificationClient; lookup?: LookupClient }
   /** SMS providers, real or sandboxes, best first; empty: messaging accepts texts but sends none. */
   sms: SmsProvider[]
+  /** The email provider, real or the sandbox's SMTP; absent: emails are accepted and none is sent. */
+  email?: EmailOutside
 }
 
 /** `herald start` serves the messaging API here unless HERALD_HTTP_PORT says otherwise (GOV.UK Notify's local port). */
@@ -67,7 +73,10 @@ const ENGINES: Record<string, (config: Config, log: Logger, outside: Outside) =>
   send: (config, log, o) => (o.sms.length ? sendEngine({ providers: o.sms, sealer: messagingKeys(config).sealer, region: config.exposure.defaultRegion,
     concurrency: config.messaging.sendConcurrency, recoverySeconds: config.messaging.providerRecoverySeconds,
     rates: { byCode: config.messaging.internationalRates, fallback: config.messaging.internationalMultiplier }, log, workerId: config.workerId }) : 'no SMS provider: set HERALD_SMS_PROVIDERS'),
+  email: (config, log, o) => (o.email ? emailEngine({ provider: o.email.provider, sealer: messagingKeys(config).sealer, from: config.email.from,
+    concurrency: config.email.concurrency, log, workerId: config.workerId }) : 'no email provider: set HERALD_EMAIL_PROVIDER'),
   receipts: (_config, log) => receiptsEngine(log),
+  callbacks: (config, log) => callbacksEngine({ sealer: messagingKeys(config).sealer, log, workerId: config.workerId }),
   jobs: (config, log) => jobsEngine({ sealer: messagingKeys(config).sealer, region: config.exposure.defaultRegion, store: storeFor(config.messaging.jobStore, config),
     workerId: config.workerId }, log),
   nightly: (config, log) => nightlyEngine({ store: storeFor(config.messaging.jobStore, config), at: config.messaging.nightlyAt, timezone: config.exposure.timezone, log,
@@ -121,7 +130,10 @@ async function startOutside(config: Config, serve: boolean, log: Logger, httpPor
   let smsProviders = m.providers
   if (smsProviders.length === 0 && serve) {
     for (const provider of ['twilio', 'vonage'] as const) {
-      const sandbox = await startSmsSandbox({ provider, accountSid: x.twilioAccountSid, authToken: x.twilioAuthToken, apiKey: m.vonageApiKey, apiSecret: m.vonageApiSecret })
+      // Residents' replies (POST /sandbox/inbound) go to Herald's inbound webhook, as a provider's dashboard would send them.
+      const inboundUrl = publicUrl ? inboundUrls(publicUrl, secretKey(config))[provider] : undefined
+      const sandbox = await startSmsSandbox({ provider, accountSid: x.twilioAccountSid, authToken: x.twilioAuthToken, apiKey: m.vonageApiKey, apiSecret: m.vonageApiSecret,
+        inboundUrl })
       stops.push(() => sandbox.close())
       sandboxes.push(`sms (${provider}) at ${sandbox.url} (ledger: ${sandbox.url}/sandbox/ledger)`)
       sms[provider].url = sandbox.url
@@ -129,12 +141,17 @@ async function startOutside(config: Config, serve: boolean, log: Logger, httpPor
     smsProviders = ['twilio', 'vonage']
   }
   if (smsProviders.length === 0) log.info('sending is off: no SMS provider configured (HERALD_SMS_PROVIDERS)')
+  const email = await startEmail(config, serve, publicUrl, timeoutMs)
+  if (email) stops.push(() => email.stop())
+  if (email?.sandbox) sandboxes.push(email.sandbox)
+  if (!email) log.info('email is off: no email provider configured (HERALD_EMAIL_PROVIDER)')
   const outside: Outside = {
     commcare: commcareUrl ? commcareClient(config, commcareUrl) : undefined,
     exposure: enxUrl ? {
       verification: new VerificationClient({ url: enxUrl, apiKey: x.enxApiKey, timeoutMs }),
       lookup: lookupUrl ? new LookupClient({ url: lookupUrl, accountSid: x.twilioAccountSid, authToken: x.twilioAuthToken, timeoutMs }) : undefined,
     } : undefined,
+    email,
     sms: smsProviders.map((p) => p === 'twilio'
       ? new TwilioSms({ url: sms.twilio.url, accountSid: x.twilioAccountSid, authToken: x.twilioAuthToken, timeoutMs, callbackUrl: callbacks?.twilio })
       : new VonageSms({ url: sms.vonage.url, apiKey: m.vonageApiKey, apiSecret: m.vonageApiSecret, timeoutMs, callbackUrl: callbacks?.vonage })),
@@ -191,7 +208,9 @@ export async function runCommand(opts: { engines?: string; untilIdle?: boolean }
     const routes: Routes[] = [messagingRoutes(config, db, log)]
     const withConsole = Boolean(httpPort) && (config.console ?? serve)
     if (withConsole) routes.push(consoleFor(config, db, log))
+    if (publicUrl && outside.email) routes.push(outside.email.routes(db, log))
     if (publicUrl) routes.push(receiptRoutes({ db, log, publicUrl, secret: secretKey(config), twilioAuthToken: config.exposure.twilioAuthToken }))
+    if (publicUrl) routes.push(inboundRoutes({ db, sealer: messagingKeys(config).sealer, log, publicUrl, secret: secretKey(config), twilioAuthToken: config.exposure.twilioAuthToken }))
     if (outside.commcare && config.commcare.forwarder) routes.push(forwarderRoutes({ db, client: outside.commcare, commcare: config.commcare, log }))
     const http = httpPort ? await startHttpServer(config.httpHost, httpPort, routes, log) : undefined
     if (serve) {

@@ -11,6 +11,8 @@ import { secretKey } from '../privacy/keys.ts'
 import { consoleRoutes, type Pages } from './app.ts'
 import { activityPages } from './pages/activity.ts'
 import { authPages } from './pages/auth.ts'
+import { callbackPages } from './pages/callbacks.ts'
+import { optOutPages } from './pages/optouts.ts'
 import { pipelinePages } from './pages/pipeline.ts'
 import { jobPages } from './pages/jobs.ts'
 import { keyPages } from './pages/keys.ts'
@@ -20,7 +22,7 @@ import { teamPages } from './pages/team.ts'
 import { templatePages } from './pages/templates.ts'
 
 /** Every page group, in the order their routes are registered. */
-export const PAGES: Pages[] = [authPages, pipelinePages, servicePages, templatePages, sendPages, keyPages, teamPages, jobPages, activityPages]
+export const PAGES: Pages[] = [authPages, pipelinePages, servicePages, templatePages, sendPages, keyPages, teamPages, jobPages, activityPages, callbackPages, optOutPages]
 
 export function consoleFor(config: Config, db: Db, log: Logger): Routes {
   return consoleRoutes({ db, log, secret: secretKey(config), sealer: messagingKeys(config).sealer, config }, PAGES)

@@ -1,5 +1,6 @@
 /** Every engine's queue, in pipeline order: what `herald queue` and /metrics report. */
 import { inboundQueue, outboundQueue } from '../casesync/queue.ts'
+import { callbackQueue } from '../messaging/callbacks/queue.ts'
 import { checkQueue, intakeQueue, issueQueue } from '../exposure/queue.ts'
 import { inboxQueue } from '../ingest/queue.ts'
 import { linkQueue } from '../link/queue.ts'
@@ -7,11 +8,12 @@ import { jobsQueue } from '../messaging/jobs/queue.ts'
 import { receiptsQueue } from '../messaging/receipts/queue.ts'
 import { nightlyQueue } from '../messaging/retention/queue.ts'
 import { sendQueue } from '../messaging/send/queue.ts'
+import { emailQueue } from '../messaging/email/queue.ts'
 import type { Queryable } from '../db/types.ts'
 import { stats, type QueueSpec, type QueueStats } from './queue.ts'
 
 export const QUEUES: QueueSpec[] = [
-  inboxQueue, linkQueue, outboundQueue, inboundQueue, intakeQueue, checkQueue, issueQueue, jobsQueue, sendQueue, receiptsQueue, nightlyQueue,
+  inboxQueue, linkQueue, outboundQueue, inboundQueue, intakeQueue, checkQueue, issueQueue, jobsQueue, sendQueue, emailQueue, receiptsQueue, callbackQueue, nightlyQueue,
 ]
 
 export function queueOf(engine: string): QueueSpec {

@@ -2,8 +2,9 @@
  * Phone check: a pending notice's number is normalised (libphonenumber), then its line type looked
  * up (Twilio Lookup v2), at most `lookupConcurrency` at a time, unless the cache (phone_lookups, by
  * keyed hash) has a fresh answer. Mobile (and the VoIP types configured) go on to be issued; the
- * rest end not sent with the reason. A 429 or 5xx is tried again later (checkQueue's retry policy), and
- * only a notice out of attempts ends not sent for it.
+ * rest end not sent with the reason, as does a number opted out (STOP) of any messaging service,
+ * before its lookup. A 429 or 5xx is tried again later (checkQueue's retry policy), and only a
+ * notice out of attempts ends not sent for it.
  */
 import type { ExposureConfig } from '../config.ts'
 import type { Db } from '../db/types.ts'
@@ -12,6 +13,10 @@ import { ServiceError, type LineType, type LookupClient } from './clients.ts'
 import { normalisePhone, type ExposureKeys } from './keys.ts'
 import type { Change, Notice } from './notices.ts'
 import { checkQueue } from './queue.ts'
+import { optedOutAnywhere } from '../messaging/inbound/optouts.ts'
+
+/** Not sent: the resident replied STOP to a service of the department (src/messaging/inbound/optouts.ts). */
+export const optedOutNotice = (n: Notice): Change => ({ id: n.id, state: 'not_sent', reason: 'opted_out', event: { kind: 'not_sent', detail: { reason: 'opted_out' } } })
 
 const VOIP = new Set(['fixedVoip', 'nonFixedVoip'])
 
@@ -27,12 +32,15 @@ export async function checkPhones(
   const hashOf = (p: string) => key.lookupHash(p)
   const known = await key.cached(db, [...new Set([...e164.values()].filter((p): p is string => !!p))], config.lookupCacheDays)
   const uuidKeys = await key.uuidKeys(db, notices.map((n) => n.id))
+  // A resident who replied STOP to any of the department's services gets no code text either (no lookup paid for it).
+  const optedOut = await optedOutAnywhere(db, [...new Set([...e164.values()].filter((p): p is string => !!p))].map((p) => key.optOutHash(p)))
   const fresh = new Map<string, LineType>() // by hash: two people may share a number
 
   const decide = async (n: Notice): Promise<Change | undefined> => {
     const phone = e164.get(n.id)
     if (!n.phone) return { id: n.id, state: 'not_sent', reason: 'no_phone', event: { kind: 'not_sent', detail: { reason: 'no_phone' } } }
     if (!phone) return { id: n.id, state: 'not_sent', reason: 'invalid', event: { kind: 'not_sent', detail: { reason: 'invalid', by: 'libphonenumber' } } }
+    if (optedOut.has(key.optOutHash(phone).toString('hex'))) return optedOutNotice(n)
     const hash = hashOf(phone)
     let answer = known.get(hash.toString('hex'))
     if (!answer && lookup) {

@@ -52,7 +52,7 @@ export function exposureEngines(config: Config, log: Logger, services: { lookup?
       await Promise.all(Array.from({ length: Math.min(cfg.issueConcurrency, batches.length) }, async () => {
         // A batch begun is finished and recorded; told to stop, no other begins.
         while (next < batches.length && !signal.aborted) {
-          const changes = await issueBatch(db, batches[next++], cfg, services.verification, worker)
+          const changes = await issueBatch(db, batches[next++], cfg, services.verification, worker, key)
           addCounts(counts, await record(db, issueQueue, worker, changes))
         }
       }))

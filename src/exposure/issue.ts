@@ -4,14 +4,16 @@
  * a code, or 409 uuid_already_exists (it was texted by an earlier try: issued, not texted again),
  * is issued; a quota or maintenance answer waits for the window without spending an attempt; a
  * server error is tried again with issueQueue's backoff (the same uuid makes that safe); an invalid
- * number ends the notice not sent, and any other refusal fails it for good (not sent, `refused`,
- * visible in `herald queue failed exposure-issue`). A batch's outcomes are recorded in one transaction.
+ * number ends the notice not sent, as does one opted out (STOP) since its phone check, and any
+ * other refusal fails it for good (not sent, `refused`, visible in `herald queue failed exposure-issue`). A batch's outcomes are recorded in one transaction.
  */
 import type { ExposureConfig } from '../config.ts'
 import type { Db } from '../db/types.ts'
 import { hold } from '../engine/queue.ts'
 import { ServiceError, type IssueAnswer, type IssueItem, type VerificationClient } from './clients.ts'
-import { tzOffsetMinutes } from './keys.ts'
+import { optedOutNotice } from './check.ts'
+import { tzOffsetMinutes, type ExposureKeys } from './keys.ts'
+import { optedOutAnywhere } from '../messaging/inbound/optouts.ts'
 import type { Change, Notice } from './notices.ts'
 import { exhaustQuota, reportQuota, takeQuota } from './pacer.ts'
 import { issueQueue } from './queue.ts'
@@ -51,10 +53,17 @@ function outcome(n: Notice, a: IssueAnswer | undefined, waitSeconds: number): Ch
  * One request of at most BATCH notices claimed by `worker`; returns their changes (to be recorded
  * together). A notice whose claim the worker no longer holds is left out, unsent and unrecorded.
  */
-export async function issueBatch(db: Db, notices: Notice[], config: ExposureConfig, client: VerificationClient, worker: string): Promise<Change[]> {
+export async function issueBatch(db: Db, notices: Notice[], config: ExposureConfig, client: VerificationClient, worker: string,
+  keys?: ExposureKeys): Promise<Change[]> {
   const changes: Change[] = []
   const due: Notice[] = []
+  // Opted out (STOP) after its phone check: not sent.
+  const optedOut = keys ? await optedOutAnywhere(db, notices.filter((n) => n.phoneE164).map((n) => keys.optOutHash(n.phoneE164!))) : new Set<string>()
   for (const n of notices) {
+    if (keys && n.phoneE164 && optedOut.has(keys.optOutHash(n.phoneE164).toString('hex'))) {
+      changes.push(optedOutNotice(n))
+      continue
+    }
     // A code is of use only while the test is recent: a notice held back by the quota for longer
     // than the look-back window ends here.
     if (n.lastError === 'quota' && (Date.now() - Date.parse(n.createdAt)) / 86_400_000 > config.lookbackDays) {

@@ -48,10 +48,18 @@ export const RAW_SECRET = 1
 export class ExposureKeys {
   private readonly uuidKey: Buffer
   private readonly lookupKey: Buffer
+  private readonly searchKey: Buffer
 
   constructor(private readonly secret: string) {
     this.uuidKey = deriveKey(secret, 'exposure:uuid')
     this.lookupKey = deriveKey(secret, 'exposure:lookup')
+    // Messaging's search key (privacy/seal.ts Sealer.hash): an opt-out is recorded under it.
+    this.searchKey = deriveKey(secret, 'messaging:search')
+  }
+
+  /** The keyed hash messaging finds a number by (Sealer.hash): opt-outs (sms_opt_outs) are kept under it. */
+  optOutHash(e164: string): Buffer {
+    return hmac(this.searchKey, e164)
   }
 
   /** A notice's uuid with the key its uuid_key names. */

@@ -18,6 +18,8 @@ export type StatusGroup = keyof typeof STATUS_GROUPS
 export interface ActivityRow {
   id: string; phone: string | null; template: string | null; status: string; createdAt: Date; sentAt: Date | null
   jobId: string | null; jobRow: number | null; reference: string | null
+  /** Why it failed, in words a person can act on (send/failure-reasons.ts); null when it has not. */
+  failureReason: string | null
 }
 export interface ActivityPage { counts: Record<StatusGroup, number>; rows: ActivityRow[]; olderThan: string | null }
 
@@ -35,7 +37,7 @@ export async function serviceActivity(db: Queryable, sealer: Sealer, serviceId: 
   const counts = { sending: 0, delivered: 0, failed: 0 }
   for (const c of counted) for (const [g, ss] of Object.entries(STATUS_GROUPS)) if ((ss as readonly string[]).includes(c.status)) counts[g as StatusGroup] += c.n
   const rows = await db.query(
-    `SELECT n.id, n.recipient_ct, v.name AS template, n.status, n.created_at, n.sent_at, n.job_id, n.job_row, n.reference
+    `SELECT n.id, n.recipient_ct, v.name AS template, n.status, n.failure_reason, n.created_at, n.sent_at, n.job_id, n.job_row, n.reference
      FROM notifications n LEFT JOIN template_versions v ON v.template_id = n.template_id AND v.version = n.template_version
      WHERE ${WINDOW} AND ($2::bytea IS NULL OR n.recipient_hash = $2) AND (cardinality($3::text[]) = 0 OR n.status = ANY($3))
        AND ($4::uuid IS NULL OR (n.created_at, n.id) < (SELECT created_at, id FROM notifications WHERE id = $4 AND service_id = $1))
@@ -46,7 +48,7 @@ export async function serviceActivity(db: Queryable, sealer: Sealer, serviceId: 
     counts,
     rows: page.map((r) => ({
       id: r.id, phone: r.recipient_ct ? sealer.open(Buffer.from(r.recipient_ct)) : null, template: r.template, status: r.status,
-      createdAt: r.created_at, sentAt: r.sent_at, jobId: r.job_id, jobRow: r.job_row, reference: r.reference,
+      createdAt: r.created_at, sentAt: r.sent_at, jobId: r.job_id, jobRow: r.job_row, reference: r.reference, failureReason: r.failure_reason ?? null,
     })),
     olderThan: rows.length > ACTIVITY_PAGE ? page[page.length - 1].id : null,
   }

@@ -31,7 +31,7 @@ export function messagingRoutes(config: Config, db: Db, log: Logger) {
   const dir = new Directory(db, config.messaging.cacheMs)
   const auth = new Authenticator(dir, secrets)
   const region = config.exposure.defaultRegion
-  const api = messagingApi({ db, dir, sealer, auth, region })
+  const api = messagingApi({ db, dir, sealer, auth, region, emailFrom: config.email.from })
   const jobs = jobRoutes({ db, dir, sealer, auth, region, store: storeFor(config.messaging.jobStore, config) })
   const reports = reportRoutes({ db, sealer, auth })
   return (app: FastifyInstance) => {

@@ -21,6 +21,7 @@ export async function prepareText(
   ctx: { dir: Directory; sealer: Sealer; region: string }, service: Service, keyType: KeyType, template: Template,
   phoneNumber: string, personalisation: Record<string, unknown> | undefined,
 ): Promise<Prepared | ApiError> {
+  if (template.type !== 'sms') return badRequest(`${template.type} template is not suitable for sms notification`)
   const { text, missing } = render(template.body, personalisation)
   if (missing.length) return badRequest(`Missing personalisation: ${missing.join(', ')}`)
   if (text.length === 0) return badRequest('Your message is empty.')

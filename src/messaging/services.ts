@@ -76,24 +76,31 @@ export async function revokeKey(db: Queryable, serviceId: string, idOrName: stri
   return rows.length
 }
 
-export interface Template { id: string; serviceId: string; name: string; body: string; version: number; archived: boolean; createdBy: string; createdAt: string; updatedAt: string | null }
+export type TemplateType = 'sms' | 'email'
 
-export async function createTemplate(db: Queryable, serviceId: string, name: string, body: string, createdBy: string): Promise<Template> {
+export interface Template { id: string; serviceId: string; type: TemplateType; name: string; subject: string | null; body: string; version: number; archived: boolean
+  createdBy: string; createdAt: string; updatedAt: string | null }
+
+/** A new template: a text's (the default), or an email's with its subject. */
+export async function createTemplate(db: Queryable, serviceId: string, name: string, body: string, createdBy: string,
+  kind: { type: 'sms' } | { type: 'email'; subject: string } = { type: 'sms' }): Promise<Template> {
   const id = randomUUID()
-  const [row] = await db.query(`INSERT INTO templates (id, service_id, name, body, created_by) VALUES ($1, $2, $3, $4, $5) RETURNING *`,
-    [id, serviceId, name, body, createdBy])
-  await db.query(`INSERT INTO template_versions (template_id, version, name, body, created_by) VALUES ($1, 1, $2, $3, $4)`, [id, name, body, createdBy])
+  const subject = kind.type === 'email' ? kind.subject : null
+  const [row] = await db.query(`INSERT INTO templates (id, service_id, name, body, created_by, type, subject) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *`,
+    [id, serviceId, name, body, createdBy, kind.type, subject])
+  await db.query(`INSERT INTO template_versions (template_id, version, name, body, created_by, subject) VALUES ($1, 1, $2, $3, $4, $5)`, [id, name, body, createdBy, subject])
   return templateRow(row)
 }
 
 /** A new version of a template (its body and/or name); the versions sent before stay as they were. */
-export async function updateTemplate(db: Queryable, id: string, change: { name?: string; body?: string }, by: string): Promise<Template> {
+export async function updateTemplate(db: Queryable, id: string, change: { name?: string; body?: string; subject?: string }, by: string): Promise<Template> {
   const [row] = await db.query(
-    `UPDATE templates SET name = coalesce($2, name), body = coalesce($3, body), version = version + 1, updated_at = now(), created_by = $4
-     WHERE id::text = $1 RETURNING *`, [id, change.name ?? null, change.body ?? null, by])
+    `UPDATE templates SET name = coalesce($2, name), body = coalesce($3, body), version = version + 1, updated_at = now(), created_by = $4,
+       subject = CASE WHEN type = 'email' THEN coalesce($5, subject) END
+     WHERE id::text = $1 RETURNING *`, [id, change.name ?? null, change.body ?? null, by, change.subject ?? null])
   if (!row) throw new NotFound(`no template ${id}`)
-  await db.query(`INSERT INTO template_versions (template_id, version, name, body, created_by) VALUES ($1, $2, $3, $4, $5)`,
-    [row.id, row.version, row.name, row.body, by])
+  await db.query(`INSERT INTO template_versions (template_id, version, name, body, created_by, subject) VALUES ($1, $2, $3, $4, $5, $6)`,
+    [row.id, row.version, row.name, row.body, by, row.subject])
   return templateRow(row)
 }
 
@@ -111,7 +118,7 @@ export async function archiveTemplate(db: Queryable, id: string): Promise<void> 
 }
 
 export const templateRow = (r: Record<string, any>): Template => ({
-  id: r.id, serviceId: r.service_id, name: r.name, body: r.body, version: r.version, archived: r.archived, createdBy: r.created_by,
+  id: r.id, serviceId: r.service_id, type: r.type ?? 'sms', name: r.name, subject: r.subject ?? null, body: r.body, version: r.version, archived: r.archived, createdBy: r.created_by,
   createdAt: new Date(r.created_at).toISOString(), updatedAt: r.updated_at ? new Date(r.updated_at).toISOString() : null,
 })
 

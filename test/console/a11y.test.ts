@@ -48,13 +48,15 @@ const ROUTES: Route[] = [
   { path: '/services/:sid/activity?status=sending&phone=%2B12125550100' },
   { path: '/services/:sid/activity?status=nonsense', status: 400 }, // a form's error, as shown
   { path: '/services/:sid/usage' },
+  { path: '/services/:sid/opt-outs' },
+  { path: '/services/:sid/callbacks' },
   { path: '/account', shot: 'account' },
   { path: '/two-factor' },
   // The error page, as a person who types a wrong address sees it.
   { path: '/services/00000000-0000-4000-8000-000000000000', status: 404 },
 ]
 /** Downloads of the map: answered as CSV, not pages. */
-const DOWNLOADS = ['/pipeline/files/:fileId/errors.csv', '/services/:sid/jobs/:jid/report.csv', '/services/:sid/reports/notifications.csv']
+const DOWNLOADS = ['/pipeline/files/:fileId/errors.csv', '/services/:sid/jobs/:jid/report.csv', '/services/:sid/reports/notifications.csv', '/services/:sid/opt-outs.csv']
 
 const ids: Record<string, string> = {}
 let page: Page

@@ -128,7 +128,7 @@ describe('the console: sending a file', () => {
     expect(report.status).toBe(200)
     expect(report.headers.get('content-type')).toMatch(/text\/csv/)
     const lines = report.html.trim().split('\n')
-    expect(lines[0]).toBe('Phone number,Template,Status,Provider,Created at,Sent at,Completed at,Job,Row,Reference')
+    expect(lines[0]).toBe('Phone number,Template,Status,Failure reason,Provider,Created at,Sent at,Completed at,Job,Row,Reference')
     expect(lines.slice(1).map((l) => l.split(',')[0])).toEqual(["'+1 212 555 0100", '(212) 555-0101', '212.555.0102']) // a leading + is a formula to a spreadsheet
     expect(lines[1]).toContain(',delivered,')
   })

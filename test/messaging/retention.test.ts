@@ -54,8 +54,10 @@ describe('retention', () => {
     const ny = await seedNotifications(w.t.db, w.service, w.template.id, [{ at }, { at: '2026-11-22T12:00:00Z' }])
     const uk = await seedNotifications(w.t.db, london, tl.id, [{ at }, { at: '2026-11-15T23:30:00Z' }, { at: '2026-11-16T00:00:00Z' }])
     const results = await retain('2026-11-23T12:00:00Z')
-    expect(results.map((r) => [r.name, r.days, r.cutoff.toISOString()])).toEqual([
-      ['London clinic', 7, '2026-11-16T00:00:00.000Z'], ['Test results', 3, '2026-11-20T05:00:00.000Z']])
+    // Each service and type: texts' retention set to 3 days for one service, emails' left at 7.
+    expect(results.map((r) => [r.name, r.type, r.days, r.cutoff.toISOString()])).toEqual([
+      ['London clinic', 'sms', 7, '2026-11-16T00:00:00.000Z'], ['London clinic', 'email', 7, '2026-11-16T00:00:00.000Z'],
+      ['Test results', 'sms', 3, '2026-11-20T05:00:00.000Z'], ['Test results', 'email', 7, '2026-11-16T05:00:00.000Z']])
     expect(await where(ny)).toEqual(['history', 'kept'])
     expect(await where(uk)).toEqual(['kept', 'history', 'kept'])
     await expect(setRetention(w.t.db, w.service.id, 2)).rejects.toThrow('3 to 90')

@@ -11,7 +11,8 @@ import { randomUUID } from 'node:crypto'
 import type { Db, Queryable } from '../../db/types.ts'
 import type { KeyType } from '../keys.ts'
 import type { Service } from '../services.ts'
-import { ApiError } from './errors.ts'
+import { OPTED_OUT } from '../inbound/optouts.ts'
+import { ApiError, badRequest } from './errors.ts'
 
 export interface NewNotification {
   id: string
@@ -29,6 +30,8 @@ export interface NewNotification {
   jobRow?: number
   /** Sent at this time (scheduled_for), not before: the send queue's retry_at. */
   scheduledFor?: Date | null
+  /** An email (src/messaging/email/): its type, Reply-To and sealed unsubscribe URL; absent: a text. */
+  email?: { replyTo: string | null; unsubscribeCt: Buffer | null }
 }
 
 /**
@@ -55,12 +58,15 @@ export function notificationId(): string {
   return `${time.slice(0, 8)}-${time.slice(8)}-7${random.slice(15)}`
 }
 
-export type Admission = { ok: true; createdAt: Date } | { ok: false; limit: 'rate' | 'daily' }
+/** Refused: over a limit, or (`opted_out`, within the limits) a text to a number that replied STOP to the service. */
+export type Admission = { ok: true; createdAt: Date } | { ok: false; limit: Refusal }
+export type Refusal = 'rate' | 'daily' | 'opted_out'
 
 const KEY_WORD = { normal: 'LIVE', team: 'TEAM', test: 'TEST' } as const
 
-/** Notify's answer to a refused admission (app/v2/errors.py: RateLimitError, TooManyRequestsError). */
-export function limitError(service: Service, keyType: KeyType, limit: 'rate' | 'daily'): ApiError {
+/** Notify's answer to a refused admission (app/v2/errors.py: RateLimitError, TooManyRequestsError; Herald's opt-out: BadRequestError). */
+export function limitError(service: Service, keyType: KeyType, limit: Refusal): ApiError {
+  if (limit === 'opted_out') return badRequest(OPTED_OUT)
   return limit === 'rate'
     ? new ApiError(429, 'RateLimitError', `Exceeded rate limit for key type ${KEY_WORD[keyType]} of ${service.rateLimit} requests per 60 seconds`)
     : new ApiError(429, 'TooManyRequestsError', `Exceeded send limits (sms: ${service.messageLimit}) for today`)
@@ -80,18 +86,24 @@ export const notificationRow = (n: NewNotification, at: Date) => [n.id, n.servic
  * One INSERT for a batch, every column an array parameter (bytes as hex): a statement in one round
  * trip, where COPY takes two; for the API's small batches that is the cheaper way in.
  */
-async function insertNotifications(tx: Queryable, batch: NewNotification[], at: Date) {
+async function insertNotifications(tx: Queryable, batch: NewNotification[], at: Date): Promise<Set<string>> {
   const hex = (b: Buffer | null) => (b ? b.toString('hex') : null)
-  await tx.query(
+  // A text to a number that opted out of the service (replied STOP) is not inserted: the ids
+  // returned are the rows that went in (an opted-out one answers OPTED_OUT, src/messaging/inbound/optouts.ts).
+  const rows = await tx.query(
     `INSERT INTO notifications (id, service_id, template_id, template_version, api_key_id, key_type, reference, recipient_hash, recipient_ct,
-       personalisation_ct, international, created_at, scheduled_for, retry_at)
-     SELECT id, s, t, v, k, kt, r, decode(rh, 'hex'), decode(rc, 'hex'), decode(pc, 'hex'), i, $12, sf, sf
+       personalisation_ct, international, created_at, scheduled_for, retry_at, notification_type, reply_to, unsubscribe_ct)
+     SELECT id, s, t, v, k, kt, r, decode(rh, 'hex'), decode(rc, 'hex'), decode(pc, 'hex'), i, $12, sf, sf, nt, rt, decode(uc, 'hex')
      FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::int[], $5::uuid[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::boolean[],
-       $13::timestamptz[]) AS x(id, s, t, v, k, kt, r, rh, rc, pc, i, sf)`,
+       $13::timestamptz[], $14::text[], $15::text[], $16::text[]) AS x(id, s, t, v, k, kt, r, rh, rc, pc, i, sf, nt, rt, uc)
+     WHERE nt <> 'sms' OR NOT EXISTS (SELECT 1 FROM sms_opt_outs o WHERE o.service_id = x.s AND o.number_hash = decode(x.rh, 'hex'))
+     RETURNING id::text`,
     [batch.map((n) => n.id), batch.map((n) => n.service.id), batch.map((n) => n.templateId), batch.map((n) => n.templateVersion),
       batch.map((n) => n.apiKeyId), batch.map((n) => n.keyType), batch.map((n) => n.reference), batch.map((n) => hex(n.recipientHash)),
       batch.map((n) => hex(n.recipientCt)), batch.map((n) => hex(n.personalisationCt)), batch.map((n) => n.international), at,
-      batch.map((n) => n.scheduledFor?.toISOString() ?? null)])
+      batch.map((n) => n.scheduledFor?.toISOString() ?? null), batch.map((n) => (n.email ? 'email' : 'sms')),
+      batch.map((n) => n.email?.replyTo ?? null), batch.map((n) => hex(n.email?.unsubscribeCt ?? null))])
+  return new Set(rows.map((r) => r.id as string))
 }
 
 const group = <T>(items: T[], key: (t: T) => string) => {
@@ -123,7 +135,10 @@ export async function admitBatch(tx: Queryable, batch: Claim[]): Promise<Admissi
   const answers = new Map<Claim, Admission>()
   const at = new Date()
   const rows = batch.filter((c) => c.row)
-  if (rows.length) await insertNotifications(tx, rows.map((c) => c.row!), at)
+  const inserted = rows.length ? await insertNotifications(tx, rows.map((c) => c.row!), at) : new Set<string>()
+  // An opted-out text took no row: it is judged by the limits as a request without one, and refused for its number after.
+  const optedOut = new Set(rows.filter((c) => !inserted.has(c.row!.id)))
+  const takes = (c: Claim) => Boolean(c.row) && !optedOut.has(c)
   // Rate limit: tokens refill at rate_limit a minute, up to rate_limit; a full bucket to begin with.
   const byBucket = group(batch.filter((c) => c.request), (c) => `${c.service.id}/${c.keyType}`)
   const buckets = [...byBucket.entries()].map(([key, cs]) => ({ key, s: cs[0].service.id, k: cs[0].keyType, n: cs.length, lim: cs[0].service.rateLimit }))
@@ -144,7 +159,7 @@ export async function admitBatch(tx: Queryable, batch: Claim[]): Promise<Admissi
   // claims without a row (a job's rows at upload, a refused request) are checked against what is left.
   const counted = batch.filter((c) => !answers.has(c) && c.keyType !== 'test' && c.texts > 0)
   const byService = group(counted, (c) => c.service.id)
-  const days = [...byService.entries()].map(([key, cs]) => ({ key, n: cs.filter((c) => c.row).length, lim: cs[0].service.messageLimit, tz: cs[0].service.timezone }))
+  const days = [...byService.entries()].map(([key, cs]) => ({ key, n: cs.filter(takes).length, lim: cs[0].service.messageLimit, tz: cs[0].service.timezone }))
   const today = days.length === 0 ? new Map<string, { granted: number; texts: number }>() : await takeFrom(days, (ds) => tx.query(
     `WITH w AS (SELECT s, n, lim, (now() AT TIME ZONE tz)::date AS day FROM unnest($1::uuid[], $2::int[], $3::int[], $4::text[]) AS w(s, n, lim, tz)),
      cur AS (SELECT d.service_id, d.day, greatest(0, least(w.n, w.lim - d.texts)) AS granted FROM daily_counts d
@@ -158,12 +173,13 @@ export async function admitBatch(tx: Queryable, batch: Claim[]): Promise<Admissi
     const t = today.get(s) ?? { granted: 0, texts: Infinity }
     let taken = 0
     for (const c of cs) {
-      const within = c.row ? taken++ < t.granted : t.texts + c.texts <= c.service.messageLimit
+      const within = takes(c) ? taken++ < t.granted : t.texts + c.texts <= c.service.messageLimit
       if (!within) answers.set(c, { ok: false, limit: 'daily' })
     }
   }
 
-  const refused = rows.filter((c) => answers.has(c))
+  for (const c of optedOut) if (!answers.has(c)) answers.set(c, { ok: false, limit: 'opted_out' })
+  const refused = rows.filter((c) => answers.has(c) && !optedOut.has(c))
   if (refused.length) await tx.query('DELETE FROM notifications WHERE id = ANY($1::uuid[])', [refused.map((c) => c.row!.id)])
   return batch.map((c) => answers.get(c) ?? { ok: true, createdAt: at })
 }

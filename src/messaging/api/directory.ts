@@ -59,7 +59,7 @@ export class Directory {
       const [r] = version === undefined
         ? await this.db.query('SELECT * FROM templates WHERE id = $1 AND service_id = $2', [id, serviceId])
         : await this.db.query(
-          `SELECT t.id, t.service_id, v.name, v.body, v.version, t.archived, v.created_by, t.created_at, v.created_at AS updated_at
+          `SELECT t.id, t.service_id, t.type, v.name, v.subject, v.body, v.version, t.archived, v.created_by, t.created_at, v.created_at AS updated_at
            FROM templates t JOIN template_versions v ON v.template_id = t.id WHERE t.id = $1 AND t.service_id = $2 AND v.version = $3`,
           [id, serviceId, version])
       return r && templateRow(r)

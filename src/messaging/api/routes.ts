@@ -16,6 +16,10 @@ import { ApiError, badRequest, notFound, shown, validation } from './errors.ts'
 import { openApi } from './openapi.ts'
 import { presentNotification, presentTemplate } from './present.ts'
 import { submitSms, type SmsRequest } from './submit.ts'
+import { emailRoutes } from '../email/api.ts'
+import { bodyHtml, renderEmail } from '../email/format.ts'
+import { callbackRoutes } from '../callbacks/routes.ts'
+import { receivedTextRoutes } from '../inbound/api.ts'
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 const PAGE = 250
@@ -23,7 +27,7 @@ const STATUSES = ['cancelled', 'created', 'sending', 'sent', 'delivered', 'pendi
   'permanent-failure', 'pending-virus-check', 'validation-failed', 'virus-scan-failed', 'returned-letter', 'accepted', 'received']
 const FAILED = ['technical-failure', 'temporary-failure', 'permanent-failure', 'validation-failed']
 
-export interface ApiDeps { db: Db; dir: Directory; sealer: Sealer; auth: Authenticator; region: string }
+export interface ApiDeps { db: Db; dir: Directory; sealer: Sealer; auth: Authenticator; region: string; /** The From of emails (HERALD_EMAIL_FROM). */ emailFrom?: string }
 
 const baseUrl = (req: FastifyRequest) => `${req.protocol}://${req.headers.host ?? 'localhost'}`
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
@@ -84,6 +88,9 @@ export function messagingApi(deps: ApiDeps) {
 
   return (app: FastifyInstance) => {
     app.get('/v2/openapi.json', async () => openApi)
+    emailRoutes({ db, dir, sealer, emailFrom: deps.emailFrom ?? 'notify@localhost' }, admitter, caller, { parse: parseIso, problem: scheduleProblem })(app)
+    callbackRoutes({ db, sealer, caller })(app) // Herald's own: a service's callbacks (docs/notify-api-reference.md)
+    receivedTextRoutes({ db, sealer, caller })(app) // GET /v2/received-text-messages
 
     app.post('/v2/notifications/sms', async (req, reply) => {
       const { service, key } = await caller(req)
@@ -128,13 +135,18 @@ export function messagingApi(deps: ApiDeps) {
       const { service } = await caller(req)
       const type = req.query.type
       if (type !== undefined && !['sms', 'email', 'letter', 'broadcast'].includes(type)) throw validation(`type ${type} is not one of [sms, email, letter, broadcast]`)
-      return { templates: type && type !== 'sms' ? [] : (await dir.templatesOf(service.id)).map(presentTemplate) }
+      return { templates: (await dir.templatesOf(service.id)).filter((t) => !type || t.type === type).map(presentTemplate) }
     })
     app.post<{ Params: { id: string } }>('/v2/template/:id/preview', async (req) => {
       const template = await templateOf(req, await caller(req))
       const body = isObject(req.body) ? req.body : {}
       if (body.personalisation !== undefined && body.personalisation !== null && !isObject(body.personalisation)) {
         throw validation(`personalisation ${shown(body.personalisation)} is not of type object`)
+      }
+      if (template.type === 'email') {
+        const email = renderEmail(template.subject ?? '', template.body, body.personalisation as Record<string, unknown> | undefined)
+        if (email.missing.length) throw badRequest(`Missing personalisation: ${email.missing.join(', ')}`)
+        return { id: template.id, type: 'email', version: template.version, body: email.body, html: bodyHtml(email.body), subject: email.subject, postage: null }
       }
       const { text, missing } = render(template.body, body.personalisation as Record<string, unknown> | undefined)
       if (missing.length) throw badRequest(`Missing personalisation: ${missing.join(', ')}`)
@@ -184,5 +196,5 @@ export function messagingApi(deps: ApiDeps) {
   }
 }
 
-const SELECT_NOTIFICATIONS = `SELECT n.*, v.body AS template_body FROM notifications n
+const SELECT_NOTIFICATIONS = `SELECT n.*, v.body AS template_body, v.subject AS template_subject FROM notifications n
   LEFT JOIN template_versions v ON v.template_id = n.template_id AND v.version = n.template_version`

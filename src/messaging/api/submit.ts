@@ -51,6 +51,7 @@ export async function submitSms(deps: { dir: Directory; sealer: Sealer; region: 
       international: ready.international, scheduledFor,
     },
   })
+  // Over a limit (429), or, within them, to a number that replied STOP to the service (400: the insert left it out, admit.ts).
   if (!admitted.ok) throw limitError(service, keyType, admitted.limit)
   if (ready instanceof ApiError) throw ready
   return { id, template: ready.template, text: ready.text }

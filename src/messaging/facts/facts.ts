@@ -44,7 +44,9 @@ export async function computeDay(db: Db, serviceId: string, day: string): Promis
     const billing = await tx.query(
       `INSERT INTO ft_billing (local_date, service_id, template_id, notification_type, provider, rate_multiplier, international, rate, billable_units, notifications_sent)
        SELECT $5::date, $1, f.template_id, f.notification_type, f.provider, f.rate_multiplier, f.international,
-              coalesce((SELECT rate FROM sms_rates WHERE valid_from <= $5::date ORDER BY valid_from DESC LIMIT 1), 0), f.billable_units, f.notifications_sent
+              -- Texts are priced by fragment; emails are counted, not priced.
+              CASE WHEN f.notification_type = 'sms' THEN coalesce((SELECT rate FROM sms_rates WHERE valid_from <= $5::date ORDER BY valid_from DESC LIMIT 1), 0) ELSE 0 END,
+              f.billable_units, f.notifications_sent
        FROM (${BILLING_SQL()}) f RETURNING 1`, [...span, BILLABLE, day])
     const status = await tx.query(
       `INSERT INTO ft_notification_status (local_date, service_id, template_id, job_id, notification_type, key_type, status, notification_count)

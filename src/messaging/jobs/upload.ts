@@ -1,7 +1,7 @@
 /**
  * A bulk job's upload: every row checked by the rules a single text meets (prepareText: the number,
- * the personalisation, who may be texted, the length), under the same limits (admit.ts), then the
- * file stored sealed (src/privacy/file-seal.ts) and the job recorded. Two ways in, one check:
+ * the personalisation, who may be texted, the length; not a number that replied STOP), under the
+ * same limits (admit.ts), then the file stored sealed (src/privacy/file-seal.ts) and the job recorded. Two ways in, one check:
  *   createJob  the API's and the CLI's: checked and started at once, or refused with its problems
  *              (nothing recorded);
  *   uploadJob  the console's, as GOV.UK Notify's check page: recorded as `uploaded` with every row's
@@ -14,10 +14,11 @@ import { randomUUID } from 'node:crypto'
 import type { Db } from '../../db/types.ts'
 import type { Sealer } from '../../privacy/seal.ts'
 import type { ObjectStore } from '../../storage/types.ts'
-import { admitOne, limitError } from '../api/admit.ts'
+import { admitOne, limitError, type Refusal } from '../api/admit.ts'
 import type { Directory } from '../api/directory.ts'
 import { ApiError } from '../api/errors.ts'
 import type { KeyType } from '../keys.ts'
+import { OPTED_OUT, optedOutSet } from '../inbound/optouts.ts'
 import { prepareText } from '../prepare.ts'
 import type { Service, Template } from '../services.ts'
 import { placeholders } from '../templates.ts'
@@ -32,10 +33,10 @@ export const SCHEDULE_DAYS = 4
 
 export interface JobInput { service: Service; template: Template; keyType: KeyType; apiKeyId: string | null; csv: Buffer; name: string; scheduledFor?: Date; createdBy: string }
 /** Refused: its rows named with their problems, or over a limit (`limit`, with Notify's message in `errors`). */
-export type JobCheck = { ok: true; id: string; rows: number; status: string } | { ok: false; errors: string[]; limit?: 'rate' | 'daily' }
+export type JobCheck = { ok: true; id: string; rows: number; status: string } | { ok: false; errors: string[]; limit?: Refusal }
 /** One problem of a file: its row (none: the file's own, such as a missing column) and what is wrong. */
 export interface JobProblem { row: number | null; message: string }
-export interface FileCheck { rows: number; badRows: number; problems: JobProblem[]; limit?: 'rate' | 'daily' }
+export interface FileCheck { rows: number; badRows: number; problems: JobProblem[]; limit?: Refusal }
 
 export interface UploadCtx { db: Db; dir: Directory; sealer: Sealer; region: string; store: ObjectStore }
 
@@ -52,10 +53,13 @@ export async function checkJobFile(ctx: UploadCtx, j: Pick<JobInput, 'service' |
   const problems: JobProblem[] = []
   let rows = 0
   let badRows = 0
+  // Numbers that replied STOP to the service: each such row is refused with the API's message.
+  const optedOut = await optedOutSet(ctx.db, j.service.id)
   try {
     for await (const r of jobRows(j.csv, placeholders(j.template.body))) {
       rows++
-      const ready = await prepareText(ctx, j.service, j.keyType, j.template, r.phone, r.personalisation)
+      const prepared = await prepareText(ctx, j.service, j.keyType, j.template, r.phone, r.personalisation)
+      const ready = !(prepared instanceof ApiError) && optedOut.has(prepared.hash.toString('hex')) ? new ApiError(400, 'BadRequestError', OPTED_OUT) : prepared
       if (ready instanceof ApiError) {
         badRows++
         if (problems.length < keep) problems.push({ row: r.row, message: ready.message })

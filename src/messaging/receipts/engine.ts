@@ -27,6 +27,8 @@
 import type { Engine } from '../../engine/engine.ts'
 import { claimInTx, fail, finish } from '../../engine/queue.ts'
 import type { Logger } from '../../log.ts'
+import { receiptFailure } from '../send/failure-reasons.ts'
+import { deliveryCallbackInsert } from '../callbacks/enqueue.ts'
 import { receiptsQueue } from './queue.ts'
 
 const BATCH = 1000
@@ -34,7 +36,8 @@ const FINAL = `('delivered', 'temporary-failure', 'permanent-failure', 'technica
 // Notify's statuses a receipt may still change (pending-virus-check is letters only).
 const OPEN = `('created', 'sending', 'pending', 'sent')`
 
-interface Receipt { id: string; attempts: number; notification_id: string | null; provider: string; provider_ref: string | null; status: string }
+interface Receipt { id: string; attempts: number; notification_id: string | null; provider: string; provider_ref: string | null; status: string
+  detail: { error_code?: unknown } | null }
 
 export function receiptsEngine(log: Logger): Engine {
   return {
@@ -42,10 +45,11 @@ export function receiptsEngine(log: Logger): Engine {
     batchSize: BATCH,
     // One batch per step, claimed and settled in one transaction: a stop waits for it, then claims no more.
     step: (db, signal) => (signal.aborted ? Promise.resolve({}) : db.transaction(async (tx) => {
-      const receipts = await claimInTx<Receipt>(tx, receiptsQueue, BATCH, { returning: 't.notification_id, t.provider, t.provider_ref, t.status' })
+      const receipts = await claimInTx<Receipt>(tx, receiptsQueue, BATCH, { returning: 't.notification_id, t.provider, t.provider_ref, t.status, t.detail' })
       if (receipts.length === 0) return {}
       const rows = await tx.query(
-        `WITH r AS (SELECT * FROM json_to_recordset($1::json) AS r(id bigint, notification_id uuid, provider text, provider_ref text, status text, last boolean)),
+        `WITH r AS (SELECT * FROM json_to_recordset($1::json) AS r(id bigint, notification_id uuid, provider text, provider_ref text, status text, last boolean,
+                 failure_reason text, failure_code text)),
          target AS (SELECT r.*, n.id AS nid,
                       CASE WHEN r.notification_id IS NULL THEN 'bound' -- found by its own provider and reference
                            WHEN n.provider = r.provider AND (n.provider_ref IS NULL OR n.provider_ref = r.provider_ref
@@ -59,12 +63,20 @@ export function receiptsEngine(log: Logger): Engine {
          best AS (SELECT DISTINCT ON (nid) * FROM target WHERE verdict = 'bound'
                   ORDER BY nid, status IN ${FINAL} DESC, CASE WHEN status IN ${FINAL} THEN id ELSE -id END),
          upd AS (UPDATE notifications n SET status = b.status,
+                   -- Why it failed (src/messaging/send/failure-reasons.ts), with the status that says it did.
+                   failure_reason = CASE WHEN b.status IN ${FINAL} THEN b.failure_reason ELSE n.failure_reason END,
+                   failure_code = CASE WHEN b.status IN ${FINAL} THEN b.failure_code ELSE n.failure_code END,
                    provider = coalesce(n.provider, b.provider), provider_ref = coalesce(n.provider_ref, b.provider_ref),
                    completed_at = CASE WHEN b.status IN ${FINAL} THEN now() ELSE n.completed_at END, updated_at = now()
-                 FROM best b WHERE n.id = b.nid AND n.key_type <> 'test' AND n.status IN ${OPEN} RETURNING n.id)
+                 FROM best b WHERE n.id = b.nid AND n.key_type <> 'test' AND n.status IN ${OPEN} RETURNING n.id, n.service_id, n.status),
+         -- The service's delivery-status callback, queued in the statement that changes the status (callbacks/enqueue.ts).
+         cb AS (${deliveryCallbackInsert('upd')})
          SELECT t.id, t.verdict FROM target t`,
-        [JSON.stringify(receipts.map((r) => ({ id: r.id, notification_id: r.notification_id, provider: r.provider, provider_ref: r.provider_ref, status: r.status,
-          last: r.attempts + 1 >= receiptsQueue.retry.maxAttempts })))])
+        [JSON.stringify(receipts.map((r) => {
+          const failure = receiptFailure(r.provider, r.status, detailOf(r.detail)?.error_code)
+          return { id: r.id, notification_id: r.notification_id, provider: r.provider, provider_ref: r.provider_ref, status: r.status,
+            last: r.attempts + 1 >= receiptsQueue.retry.maxAttempts, failure_reason: failure?.reason ?? null, failure_code: failure?.code ?? null }
+        }))])
       const verdict = new Map(rows.map((r) => [String(r.id), r.verdict as string]))
       const bound = receipts.filter((r) => verdict.get(r.id) === 'bound')
       const refused = receipts.filter((r) => verdict.get(r.id) === 'refused')
@@ -85,4 +97,10 @@ export function receiptsEngine(log: Logger): Engine {
       return counts
     })),
   }
+}
+
+/** sms_receipts.detail as it came back: an object (jsonb), or its text from a driver that leaves it so. */
+function detailOf(d: unknown): { error_code?: unknown } | null {
+  if (typeof d === 'string') try { return JSON.parse(d) } catch { return null }
+  return typeof d === 'object' && d !== null ? (d as { error_code?: unknown }) : null
 }

@@ -50,7 +50,7 @@ export function receiptUrls(publicUrl: string, secret: string): ReceiptUrls {
 }
 
 /** Constant-time equality of two strings as bytes (any characters: lengths are compared as bytes, not UTF-16 units). */
-function same(a: string, b: string): boolean {
+export function same(a: string, b: string): boolean {
   const x = Buffer.from(a)
   const y = Buffer.from(b)
   return x.length === y.length && timingSafeEqual(x, y)

@@ -14,7 +14,7 @@ import { csvCell, csvLine, sqlCsvCell } from '../../util/csv.ts'
 
 const PAGE = 5000
 
-export const REPORT_HEADER = ['Phone number', 'Template', 'Status', 'Provider', 'Created at', 'Sent at', 'Completed at', 'Job', 'Row', 'Reference']
+export const REPORT_HEADER = ['Phone number', 'Template', 'Status', 'Failure reason', 'Provider', 'Created at', 'Sent at', 'Completed at', 'Job', 'Row', 'Reference']
 
 export type ReportScope =
   | { serviceId: string; jobId: string }
@@ -25,12 +25,13 @@ const local = (column: string) => `coalesce(to_char(n.${column} AT TIME ZONE $tz
 
 /**
  * Everything of a row but its number comes from PostgreSQL as the finished rest of its CSV line, so
- * this process parses three columns a row, not eleven: the report's speed is the decrypting. The
+ * this process parses three columns a row, not twelve: the report's speed is the decrypting. The
  * text cells go through the shared writer's SQL form (the template's name and the reference are the
  * caller's; status and provider are Herald's, and cost one regular expression to be sure of).
  */
 const COLUMNS = (ct: string) => `${ct} AS recipient_ct, n.job_row, n.created_at AS at, n.created_at::text AS after_at, n.id AS after_id,
-  concat_ws(',', ${sqlCsvCell('coalesce(t.name, n.template_id::text)')}, ${sqlCsvCell('n.status')}, ${sqlCsvCell("coalesce(n.provider, '')")},
+  concat_ws(',', ${sqlCsvCell('coalesce(t.name, n.template_id::text)')}, ${sqlCsvCell('n.status')}, ${sqlCsvCell("coalesce(n.failure_reason, '')")},
+    ${sqlCsvCell("coalesce(n.provider, '')")},
     ${local('created_at')}, ${local('sent_at')}, ${local('completed_at')}, coalesce(n.job_id::text, ''), coalesce(n.job_row::text, ''),
     ${sqlCsvCell("coalesce(n.reference, '')")}) AS rest`
 

@@ -9,16 +9,18 @@
 import type { Db } from '../../db/types.ts'
 import type { Logger } from '../../log.ts'
 import type { ObjectStore } from '../../storage/types.ts'
+import { deleteReceivedTexts } from '../inbound/receive.ts'
 
 export const DEFAULT_RETENTION_DAYS = 7
-export const NOTIFICATION_TYPES = ['sms'] as const
+export const NOTIFICATION_TYPES = ['sms', 'email'] as const
 const BATCH = 10_000
 
 /** What the history keeps of a notification: everything but who it was for and what it said. */
 const HISTORY_COLUMNS = `id, service_id, template_id, template_version, notification_type, api_key_id, key_type, job_id, job_row, reference,
-  international, status, billable_units, rate_multiplier, provider, created_at, sent_at, completed_at, updated_at`
+  international, status, billable_units, rate_multiplier, provider, created_at, sent_at, completed_at, updated_at, failure_reason, failure_code`
 
-export interface RetentionCounts { archived: number; deleted: number; files: number }
+/** `received`: texts residents sent the service (src/messaging/inbound/), deleted with its sms. */
+export interface RetentionCounts { archived: number; deleted: number; files: number; received: number }
 export interface ServiceRetention extends RetentionCounts { serviceId: string; name: string; type: string; days: number; cutoff: Date }
 
 export interface RetentionOptions {
@@ -40,7 +42,7 @@ export async function retentionCutoffs(db: Db, asOf: Date) {
             (((($1::timestamptz AT TIME ZONE s.timezone)::date - coalesce(r.days_of_retention, $2::int)))::timestamp AT TIME ZONE s.timezone) AS cutoff
      FROM services s CROSS JOIN unnest($3::text[]) AS t(type)
      LEFT JOIN service_data_retention r ON r.service_id = s.id AND r.notification_type = t.type
-     ORDER BY s.name, t.type`, [asOf, DEFAULT_RETENTION_DAYS, NOTIFICATION_TYPES])
+     ORDER BY s.name, array_position($3::text[], t.type)`, [asOf, DEFAULT_RETENTION_DAYS, NOTIFICATION_TYPES])
 }
 
 export async function runRetention(db: Db, opts: RetentionOptions): Promise<ServiceRetention[]> {
@@ -49,7 +51,7 @@ export async function runRetention(db: Db, opts: RetentionOptions): Promise<Serv
   const stopped = () => opts.signal?.aborted ?? false
   for (const c of await retentionCutoffs(db, opts.asOf ?? new Date())) {
     if (stopped()) break
-    const s: ServiceRetention = { serviceId: c.service_id, name: c.name, type: c.type, days: c.days, cutoff: new Date(c.cutoff), archived: 0, deleted: 0, files: 0 }
+    const s: ServiceRetention = { serviceId: c.service_id, name: c.name, type: c.type, days: c.days, cutoff: new Date(c.cutoff), archived: 0, deleted: 0, files: 0, received: 0 }
     const args = [s.serviceId, s.type, s.cutoff, batch]
     while (!stopped()) {
       const [{ n }] = await db.query(
@@ -68,17 +70,22 @@ export async function runRetention(db: Db, opts: RetentionOptions): Promise<Serv
            ORDER BY created_at LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING ${HISTORY_COLUMNS}),
          kept AS (INSERT INTO notification_history (${HISTORY_COLUMNS}) SELECT ${HISTORY_COLUMNS} FROM moved
            ON CONFLICT (id) DO UPDATE SET status = excluded.status, billable_units = excluded.billable_units, rate_multiplier = excluded.rate_multiplier,
-             provider = excluded.provider, sent_at = excluded.sent_at, completed_at = excluded.completed_at, updated_at = excluded.updated_at
+             provider = excluded.provider, sent_at = excluded.sent_at, completed_at = excluded.completed_at, updated_at = excluded.updated_at,
+             failure_reason = excluded.failure_reason, failure_code = excluded.failure_code
            RETURNING 1)
          SELECT count(*)::int AS n FROM kept`, args)
       if (n === 0) break
       s.archived += n
       await opts.onBatch?.(s)
     }
+    // Received texts go with the service's texts, after the same days (deleted: nothing of them is kept).
+    if (s.type === 'sms') s.received = await deleteReceivedTexts(db, s.serviceId, s.cutoff, batch, stopped)
     // Stopped: the files wait for the next run, as the rows do.
-    if (!stopped()) s.files = await removeJobFiles(db, opts.store, s)
-    if (s.archived || s.deleted || s.files) {
-      opts.log.info({ service: s.serviceId, type: s.type, days: s.days, archived: s.archived, deleted: s.deleted, files: s.files }, 'retention: notifications past retention removed')
+    // Bulk jobs are texts: their files go by the texts' retention.
+    if (!stopped() && s.type === 'sms') s.files = await removeJobFiles(db, opts.store, s)
+    if (s.archived || s.deleted || s.files || s.received) {
+      opts.log.info({ service: s.serviceId, type: s.type, days: s.days, archived: s.archived, deleted: s.deleted, files: s.files, received: s.received },
+        'retention: notifications past retention removed')
     }
     results.push(s)
   }

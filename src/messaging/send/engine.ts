@@ -14,7 +14,10 @@ import type { Logger } from '../../log.ts'
 import type { Sealer } from '../../privacy/seal.ts'
 import { checkPhone } from '../phone.ts'
 import { smsLength } from '../sms.ts'
+import { OPTED_OUT_REASON } from '../inbound/optouts.ts'
 import { render } from '../templates.ts'
+import { deliveryCallbackInsert, enqueueDeliveryCallbacks } from '../callbacks/enqueue.ts'
+import type { Failure } from './failure-reasons.ts'
 import { ProviderError, type SmsProvider } from './provider.ts'
 import { penalise, providerOrder } from './providers.ts'
 import { sendQueue } from './queue.ts'
@@ -29,7 +32,7 @@ export function simulatedStatus(e164: string): 'delivered' | 'permanent-failure'
 
 /** What became of one text: a status to record (none: it stays `sending`), or `retry` (every provider surely sent nothing). */
 interface Outcome { id: string; status?: string; provider?: string; ref?: string; units?: number; multiplier?: number; sent?: boolean; done?: boolean
-  retry?: string; permanent?: boolean }
+  retry?: string; permanent?: boolean; failure?: Failure | null }
 
 /** What a text abroad costs, in domestic texts: by the country's calling code, else the default. */
 export interface InternationalRates { byCode: Record<string, number>; fallback: number }
@@ -56,11 +59,14 @@ export function sendEngine(opts: { providers: SmsProvider[]; sealer: Sealer; reg
     async function one(r: Record<string, any>): Promise<Outcome> {
       // Past 72 hours a text is not sent at all (GOV.UK Notify's rule): it fails for good before any call.
       if (Date.now() - Date.parse(r.created_at) > TIMEOUT_HOURS * 3600_000) return { id: r.id, retry: `not sent within ${TIMEOUT_HOURS} hours`, permanent: true }
+      // Opted out (STOP) after it was accepted: never handed over (src/messaging/inbound/optouts.ts).
+      if (r.opted_out) return { id: r.id, status: 'permanent-failure', done: true, failure: { reason: OPTED_OUT_REASON, code: null } }
       const supplied = sealer.open(Buffer.from(r.recipient_ct))
       const phone = checkPhone(supplied, opts.region)
       const personalisation = r.personalisation_ct ? JSON.parse(sealer.open(Buffer.from(r.personalisation_ct))) : {}
       const { text, missing } = render(r.template_body, personalisation)
-      if (!phone.ok || missing.length) return { id: r.id, status: 'validation-failed', done: true }
+      if (!phone.ok) return { id: r.id, status: 'validation-failed', done: true, failure: { reason: 'invalid number', code: null } }
+      if (missing.length) return { id: r.id, status: 'validation-failed', done: true }
       const length = smsLength(text)
       const priced = { units: length.fragments, multiplier: phone.international ? (rates.byCode[phone.callingCode] ?? rates.fallback) : 1 }
       if (r.key_type === 'test') return { id: r.id, status: simulatedStatus(phone.e164), ...priced, sent: true, done: true }
@@ -70,7 +76,7 @@ export function sendEngine(opts: { providers: SmsProvider[]; sealer: Sealer; reg
           return { id: r.id, provider: name, ref, ...priced, sent: true }
         } catch (err) {
           const e = err instanceof ProviderError ? err : new ProviderError(String(err), 'unknown')
-          if (e.kind === 'recipient') return { id: r.id, status: 'permanent-failure', provider: name, ...priced, done: true }
+          if (e.kind === 'recipient') return { id: r.id, status: 'permanent-failure', provider: name, ...priced, done: true, failure: e.failure ?? { reason: 'unknown', code: null } }
           if (e.kind === 'unknown') return { id: r.id, provider: name, ...priced, sent: true }
           failures.set(name, (failures.get(name) ?? 0) + 1)
           log.warn({ provider: name, err: e.message }, 'SMS provider failed; trying the next')
@@ -91,7 +97,8 @@ export function sendEngine(opts: { providers: SmsProvider[]; sealer: Sealer; reg
       const claimed = await claim(db, spec, workerId, concurrency * 4, {
         returning: `t.key_type, t.recipient_ct, t.personalisation_ct, t.created_at,
           (SELECT body FROM template_versions v WHERE v.template_id = t.template_id AND v.version = t.template_version) AS template_body,
-          (SELECT sms_sender FROM services s WHERE s.id = t.service_id) AS sms_sender` })
+          (SELECT sms_sender FROM services s WHERE s.id = t.service_id) AS sms_sender,
+          EXISTS (SELECT 1 FROM sms_opt_outs o WHERE o.service_id = t.service_id AND o.number_hash = t.recipient_hash) AS opted_out` })
       const counts: Record<string, number> = {}
       if (claimed.length === 0) return counts
       // Chunks of a quarter of the concurrency, four at a time: while one chunk's rows are written,
@@ -143,17 +150,22 @@ async function record(db: Db, spec: QueueSpec, workerId: string, outcomes: Outco
   const done = outcomes.filter((o) => !o.retry)
   const retries = outcomes.filter((o) => o.retry)
   await db.transaction(async (tx) => {
-    await finish(tx, spec, workerId, done.map((o) => ({ id: o.id, status: o.status ?? null, provider: o.provider ?? null, ref: o.ref ?? null,
-      units: o.units ?? null, multiplier: o.multiplier ?? null, sent: o.sent ?? false, done: o.done ?? false })), {
-      columns: 'status text, provider text, ref text, units int, multiplier numeric, sent boolean, done boolean',
+    const settled = await finish(tx, spec, workerId, done.map((o) => ({ id: o.id, status: o.status ?? null, provider: o.provider ?? null, ref: o.ref ?? null,
+      units: o.units ?? null, multiplier: o.multiplier ?? null, sent: o.sent ?? false, done: o.done ?? false,
+      reason: o.failure?.reason ?? null, code: o.failure?.code ?? null })), {
+      columns: 'status text, provider text, ref text, units int, multiplier numeric, sent boolean, done boolean, reason text, code text',
       set: `status = coalesce(v.status, t.status), provider = coalesce(t.provider, v.provider), provider_ref = coalesce(t.provider_ref, v.ref),
         billable_units = coalesce(v.units, t.billable_units), rate_multiplier = coalesce(v.multiplier, t.rate_multiplier),
-        sent_at = CASE WHEN v.sent THEN now() ELSE t.sent_at END, completed_at = CASE WHEN v.done THEN now() ELSE t.completed_at END, updated_at = now()`,
+        sent_at = CASE WHEN v.sent THEN now() ELSE t.sent_at END, completed_at = CASE WHEN v.done THEN now() ELSE t.completed_at END, updated_at = now(),
+        failure_reason = coalesce(v.reason, t.failure_reason), failure_code = coalesce(v.code, t.failure_code)`,
     })
+    // A status settled here (test keys, a refused number) or below (technical-failure): the service's callback, in this transaction.
+    await enqueueDeliveryCallbacks(tx, [...settled])
     if (retries.length === 0) return
     await tx.query(`UPDATE notifications SET status = 'created', updated_at = now() WHERE id = ANY($1::uuid[]) AND claimed_by = $2`,
       [retries.map((o) => o.id), workerId])
-    await fail(tx, spec, workerId, retries.map((o) => ({ id: o.id, error: o.retry!, permanent: o.permanent })))
+    const failed = await fail(tx, spec, workerId, retries.map((o) => ({ id: o.id, error: o.retry!, permanent: o.permanent })))
+    await enqueueDeliveryCallbacks(tx, failed.filter((f) => f.failed).map((f) => f.id))
   })
 }
 
@@ -161,12 +173,14 @@ async function record(db: Db, spec: QueueSpec, workerId: string, outcomes: Outco
 async function timeouts(db: Db, log: Logger) {
   // A text never handed over fails as the work queue fails it (failed_at, last_error: `herald queue failed send`).
   const rows = await db.query(
-    `UPDATE notifications SET status = CASE WHEN status = 'created' THEN 'technical-failure' ELSE 'temporary-failure' END,
+    `WITH timed AS (UPDATE notifications SET status = CASE WHEN status = 'created' THEN 'technical-failure' ELSE 'temporary-failure' END,
        failed_at = CASE WHEN status = 'created' THEN now() END,
        last_error = CASE WHEN status = 'created' THEN 'not sent within ' || $1 || ' hours' ELSE last_error END,
        completed_at = now(), updated_at = now()
      WHERE (status IN ('sending', 'pending') AND coalesce(sent_at, created_at) < now() - make_interval(hours => $1))
         OR (status = 'created' AND created_at < now() - make_interval(hours => $1))
-     RETURNING status`, [TIMEOUT_HOURS])
+     RETURNING status, id, service_id),
+     cb AS (${deliveryCallbackInsert('timed')}) -- the service's callback, as Notify's timeout_notifications queues it
+     SELECT status FROM timed`, [TIMEOUT_HOURS])
   if (rows.length) log.warn({ notifications: rows.length }, `texts without an outcome for ${TIMEOUT_HOURS} hours marked failed`)
 }

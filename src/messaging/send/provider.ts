@@ -9,6 +9,7 @@
  *              text waits for a receipt instead.
  */
 import { ServiceError } from '../../http/outbound.ts'
+import type { Failure } from './failure-reasons.ts'
 
 export interface OutgoingSms {
   /** The notification id: the provider echoes it in receipts. */
@@ -26,7 +27,8 @@ export interface SmsProvider {
 }
 
 export class ProviderError extends Error {
-  constructor(message: string, readonly kind: 'recipient' | 'retry' | 'unknown', readonly status = 0) {
+  /** `failure`: why, in words a person can act on, and the provider's code (failure-reasons.ts). */
+  constructor(message: string, readonly kind: 'recipient' | 'retry' | 'unknown', readonly status = 0, readonly failure: Failure | null = null) {
     super(message)
     this.name = 'ProviderError'
   }

@@ -6,7 +6,9 @@ export const sendQueue: QueueSpec = {
   table: 'notifications',
   key: 'id',
   keyType: 'uuid',
-  ready: `status = 'created'`,
+  // Texts only: emails share the table and have their own queue (src/messaging/email/queue.ts).
+  ready: `status = 'created' AND notification_type = 'sms'`,
+  failedScope: `notification_type = 'sms'`,
   order: 'created_at',
   since: 'created_at',
   // Renewed by heartbeats while a round runs: a round of 4 × concurrency texts, each up to two provider calls.

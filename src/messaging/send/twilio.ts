@@ -5,10 +5,11 @@
  */
 import { Agent } from 'undici'
 import { send } from '../../http/outbound.ts'
+import { twilioFailure } from './failure-reasons.ts'
 import { ProviderError, transportError, type OutgoingSms, type SmsProvider } from './provider.ts'
 
 // Error codes that are about the number itself: https://www.twilio.com/docs/api/errors
-const RECIPIENT = new Set([21211, 21214, 21408, 21610, 21612, 21614])
+const RECIPIENT = new Set([21211, 21214, 21408, 21610, 21612, 21614, 21635])
 
 export class TwilioSms implements SmsProvider {
   readonly name = 'twilio'
@@ -33,7 +34,7 @@ export class TwilioSms implements SmsProvider {
     const body = (await res.body.json().catch(() => ({}))) as { sid?: string; code?: number }
     if ((res.statusCode === 201 || res.statusCode === 200) && body.sid) return body.sid
     const why = `twilio: HTTP ${res.statusCode}${body.code ? ` (${body.code})` : ''}`
-    if (res.statusCode === 400 && body.code !== undefined && RECIPIENT.has(body.code)) throw new ProviderError(why, 'recipient', res.statusCode)
+    if (res.statusCode === 400 && body.code !== undefined && RECIPIENT.has(body.code)) throw new ProviderError(why, 'recipient', res.statusCode, twilioFailure(body.code))
     // Accepted, but its answer could not be read (cut off, not JSON): the text may be on its way, and
     // handing it to another provider could text twice. It waits for its receipt instead.
     if (res.statusCode >= 200 && res.statusCode < 300) throw new ProviderError(`${why} without a message sid`, 'unknown', res.statusCode)

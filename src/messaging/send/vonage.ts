@@ -5,10 +5,11 @@
  */
 import { Agent } from 'undici'
 import { send } from '../../http/outbound.ts'
+import { vonageSubmitFailure } from './failure-reasons.ts'
 import { ProviderError, transportError, type OutgoingSms, type SmsProvider } from './provider.ts'
 
 // Statuses about the text or number itself: https://developer.vonage.com/en/messaging/sms/guides/troubleshooting-sms
-const RECIPIENT = new Set(['3', '6', '15', '29', '33'])
+const RECIPIENT = new Set(['3', '6', '7', '15', '29', '33'])
 
 interface Part { status: string; 'message-id'?: string; 'error-text'?: string }
 
@@ -36,7 +37,7 @@ export class VonageSms implements SmsProvider {
     const first = body.messages?.[0]
     if (res.statusCode === 200 && first?.status === '0' && first['message-id']) return first['message-id']
     const why = `vonage: HTTP ${res.statusCode}${first ? ` status ${first.status}` : ''}`
-    if (first && RECIPIENT.has(first.status)) throw new ProviderError(why, 'recipient', res.statusCode)
+    if (first && RECIPIENT.has(first.status)) throw new ProviderError(why, 'recipient', res.statusCode, vonageSubmitFailure(first.status))
     // Answered 200 but no message could be read (cut off, not JSON): the text may be on its way, and
     // handing it to another provider could text twice. It waits for its receipt instead.
     if (res.statusCode === 200 && !first) throw new ProviderError(`${why} without a readable answer`, 'unknown', res.statusCode)

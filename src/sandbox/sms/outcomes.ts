@@ -6,7 +6,7 @@
  */
 
 /** What becomes of an accepted text. */
-export type Outcome = 'delivered' | 'temporaryFailure' | 'permanentFailure' | 'landline' | 'unknownError' | 'noReceipt'
+export type Outcome = 'delivered' | 'temporaryFailure' | 'permanentFailure' | 'landline' | 'unknownError' | 'noReceipt' | 'carrierBlocked' | 'optedOut'
 /** An outcome, or refused on the create call as an invalid number (never accepted). */
 export type Fate = Outcome | 'invalidNumber'
 
@@ -18,6 +18,7 @@ export const ALL_DELIVERED: OutcomeMix = { delivered: 1, temporaryFailure: 0, pe
 /** By the first two of the number's last four digits: 70xx, 71xx, ... */
 const RANGES: Record<string, Fate> = {
   70: 'permanentFailure', 71: 'temporaryFailure', 72: 'noReceipt', 73: 'invalidNumber', 74: 'landline', 75: 'unknownError',
+  76: 'carrierBlocked', 77: 'optedOut',
 }
 
 /** The fate a number's last four digits choose, or undefined when they choose none. */
@@ -52,6 +53,9 @@ export const TWILIO: Record<Outcome, { sent: boolean; final?: 'delivered' | 'und
   landline: { sent: true, final: 'undelivered', errorCode: 30006 }, // landline or unreachable carrier
   unknownError: { sent: false, final: 'failed', errorCode: 30008 },
   noReceipt: { sent: true },
+  carrierBlocked: { sent: true, final: 'undelivered', errorCode: 30007 }, // message filtered (carrier violation)
+  // Never accepted: Twilio refuses the send to a number that replied STOP (400, 21610); kept for completeness.
+  optedOut: { sent: false, final: 'failed', errorCode: 21610 },
 }
 
 /**
@@ -65,4 +69,8 @@ export const VONAGE: Record<Outcome, { final?: 'delivered' | 'expired' | 'failed
   landline: { final: 'failed', errCode: '12' }, // destination unreachable
   unknownError: { final: 'failed', errCode: '99' }, // general error
   noReceipt: {},
+  carrierBlocked: { final: 'failed', errCode: '14' }, // number blocked by carrier
+  // Vonage accepts the send, then the receipt fails it with err-code 9 (the number opted out of this sender):
+  // https://developer.vonage.com/en/opt-out-assist/guides/messaging-opted-out-numbers
+  optedOut: { final: 'failed', errCode: '9' },
 }

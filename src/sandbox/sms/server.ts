@@ -10,6 +10,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import { randomBytes } from 'node:crypto'
 import { mulberry32 } from '../random.ts'
 import { ALL_DELIVERED, MIX_KEYS, drawOutcome, fateByNumber, mixCanFail, type Fate, type Outcome, type OutcomeMix } from './outcomes.ts'
+import { inboundRoutes, type InboundEntry } from './inbound.ts'
 import { Receipts, type Step } from './receipts.ts'
 import { twilioRoutes } from './twilio.ts'
 import { vonageRoutes } from './vonage.ts'
@@ -35,6 +36,8 @@ export interface SmsSandboxOptions {
   seed?: number
   /** The sandbox clock in ms, for the dates in answers and receipts. */
   now?: () => number
+  /** Where `POST /sandbox/inbound` posts a resident's reply (the provider's inbound webhook, as its dashboard sets it): inbound.ts. */
+  inboundUrl?: string
 }
 
 export interface SmsKnobs {
@@ -78,6 +81,10 @@ export interface SmsSandbox {
   knobs: SmsKnobs
   readonly stats: SmsStats
   readonly ledger: SmsLedgerEntry[]
+  /** Residents' replies posted by `POST /sandbox/inbound`, with the receiver's HTTP status. */
+  readonly inbound: InboundEntry[]
+  /** Where replies go (the option; may be changed on a running sandbox). */
+  inboundUrl?: string
   sentPerRecipient(): Map<string, number>
   close(): Promise<void>
 }
@@ -133,7 +140,7 @@ export async function startSmsSandbox(opts: SmsSandboxOptions): Promise<SmsSandb
     },
   }
   const sandbox: SmsSandbox = {
-    url: '', provider: opts.provider, knobs, stats, ledger,
+    url: '', provider: opts.provider, knobs, stats, ledger, inbound: [], inboundUrl: opts.inboundUrl,
     sentPerRecipient() {
       const m = new Map<string, number>()
       for (const e of ledger) m.set(e.to, (m.get(e.to) ?? 0) + 1)
@@ -150,6 +157,8 @@ export async function startSmsSandbox(opts: SmsSandboxOptions): Promise<SmsSandb
     : vonageRoutes(app, core, { apiKey: required(opts, 'apiKey'), apiSecret: required(opts, 'apiSecret') })
   hooks(app, sandbox, api)
   adminRoutes(app, sandbox)
+  inboundRoutes(app, { provider: opts.provider, inboundUrl: () => sandbox.inboundUrl, record: (e) => sandbox.inbound.push(e), hex: core.hex, now,
+    accountSid: opts.accountSid, authToken: opts.authToken, apiKey: opts.apiKey })
   await app.listen({ port: opts.port ?? 0, host: '127.0.0.1' })
   const address = app.server.address()
   return Object.assign(sandbox, { url: `http://127.0.0.1:${typeof address === 'object' && address ? address.port : opts.port}` })

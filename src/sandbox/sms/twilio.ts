@@ -90,6 +90,8 @@ export function twilioRoutes(app: FastifyInstance, core: SmsCore, creds: { accou
     if (callback && !isHttpUrl(callback)) return refuse(reply, 'invalid_callback', 400, 21609, 'The StatusCallback URL is not a valid URL.')
     const fate = core.fate(to)
     if (fate === 'invalidNumber') return refuse(reply, 'unroutable', 400, 21211, "The 'To' number is not a valid phone number.")
+    // A number that replied STOP to this sender: Twilio refuses the send itself.
+    if (fate === 'optedOut') return refuse(reply, 'opted_out', 400, 21610, 'Attempt to send to unsubscribed recipient')
 
     const at = core.now()
     const sid = `SM${core.hex(32)}`
