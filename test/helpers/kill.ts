@@ -4,15 +4,14 @@
  * the database whichever worker is down).
  */
 import { expect } from 'vitest'
-import type { FastifyInstance } from 'fastify'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { createServer } from 'node:net'
 import type { Db } from '../../src/db/types.ts'
-import { startHttpServer } from '../../src/http/server.ts'
 import { createLogger } from '../../src/log.ts'
 import { receiptRoutes } from '../../src/messaging/receipts/routes.ts'
 import { mulberry32 } from '../../src/sandbox/random.ts'
+import { serveAtOwnUrl } from './http.ts'
 
 export const BIN = new URL('../../bin/herald.js', import.meta.url).pathname
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -96,12 +95,7 @@ export class Worker {
 
 /** Herald's delivery receipt routes on a free loopback port, writing to `db`; `url` is HERALD_PUBLIC_URL. */
 export async function receiptServer(db: Db, secret: string, twilioAuthToken: string): Promise<{ url: string; close(): Promise<void> }> {
-  let app: FastifyInstance = await startHttpServer('127.0.0.1', 0, [])
-  const a = app.server.address()
-  const url = `http://127.0.0.1:${typeof a === 'object' && a ? a.port : 0}`
-  await app.close()
-  // Again on the same port, now that its URL (which Twilio signs) is known.
-  app = await startHttpServer('127.0.0.1', Number(new URL(url).port), [receiptRoutes({ db, log: createLogger('silent'), publicUrl: url, secret, twilioAuthToken })])
+  const { url, app } = await serveAtOwnUrl((publicUrl) => [receiptRoutes({ db, log: createLogger('silent'), publicUrl, secret, twilioAuthToken })])
   return { url, close: () => app.close() }
 }
 

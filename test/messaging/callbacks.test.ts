@@ -12,7 +12,7 @@ import { serviceCallback } from '../../src/cli/messaging.ts'
 import type { Db } from '../../src/db/types.ts'
 import { events, failedRows, stats } from '../../src/engine/queue.ts'
 import { queueOf } from '../../src/engine/queues.ts'
-import { startHttpServer } from '../../src/http/server.ts'
+import { serveAtOwnUrl } from '../helpers/http.ts'
 import { createLogger } from '../../src/log.ts'
 import { notifyTime } from '../../src/messaging/api/present.ts'
 import { CALLBACK_TIMEOUT_MS, callbacksEngine } from '../../src/messaging/callbacks/engine.ts'
@@ -69,12 +69,8 @@ let provider: TwilioSms
 let hook: Hook
 
 beforeAll(async () => {
-  receiptsApp = await startHttpServer('127.0.0.1', 0, [])
-  const a = receiptsApp.server.address()
-  publicUrl = `http://127.0.0.1:${typeof a === 'object' && a ? a.port : 0}`
-  await receiptsApp.close()
-  receiptsApp = await startHttpServer('127.0.0.1', Number(new URL(publicUrl).port), [
-    (app) => receiptRoutes({ db: w.t.db, log, publicUrl, secret: SECRET, twilioAuthToken: 'token' })(app)])
+  ;({ url: publicUrl, app: receiptsApp } = await serveAtOwnUrl((url) => [
+    receiptRoutes({ db: w.t.db, log, publicUrl: url, secret: SECRET, twilioAuthToken: 'token' })]))
 })
 afterAll(async () => receiptsApp.close())
 beforeEach(async () => {
@@ -129,7 +125,7 @@ describe('delivery-status callbacks', () => {
     expect((await queued())[0].sent_at).not.toBeNull()
     expect(await callbacks()).toEqual({})
     // The number was opened for the call only: the queue keeps none.
-    expect(JSON.stringify(await w.t.db.query('SELECT * FROM callback_queue'))).not.toContain('555')
+    expect(JSON.stringify(await w.t.db.query('SELECT * FROM callback_queue'))).not.toMatch(/212\D?555\D?0100/) // (ids may hold any digits; the number may not)
     expect(CALLBACK_TIMEOUT_MS).toBe(5000)
   })
 

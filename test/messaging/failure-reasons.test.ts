@@ -10,6 +10,7 @@ import { parse } from 'csv-parse/sync'
 import notifyClient from 'notifications-node-client'
 import { consoleFor } from '../../src/console/index.ts'
 import { startHttpServer } from '../../src/http/server.ts'
+import { serveAtOwnUrl } from '../helpers/http.ts'
 import { createLogger } from '../../src/log.ts'
 import { serviceActivity } from '../../src/messaging/activity.ts'
 import { receiptsEngine } from '../../src/messaging/receipts/engine.ts'
@@ -39,13 +40,8 @@ let vonage: SmsSandbox
 let providers: (TwilioSms | VonageSms)[]
 
 beforeAll(async () => {
-  receiptsApp = await startHttpServer('127.0.0.1', 0, [])
-  const a = receiptsApp.server.address()
-  publicUrl = `http://127.0.0.1:${typeof a === 'object' && a ? a.port : 0}`
-  await receiptsApp.close()
-  // Again on the same port, now that its URL (which Twilio signs) is known.
-  receiptsApp = await startHttpServer('127.0.0.1', Number(new URL(publicUrl).port), [
-    (app) => receiptRoutes({ db: w.t.db, log, publicUrl, secret: SECRET, twilioAuthToken: 'token' })(app)])
+  ;({ url: publicUrl, app: receiptsApp } = await serveAtOwnUrl((url) => [
+    receiptRoutes({ db: w.t.db, log, publicUrl: url, secret: SECRET, twilioAuthToken: 'token' })]))
   consoleApp = await startHttpServer('127.0.0.1', 0, [consoleFor(config, w.t.db, log)])
   const c = consoleApp.server.address()
   consoleUrl = `http://127.0.0.1:${typeof c === 'object' && c ? c.port : 0}`

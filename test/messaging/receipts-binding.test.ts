@@ -5,8 +5,8 @@
  * it; Vonage's callback URL speaks for its own notification only.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { serveAtOwnUrl } from '../helpers/http.ts'
 import type { FastifyInstance } from 'fastify'
-import { startHttpServer } from '../../src/http/server.ts'
 import { createLogger } from '../../src/log.ts'
 import { receiptsEngine } from '../../src/messaging/receipts/engine.ts'
 import { receiptsQueue } from '../../src/messaging/receipts/queue.ts'
@@ -22,12 +22,7 @@ let app: FastifyInstance
 let publicUrl: string
 
 beforeAll(async () => {
-  app = await startHttpServer('127.0.0.1', 0, [])
-  const a = app.server.address()
-  publicUrl = `http://127.0.0.1:${typeof a === 'object' && a ? a.port : 0}`
-  await app.close()
-  // Again on the same port, now that its URL (which Twilio signs) is known.
-  app = await startHttpServer('127.0.0.1', Number(new URL(publicUrl).port), [receiptRoutes({ db: w.t.db, log, publicUrl, secret: SECRET, twilioAuthToken: 'token' })])
+  ;({ url: publicUrl, app } = await serveAtOwnUrl((url) => [receiptRoutes({ db: w.t.db, log, publicUrl: url, secret: SECRET, twilioAuthToken: 'token' })]))
 })
 afterAll(async () => app.close())
 

@@ -3,7 +3,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import type { FastifyInstance } from 'fastify'
 import { Writable } from 'node:stream'
 import notifyClient from 'notifications-node-client'
-import { startHttpServer } from '../../src/http/server.ts'
+import { serveAtOwnUrl } from '../helpers/http.ts'
 import { createLogger } from '../../src/log.ts'
 import { receiptsEngine } from '../../src/messaging/receipts/engine.ts'
 import { receiptRoutes, receiptUrls } from '../../src/messaging/receipts/routes.ts'
@@ -33,13 +33,8 @@ let vonage: SmsSandbox
 let providers: (TwilioSms | VonageSms)[]
 
 beforeAll(async () => {
-  receiptsApp = await startHttpServer('127.0.0.1', 0, [])
-  const a = receiptsApp.server.address()
-  publicUrl = `http://127.0.0.1:${typeof a === 'object' && a ? a.port : 0}`
-  await receiptsApp.close()
-  // Again on the same port, now that its URL (which Twilio signs) is known.
-  receiptsApp = await startHttpServer('127.0.0.1', Number(new URL(publicUrl).port), [
-    (app) => receiptRoutes({ db: w.t.db, log, publicUrl, secret: SECRET, twilioAuthToken: 'token' })(app)])
+  ;({ url: publicUrl, app: receiptsApp } = await serveAtOwnUrl((url) => [
+    receiptRoutes({ db: w.t.db, log, publicUrl: url, secret: SECRET, twilioAuthToken: 'token' })]))
 })
 afterAll(async () => receiptsApp.close())
 beforeEach(async () => {
