@@ -1,8 +1,11 @@
 /**
  * Messaging: a GOV.UK Notify-compatible platform. Services, keys and templates (services.ts, keys.ts,
- * templates.ts); the public API v2 (api/); sending through SMS providers with failover (send/);
- * delivery receipts (receipts/); retention and the nightly run (retention/), billing and status facts
- * (facts/), reports (reports/). Phone numbers and personalisation are kept sealed (src/privacy/).
+ * templates.ts); the public API v2 (api/); sending through SMS providers with failover (send/, with
+ * each provider's failure codes as reasons a person can act on: send/failure-reasons.ts) and emails
+ * through SMTP or SES (email/); delivery receipts (receipts/); texts residents send back and their
+ * STOP/START opt-outs (inbound/); callbacks to a service's own URL (callbacks/); retention and the
+ * nightly run (retention/), billing and status facts (facts/), reports (reports/). Phone numbers,
+ * email addresses, message content and personalisation are kept sealed (src/privacy/).
  */
 import type { FastifyInstance } from 'fastify'
 import type { Config } from '../config.ts'

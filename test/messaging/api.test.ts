@@ -97,7 +97,7 @@ describe('the OpenAPI document', () => {
     const doc = await (await fetch(`${w.url}/v2/openapi.json`)).json()
     expect(doc.openapi).toBe('3.0.3')
     expect(Object.keys(doc.paths)).toEqual(expect.arrayContaining(['/v2/notifications/sms', '/v2/notifications/{notification_id}', '/v2/notifications',
-      '/v2/template/{template_id}', '/v2/template/{template_id}/preview']))
+      '/v2/template/{template_id}', '/v2/template/{template_id}/preview', '/v2/notifications/email', '/v2/received-text-messages']))
   })
 })
 

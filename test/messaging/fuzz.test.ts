@@ -42,7 +42,8 @@ beforeAll(async () => {
   edgeUrl = `http://127.0.0.1:${typeof a === 'object' && a ? a.port : 0}`
   const doc = await (await fetch(`${w.url}/v2/openapi.json`)).json() as { paths: Record<string, Record<string, unknown>> }
   const own = [['POST', '/v2/jobs'], ['GET', '/v2/jobs'], ['GET', '/v2/jobs/{job_id}'], ['POST', '/v2/jobs/{job_id}/cancel'], ['GET', '/v2/jobs/{job_id}/report'],
-    ['GET', '/v2/usage'], ['GET', '/v2/reports/notifications']]
+    ['GET', '/v2/usage'], ['GET', '/v2/reports/notifications'], ['GET', '/v2/service/callbacks'], ['POST', '/v2/service/callbacks'],
+    ['DELETE', '/v2/service/callbacks/{kind}']]
   apiRoutes = [...Object.entries(doc.paths).flatMap(([path, ops]) => Object.keys(ops).map((m) => ({ method: m.toUpperCase(), path }))),
     ...own.map(([method, path]) => ({ method, path }))]
   expect(apiRoutes.length).toBeGreaterThan(10)
@@ -59,6 +60,7 @@ const anyText = fc.oneof(fc.string(), fc.string({ unit: 'binary' }), fc.constant
 const uuid = fc.uuid()
 const deep = fc.oneof(fc.integer({ min: 50, max: 3000 }), fc.constant(200_000)).map((n) => `{"personalisation":{"a":${'['.repeat(n)}${']'.repeat(n)}}}`)
 const jsonish = fc.oneof(fc.jsonValue(), fc.dictionary(fc.constantFrom('phone_number', 'template_id', 'personalisation', 'reference', 'sms_sender_id',
+  'email_address', 'email_reply_to_id', 'one_click_unsubscribe_url', 'kind', 'url', 'bearer_token',
   'scheduled_for', 'csv', 'filename', 'status', 'client-ref', 'messageId', 'case_id', 'properties', 'server_date_modified', 'closed', 'child_cases'),
 fc.oneof(anyText, fc.jsonValue(), uuid, fc.constant('+12125550100'))))
 // Near a valid text (the real template, a valid number, its personalisation), so that bad values reach the database.

@@ -54,8 +54,10 @@ export function emailEngine(opts: { provider: EmailProvider; sealer: Sealer; fro
       if (e.kind === 'recipient') return { id: r.id, status: 'permanent-failure', provider: provider.name, done: true }
       // Maybe taken: it waits for a receipt (or the 72-hour sweep) rather than risk a second copy.
       if (e.kind === 'unknown') return { id: r.id, provider: provider.name, sent: true }
-      log.warn({ provider: provider.name, err: e.message }, 'email provider failed; the email waits to be tried again')
-      return { id: r.id, retry: e.message }
+      // An SMTP answer may quote the address it refused: it is never logged nor kept.
+      const message = e.message.replace(/[^\s<>"'(),;:]+@[^\s<>"'(),;:]+/g, '<address>')
+      log.warn({ provider: provider.name, err: message }, 'email provider failed; the email waits to be tried again')
+      return { id: r.id, retry: message }
     }
   }
 
