@@ -44,7 +44,7 @@ import { loadCountyFile } from './link.ts'
 
 const SANDBOX_COUNTIES = fileURLToPath(new URL('../sandbox/commcare/county_list_ny.json', import.meta.url))
 
-interface Outside {
+export interface Outside {
   /** CommCare, real or the sandbox; absent: case sync is off. */
   commcare?: CommCareClient
   /** The verification server and the phone lookup, real or sandboxes; absent: exposure is off. */
@@ -62,7 +62,7 @@ const exposure = (i: number) => (config: Config, log: Logger, o: Outside) =>
   o.exposure ? exposureEngines(config, log, o.exposure)[i] : 'no verification server: set HERALD_ENX_URL'
 
 /** Every engine Herald has, in pipeline order. Later engines join this list. A string: why it cannot run here. */
-const ENGINES: Record<string, (config: Config, log: Logger, outside: Outside) => Engine | string> = {
+export const ENGINES: Record<string, (config: Config, log: Logger, outside: Outside) => Engine | string> = {
   ingest: (config, log) => ingestEngine(config, log),
   link: (config, log) => linkEngine(config, log),
   'casesync-out': (config, log, o) => (o.commcare ? casesyncOutEngine(config, log, o.commcare) : 'no CommCare: set HERALD_COMMCARE_URL'),
