@@ -37,7 +37,7 @@ import { parseCountyList, saveCounties } from '../src/link/counties.ts'
 import { linkUntilEmpty } from '../src/link/index.ts'
 import { createLogger } from '../src/log.ts'
 import { startCommCareSandbox, type CommCareSandbox } from '../src/sandbox/commcare/server.ts'
-import { defaultDb, spawnSandbox } from './process.ts'
+import { defaultDb, spawnSandbox, runInterruptible } from './process.ts'
 import { freshDb, ingest } from './targets.ts'
 
 const { values: args } = parseArgs({
@@ -442,13 +442,4 @@ async function main() {
   }
 }
 
-process.on('SIGINT', () => {
-  if (stop.signal.aborted) process.exit(130)
-  progress('stopping (Ctrl-C again to quit without cleaning up)')
-  stop.abort()
-})
-await main().catch((err) => {
-  if (!stop.signal.aborted) throw err
-  progress('interrupted: the sandbox was closed and the database dropped')
-  process.exitCode = 130
-})
+await runInterruptible(main, stop, progress, 'the sandbox was closed and the database dropped')

@@ -32,7 +32,7 @@ import { exposureEngines } from '../src/exposure/index.ts'
 import { createLogger } from '../src/log.ts'
 import type { LedgerEntry } from '../src/sandbox/verification/issue.ts'
 import type { VerificationSandbox } from '../src/sandbox/verification/server.ts'
-import { defaultDb, spawnSandbox, type SandboxProcess } from './process.ts'
+import { defaultDb, spawnSandbox, type SandboxProcess, runInterruptible } from './process.ts'
 import { freshDb } from './targets.ts'
 
 const { values: args } = parseArgs({
@@ -241,13 +241,4 @@ async function main() {
   }
 }
 
-process.on('SIGINT', () => {
-  if (stop.signal.aborted) process.exit(130)
-  progress('stopping (Ctrl-C again to quit without cleaning up)')
-  stop.abort()
-})
-await main().catch((err) => {
-  if (!stop.signal.aborted) throw err
-  progress('interrupted: the sandboxes were closed and the database dropped')
-  process.exitCode = 130
-})
+await runInterruptible(main, stop, progress, 'the sandboxes were closed and the database dropped')

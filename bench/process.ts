@@ -67,3 +67,20 @@ export async function defaultDb(): Promise<'postgres' | 'pglite'> {
     await c.end().catch(() => {})
   }
 }
+
+/**
+ * Runs a benchmark's main until it ends or Ctrl-C: the first Ctrl-C aborts `stop` (main cleans up:
+ * sandboxes closed, database dropped) and the exit code is 130; a second quits at once.
+ */
+export async function runInterruptible(main: () => Promise<void>, stop: AbortController, progress: (msg: string) => void, cleaned: string) {
+  process.on('SIGINT', () => {
+    if (stop.signal.aborted) process.exit(130)
+    progress('stopping (Ctrl-C again to quit without cleaning up)')
+    stop.abort()
+  })
+  await main().catch((err) => {
+    if (!stop.signal.aborted) throw err
+    progress(`interrupted: ${cleaned}`)
+    process.exitCode = 130
+  })
+}

@@ -57,7 +57,7 @@ import { TwilioSms } from '../src/messaging/send/twilio.ts'
 import { createKey, createService, createTemplate } from '../src/messaging/services.ts'
 import { startHttpServer } from '../src/http/server.ts'
 import { secretKey } from '../src/privacy/keys.ts'
-import { spawnSandbox, type SandboxProcess } from './process.ts'
+import { spawnSandbox, type SandboxProcess, runInterruptible } from './process.ts'
 import { admin, targetUrl } from './targets.ts'
 import { PostgresDb } from '../src/db/postgres.ts'
 
@@ -631,13 +631,4 @@ async function main() {
   }
 }
 
-process.on('SIGINT', () => {
-  if (stop.signal.aborted) process.exit(130)
-  progress('stopping (Ctrl-C again to quit without cleaning up)')
-  stop.abort()
-})
-await main().catch((err) => {
-  if (!stop.signal.aborted) throw err
-  progress('interrupted: the sandboxes were closed and the database dropped')
-  process.exitCode = 130
-})
+await runInterruptible(main, stop, progress, 'the sandboxes were closed and the database dropped')

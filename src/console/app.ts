@@ -82,8 +82,10 @@ export function consoleRoutes(deps: ConsoleDeps, pages: Pages[]): Routes {
       scope.decorateRequest('sessionToken', null)
       scope.addHook('onRequest', async (req, reply) => {
         reply.header('x-frame-options', 'DENY').header('referrer-policy', 'same-origin').header('x-content-type-options', 'nosniff')
-        await identify(deps.db, req)
         const path = req.url.split('?')[0]
+        // Stylesheets and scripts are the same for everyone: no session to look up for each.
+        if (path.startsWith('/assets/')) return
+        await identify(deps.db, req)
         if (req.user || PUBLIC.some((p) => p.test(path))) return
         if (req.method === 'GET') return reply.redirect(`/sign-in${path === '/' ? '' : `?next=${encodeURIComponent(req.url)}`}`)
         return reply.code(401).type('text/plain').send('Sign in first')

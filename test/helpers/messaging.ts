@@ -13,6 +13,12 @@ import { createLogger } from '../../src/log.ts'
 import { createTestDb, type TestDb } from './db.ts'
 import { resetDb } from './link.ts'
 import { SECRET } from './exposure.ts'
+import type { Db } from '../../src/db/types.ts'
+import { receiptUrls } from '../../src/messaging/receipts/routes.ts'
+import { registerProviders } from '../../src/messaging/send/providers.ts'
+import { TwilioSms } from '../../src/messaging/send/twilio.ts'
+import { VonageSms } from '../../src/messaging/send/vonage.ts'
+import { startSmsSandbox } from '../../src/sandbox/sms/server.ts'
 
 export const jobStore = mkdtempSync(join(tmpdir(), 'herald-jobs-'))
 export const config = loadConfig({ HERALD_SECRET_KEY: SECRET, HERALD_API_CACHE_MS: '0', HERALD_PHONE_REGION: 'US', HERALD_JOB_STORE: jobStore })
@@ -60,4 +66,17 @@ export function callApi(w: World, method: string, path: string, body?: object, k
   return fetch(`${w.url}${path}`, {
     method, headers: { authorization: `Bearer ${jwt}`, ...(body ? { 'content-type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined,
   })
+}
+
+/** The Twilio and Vonage sandboxes and Herald's providers for them (receipts to `publicUrl`), registered in the database. */
+export async function smsProviders(db: Db, publicUrl: string, timeoutMs: number) {
+  const twilio = await startSmsSandbox({ provider: 'twilio', accountSid: 'ACtest', authToken: 'token', seed: 1 })
+  const vonage = await startSmsSandbox({ provider: 'vonage', apiKey: 'vk', apiSecret: 'vs', seed: 2 })
+  const urls = receiptUrls(publicUrl, SECRET)
+  const providers = [
+    new TwilioSms({ url: twilio.url, accountSid: 'ACtest', authToken: 'token', timeoutMs, callbackUrl: urls.twilio }),
+    new VonageSms({ url: vonage.url, apiKey: 'vk', apiSecret: 'vs', timeoutMs, callbackUrl: urls.vonage }),
+  ]
+  await registerProviders(db, ['twilio', 'vonage'])
+  return { twilio, vonage, providers, close: () => Promise.all([twilio.close(), vonage.close(), ...providers.map((p) => p.close())]) }
 }

@@ -5,6 +5,7 @@
  * at once on other 4xx and listed; posted only under this worker's live claim.
  */
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { until } from '../helpers/wait.ts'
 import { createServer, type IncomingHttpHeaders, type Server, type ServerResponse } from 'node:http'
 import type { FastifyInstance } from 'fastify'
 import notifyClient from 'notifications-node-client'
@@ -91,13 +92,6 @@ const text = (phone: string, key = w.keys.normal, reference?: string) =>
 const queued = () => w.t.db.query(`SELECT id::text, kind, subject_id, status, attempts, retry_at, last_error, sent_at, failed_at FROM callback_queue ORDER BY id`)
 const dueNow = () => w.t.db.query('UPDATE callback_queue SET retry_at = now() WHERE retry_at IS NOT NULL')
 const setHook = (url = hook.url) => setCallback(w.t.db, sealer, w.service.id, 'delivery_status', url, TOKEN)
-async function until(check: () => boolean | Promise<boolean>, ms = 10_000) {
-  const end = Date.now() + ms
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error('timed out')
-    await new Promise((r) => setTimeout(r, 20))
-  }
-}
 
 describe('delivery-status callbacks', () => {
   it('a text delivered through the SMS sandbox: the service’s server receives Notify’s callback body with its bearer token, once', async () => {
@@ -106,7 +100,7 @@ describe('delivery-status callbacks', () => {
     const id = await text('+1 212 555 0100', w.keys.normal, 'case-42')
     expect(await sendStep()).toEqual({ sending: 1 })
     expect(await queued()).toEqual([]) // sending: Notify calls back on final statuses only
-    await until(() => twilio.stats.callbacksSent === 2)
+    await until(() => twilio.stats.callbacksSent === 2, 10_000)
     expect(await applyReceipts()).toEqual({ applied: 2 })
     expect(await queued()).toMatchObject([{ kind: 'delivery_status', subject_id: id, status: 'delivered', sent_at: null }])
     expect(await callbacks()).toEqual({ sent: 1 })

@@ -14,19 +14,18 @@ import { serveAtOwnUrl } from '../helpers/http.ts'
 import { createLogger } from '../../src/log.ts'
 import { serviceActivity } from '../../src/messaging/activity.ts'
 import { receiptsEngine } from '../../src/messaging/receipts/engine.ts'
-import { receiptRoutes, receiptUrls } from '../../src/messaging/receipts/routes.ts'
+import { receiptRoutes } from '../../src/messaging/receipts/routes.ts'
 import { REPORT_HEADER, reportCsv } from '../../src/messaging/reports/report.ts'
 import { runRetention } from '../../src/messaging/retention/retention.ts'
 import { sendEngine } from '../../src/messaging/send/engine.ts'
 import { receiptFailure, twilioFailure, vonageReceiptFailure, vonageSubmitFailure } from '../../src/messaging/send/failure-reasons.ts'
-import { registerProviders } from '../../src/messaging/send/providers.ts'
 import { TwilioSms } from '../../src/messaging/send/twilio.ts'
 import { VonageSms } from '../../src/messaging/send/vonage.ts'
-import { startSmsSandbox, type SmsSandbox } from '../../src/sandbox/sms/server.ts'
+import type { SmsSandbox } from '../../src/sandbox/sms/server.ts'
 import { LocalStore } from '../../src/storage/local.ts'
 import { makeUser, Visitor } from '../helpers/console.ts'
 import { SECRET } from '../helpers/exposure.ts'
-import { callApi, config, jobStore, messagingWorld, sealer } from '../helpers/messaging.ts'
+import { callApi, config, jobStore, messagingWorld, sealer, smsProviders } from '../helpers/messaging.ts'
 
 const { NotifyClient } = notifyClient as { NotifyClient: new (base: string, key: string) => any }
 const w = messagingWorld()
@@ -50,19 +49,12 @@ afterAll(async () => {
   await receiptsApp?.close()
   await consoleApp?.close()
 })
+let sms: Awaited<ReturnType<typeof smsProviders>>
 beforeEach(async () => {
-  twilio = await startSmsSandbox({ provider: 'twilio', accountSid: 'ACtest', authToken: 'token', seed: 1 })
-  vonage = await startSmsSandbox({ provider: 'vonage', apiKey: 'vk', apiSecret: 'vs', seed: 2 })
-  const urls = receiptUrls(publicUrl, SECRET)
-  providers = [
-    new TwilioSms({ url: twilio.url, accountSid: 'ACtest', authToken: 'token', timeoutMs: 5000, callbackUrl: urls.twilio }),
-    new VonageSms({ url: vonage.url, apiKey: 'vk', apiSecret: 'vs', timeoutMs: 5000, callbackUrl: urls.vonage }),
-  ]
-  await registerProviders(w.t.db, ['twilio', 'vonage'])
+  sms = await smsProviders(w.t.db, publicUrl, 5000)
+  ;({ twilio, vonage, providers } = sms)
 })
-afterEach(async () => {
-  await Promise.all([twilio.close(), vonage.close(), ...providers.map((p) => p.close())])
-})
+afterEach(async () => sms.close())
 
 const text = (phone: string) =>
   new NotifyClient(w.url, w.keys.normal).sendSms(w.template.id, phone, { personalisation: { name: 'Ada', ref: 'X' } })

@@ -1,5 +1,6 @@
 /** Sending: the send engine hands texts to two SMS sandboxes (Twilio's and Vonage's APIs) through the real adapters, fails over, and receipts come back. */
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { until } from '../helpers/wait.ts'
 import type { FastifyInstance } from 'fastify'
 import { Writable } from 'node:stream'
 import notifyClient from 'notifications-node-client'
@@ -13,13 +14,12 @@ import { sendQueue } from '../../src/messaging/send/queue.ts'
 import { retry, stats } from '../../src/engine/queue.ts'
 import type { Db } from '../../src/db/types.ts'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { registerProviders } from '../../src/messaging/send/providers.ts'
 import { TwilioSms } from '../../src/messaging/send/twilio.ts'
 import { VonageSms } from '../../src/messaging/send/vonage.ts'
 import { createTemplate } from '../../src/messaging/services.ts'
-import { startSmsSandbox, type SmsSandbox } from '../../src/sandbox/sms/server.ts'
+import type { SmsSandbox } from '../../src/sandbox/sms/server.ts'
 import { SECRET } from '../helpers/exposure.ts'
-import { messagingWorld, sealer } from '../helpers/messaging.ts'
+import { messagingWorld, sealer, smsProviders } from '../helpers/messaging.ts'
 
 const { NotifyClient } = notifyClient as { NotifyClient: new (base: string, key: string) => any }
 const w = messagingWorld()
@@ -37,19 +37,12 @@ beforeAll(async () => {
     receiptRoutes({ db: w.t.db, log, publicUrl: url, secret: SECRET, twilioAuthToken: 'token' })]))
 })
 afterAll(async () => receiptsApp.close())
+let sms: Awaited<ReturnType<typeof smsProviders>>
 beforeEach(async () => {
-  twilio = await startSmsSandbox({ provider: 'twilio', accountSid: 'ACtest', authToken: 'token', seed: 1 })
-  vonage = await startSmsSandbox({ provider: 'vonage', apiKey: 'vk', apiSecret: 'vs', seed: 2 })
-  const urls = receiptUrls(publicUrl, SECRET)
-  providers = [
-    new TwilioSms({ url: twilio.url, accountSid: 'ACtest', authToken: 'token', timeoutMs: 2000, callbackUrl: urls.twilio }),
-    new VonageSms({ url: vonage.url, apiKey: 'vk', apiSecret: 'vs', timeoutMs: 2000, callbackUrl: urls.vonage }),
-  ]
-  await registerProviders(w.t.db, ['twilio', 'vonage'])
+  sms = await smsProviders(w.t.db, publicUrl, 2000)
+  ;({ twilio, vonage, providers } = sms)
 })
-afterEach(async () => {
-  await Promise.all([twilio.close(), vonage.close(), ...providers.map((p) => p.close())])
-})
+afterEach(async () => sms.close())
 
 const send = () => sendEngine({ providers, sealer, region: 'US', concurrency: 8, recoverySeconds: 300, log, workerId: 'test' })
 const step = (e = send()) => e.step(w.t.db, new AbortController().signal)
@@ -57,13 +50,6 @@ const applyReceipts = () => receiptsEngine(log).step(w.t.db, new AbortController
 const text = (phone: string, key = w.keys.normal, personalisation: object = { name: 'Ada', ref: 'X' }, templateId = w.template.id) =>
   new NotifyClient(w.url, key).sendSms(templateId, phone, { personalisation }).then((r: { data: { id: string } }) => r.data.id)
 const status = async (id: string) => (await w.t.db.query('SELECT status FROM notifications WHERE id = $1', [id]))[0].status
-async function until(check: () => boolean | Promise<boolean>, ms = 5000) {
-  const end = Date.now() + ms
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error('timed out')
-    await new Promise((r) => setTimeout(r, 20))
-  }
-}
 
 describe('send', () => {
   it('hands a text to the first provider, then its receipts (sent, delivered) make it delivered, as the official client reads it', async () => {

@@ -3,6 +3,7 @@ import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { createServer, type IncomingHttpHeaders } from 'node:http'
 import { afterEach, describe, expect, it } from 'vitest'
+import { until } from '../helpers/wait.ts'
 import { twilioSignature as heraldTwilioSignature } from '../../src/messaging/receipts/routes.ts'
 import { startSmsSandbox, twilioSignature, type SmsSandbox, type SmsSandboxOptions } from '../../src/sandbox/sms/server.ts'
 
@@ -40,13 +41,6 @@ async function receiver(codes: number[] = []) {
   return { url, got, form: () => got.map((g) => Object.fromEntries(new URLSearchParams(g.body))), json: () => got.map((g) => JSON.parse(g.body)) }
 }
 
-async function until(check: () => boolean, ms = 3000) {
-  const end = Date.now() + ms
-  while (!check()) {
-    if (Date.now() > end) throw new Error('timed out')
-    await new Promise((r) => setTimeout(r, 10))
-  }
-}
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 async function twilio(s: SmsSandbox, form: Record<string, string>, o: { auth?: string | null; account?: string; json?: boolean } = {}) {

@@ -15,7 +15,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { Db } from '../../db/types.ts'
 import type { Logger } from '../../log.ts'
 import type { Sealer } from '../../privacy/seal.ts'
-import { receiptKey, same, twilioSignature } from '../receipts/routes.ts'
+import { parseForms, receiptKey, same, twilioSigned } from '../receipts/routes.ts'
 import { receiveText, type Inbound } from './receive.ts'
 
 const TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
@@ -56,13 +56,11 @@ export function inboundRoutes(opts: { db: Db; sealer: Sealer; log: Logger; publi
 
   return (app: FastifyInstance) => {
     void app.register(async (scope) => {
-      scope.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) => {
-        done(null, Object.fromEntries(new URLSearchParams(body as string)))
-      })
+      parseForms(scope)
 
       scope.post('/inbound/twilio', async (req, reply) => {
         const p = (req.body ?? {}) as Record<string, string>
-        if (!same(String(req.headers['x-twilio-signature'] ?? ''), twilioSignature(opts.twilioAuthToken, `${opts.publicUrl}${req.url}`, p))) {
+        if (!twilioSigned(req, opts.twilioAuthToken, opts.publicUrl)) {
           return refuse(reply, 'twilio', 'Invalid X-Twilio-Signature')
         }
         if (!p.From || !p.To || !p.MessageSid) return missing(reply, 'From, To and MessageSid')

@@ -71,16 +71,13 @@ export function receiptRoutes(opts: { db: Db; log: Logger; publicUrl: string; se
 
   return (app: FastifyInstance) => {
     void app.register(async (scope) => {
-      scope.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) => {
-        done(null, Object.fromEntries(new URLSearchParams(body as string)))
-      })
+      parseForms(scope)
 
       // The URL (signed with the fields) names the notification; the engine checks that it was sent
       // through Twilio as this MessageSid.
       scope.post('/receipts/twilio', async (req, reply) => {
         const params = (req.body ?? {}) as Record<string, string>
-        const url = `${opts.publicUrl}${req.url}`
-        if (!same(String(req.headers['x-twilio-signature'] ?? ''), twilioSignature(opts.twilioAuthToken, url, params))) {
+        if (!twilioSigned(req, opts.twilioAuthToken, opts.publicUrl)) {
           return refuse(reply, 'twilio', 'Invalid X-Twilio-Signature')
         }
         const twilioStatus = params.MessageStatus ?? params.SmsStatus
@@ -113,4 +110,17 @@ export function receiptRoutes(opts: { db: Db; log: Logger; publicUrl: string; se
       scope.get<{ Params: { token: string } }>('/receipts/vonage/:token', (req, reply) => vonage(req, reply, fields(req.query)))
     })
   }
+}
+
+/** Providers post forms (Twilio always, Vonage sometimes): parsed to a flat object of strings. */
+export function parseForms(scope: FastifyInstance) {
+  scope.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) => {
+    done(null, Object.fromEntries(new URLSearchParams(body as string)))
+  })
+}
+
+/** Twilio signed this request: over its URL as Twilio reached it (publicUrl + path) and its form fields. */
+export function twilioSigned(req: FastifyRequest, authToken: string, publicUrl: string): boolean {
+  const fields = (req.body ?? {}) as Record<string, string>
+  return same(String(req.headers['x-twilio-signature'] ?? ''), twilioSignature(authToken, `${publicUrl}${req.url}`, fields))
 }
