@@ -7,15 +7,19 @@
  * Stages: upload (every row checked, the file put in the object store, the job recorded), then the
  * jobs engine (notifications created 2,000 at a time by COPY) and the send engine (rendered, counted,
  * handed to the provider, --concurrency at a time) running side by side as `herald start` runs them.
- * No delivery receipts (the texts carry no callback URL): only the way out is measured.
+ * No delivery receipts (the texts carry no callback URL): only the way out is measured. Printed
+ * besides: texts handed over per second (all, the first 10%, the last 10%: flat means no slowdown as
+ * the table fills), at a latency its ratio to the ceiling concurrency ÷ latency, and the CPU seconds
+ * of Herald, the sandbox and the PostgreSQL backends (the machine has two cores for all three).
  */
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { parseArgs } from 'node:util'
 import { loadConfig } from '../src/config.ts'
 import { migrate } from '../src/db/migrate.ts'
+import type { Db } from '../src/db/types.ts'
 import { runEngines } from '../src/engine/runner.ts'
 import { createLogger } from '../src/log.ts'
 import { Directory } from '../src/messaging/api/directory.ts'
@@ -76,7 +80,7 @@ async function main() {
     const t1 = performance.now()
     progress(`upload: ${r1((t1 - t0) / 1000)} s (${Math.round(N / ((t1 - t0) / 1000))} rows/s checked)`)
 
-    const provider = new TwilioSms({ url: sms.url, accountSid: 'ACbench', authToken: 'bench', timeoutMs: 30_000 })
+    const provider = new TwilioSms({ url: sms.url, accountSid: 'ACbench', authToken: 'bench', timeoutMs: 30_000, connections: Number(args.concurrency) })
     await registerProviders(db, ['twilio'])
     let jobDone: number | undefined
     const ticker = setInterval(async () => {
@@ -97,25 +101,65 @@ async function main() {
     const stats = await sms.get<{ accepted: number }>('/sandbox/stats')
     const [c] = await db.query(`SELECT count(*)::int AS n, count(*) FILTER (WHERE status = 'sending')::int AS sending, count(DISTINCT job_row)::int AS rows FROM notifications`)
     const seconds = (t2 - t0) / 1000
+    const pace = await handOver(db, N)
+    const pgCpu = await backendCpu(db)
+    const latency = Number(args.latency)
+    // With latency, at most `concurrency` calls in flight each `latency` ms: the ceiling; the target is 0.9 of it.
+    const ceiling = latency > 0 ? Math.round((Number(args.concurrency) * 1000) / latency) : undefined
     const result = {
       db: kind, rows: N, latency_ms: Number(args.latency), concurrency: Number(args.concurrency), upload_s: r1((t1 - t0) / 1000),
       create_and_send_s: r1((t2 - t1) / 1000), total_s: r1(seconds), rows_per_s: Math.round(N / seconds),
+      handed_per_s: pace.all, first_10pct_per_s: pace.first, last_10pct_per_s: pace.last, last_vs_first: pace.ratio,
+      ...(ceiling ? { ceiling_per_s: ceiling, of_ceiling: Math.round((pace.all / ceiling) * 100) / 100 } : {}),
       notifications: c.n, distinct_rows: c.rows, sending: c.sending, handed_to_sandbox: stats.accepted,
-      herald_cpu_s: r1(process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6), sandbox_cpu_s: sms.cpuSeconds(),
+      herald_cpu_s: r1(process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6), sandbox_cpu_s: sms.cpuSeconds(), postgres_cpu_s: pgCpu,
+      load: loadavg().map((x) => r1(x)),
       peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
       check: c.n === N && c.rows === N && stats.accepted === N ? 'pass' : 'FAIL',
     }
     console.log(JSON.stringify(result, null, 2))
     if (!args.json) {
-      console.log('\n| db | rows | upload s | create + send s | total s | rows/s | handed to sandbox | check |')
-      console.log('| --- | --- | --- | --- | --- | --- | --- | --- |')
-      console.log(`| ${kind} | ${N.toLocaleString('en-US')} | ${result.upload_s} | ${result.create_and_send_s} | ${result.total_s} | ${result.rows_per_s.toLocaleString('en-US')} | ${stats.accepted.toLocaleString('en-US')} | ${result.check} |`)
+      const n = (x: number | undefined) => (x === undefined ? '–' : x.toLocaleString('en-US'))
+      console.log('\n| db | rows | latency ms | concurrency | upload s | create + send s | total s | rows/s | handed over /s | first 10% /s | last 10% /s | last ÷ first | check |')
+      console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |')
+      console.log(`| ${kind} | ${n(N)} | ${latency} | ${args.concurrency} | ${result.upload_s} | ${result.create_and_send_s} | ${result.total_s} | ${n(result.rows_per_s)} | ${n(pace.all)}${ceiling ? ` (${result.of_ceiling} of ${n(ceiling)})` : ''} | ${n(pace.first)} | ${n(pace.last)} | ${pace.ratio} | ${result.check} |`)
     }
     if (result.check !== 'pass') process.exitCode = 1
   } finally {
     await sms.close()
     await fresh.drop().catch((e) => progress(`dropping the database: ${e}`))
     rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+/**
+ * Texts handed over per second, by the time each was recorded as sent (sent_at, written in batches
+ * just after the provider's answer): over all, over the first 10% and over the last 10%, so a
+ * slowdown as the queue's table fills shows as last ÷ first below 1.
+ */
+async function handOver(db: Db, n: number) {
+  const tenth = Math.max(1, Math.floor(n / 10))
+  const [r] = await db.query(
+    `WITH s AS (SELECT extract(epoch FROM sent_at)::float8 AS t, row_number() OVER (ORDER BY sent_at) AS i FROM notifications WHERE sent_at IS NOT NULL)
+     SELECT min(t) AS t0, max(t) FILTER (WHERE i <= $1) AS t10, min(t) FILTER (WHERE i > $2) AS t90, max(t) AS t100 FROM s`, [tenth, n - tenth])
+  const rate = (k: number, a: number, b: number) => Math.round(k / Math.max(b - a, 1e-3))
+  const first = rate(tenth, r.t0, r.t10)
+  const last = rate(tenth, r.t90, r.t100)
+  return { all: rate(n, r.t0, r.t100), first, last, ratio: Math.round((last / first) * 100) / 100 }
+}
+
+/** CPU seconds of the PostgreSQL backends serving this run's pool (a local server, Linux /proc), if they can be read. */
+async function backendCpu(db: Db): Promise<number | undefined> {
+  try {
+    const pids = await db.query(`SELECT pid FROM pg_stat_activity WHERE datname = current_database()`)
+    let ticks = 0
+    for (const { pid } of pids) {
+      const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
+      ticks += Number(f[11]) + Number(f[12])
+    }
+    return r1(ticks / 100)
+  } catch {
+    return undefined
   }
 }
 

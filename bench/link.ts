@@ -77,8 +77,28 @@ async function decisions(target: string) {
   const rows = await db.query('SELECT kind, count(*)::int AS n FROM link_events GROUP BY kind ORDER BY kind')
   const totals = await db.query(`SELECT (SELECT count(*) FROM people)::int AS people, (SELECT count(*) FROM index_cases)::int AS cases,
     (SELECT count(*) FROM lab_results)::int AS lab_results`)
+  const [digest] = await db.query(`SELECT ${Object.entries(DIGESTS).map(([name, sql]) =>
+    `(SELECT md5(string_agg(md5(x::text), '' ORDER BY x.k)) FROM (${sql}) x) AS ${name}`).join(', ')}`)
   await db.close()
-  return { events: Object.fromEntries(rows.map((r) => [r.kind, r.n])), ...totals[0] }
+  return { events: Object.fromEntries(rows.map((r) => [r.kind, r.n])), ...totals[0], digest }
+}
+
+/**
+ * What link wrote, every column but timestamps, as one MD5 per table (jsonb's text form is
+ * canonical: key order does not count). One worker links in row order, so a change to how link
+ * works that keeps what it decides keeps these; two workers may decide deferred rows later.
+ */
+const DIGESTS: Record<string, string> = {
+  people: `SELECT id AS k, id, external_id, date_of_birth, match_last, match_first, first_name, middle_name, last_name, sex, phone,
+    address1, address2, city, zip FROM people`,
+  person_keys: 'SELECT patient_key AS k, patient_key, person_id, lab_row_id FROM person_keys',
+  index_cases: `SELECT id AS k, id, person_id, county_fips, case_id, data, closed, opened_on, activity_ended_on, reinfection_of, moved_to
+    FROM index_cases`,
+  lab_results: 'SELECT id AS k, id, index_case_id, accession_number, lab_row_id, positive, tested_on, data FROM lab_results',
+  link_events: `SELECT array[lab_row_id, seq] AS k, lab_row_id, seq, kind, person_id, index_case_id, lab_result_id, detail FROM link_events`,
+  link_changes: 'SELECT array[lab_row_id, seq] AS k, lab_row_id, seq, target, target_id, applied, dropped FROM link_changes',
+  case_sync_queue: 'SELECT index_case_id AS k, index_case_id, generation FROM case_sync_queue',
+  exposure_queue: 'SELECT lab_result_id AS k, lab_result_id, person_id FROM exposure_queue',
 }
 
 async function main() {

@@ -1,7 +1,7 @@
 /**
  * Report benchmark: one bulk job's report of N notifications (default 1,000,000), streamed to a file
  * by `herald report --job` in a process of its own, so that the memory measured is that command's
- * and none of the seeding's. Targets: ≥ 100,000 rows/s and a peak RSS under 200 MB.
+ * and none of the seeding's. Targets (issue 19): ≥ 150,000 rows/s and a peak RSS under 200 MB.
  *
  *   npm run bench:report [-- --rows 1000000 --db postgres|pglite --db-url postgres://… --keep --json]
  *
@@ -25,7 +25,7 @@ import { spawn } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
 import { once } from 'node:events'
 import { createReadStream, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { createInterface } from 'node:readline'
@@ -161,6 +161,10 @@ async function runHerald(env: Record<string, string | undefined>, argv: string[]
     streamSeconds: (t1 - (first ?? t0)) / 1000, cpuSeconds: cpu, peakRssMb: Math.round(hwmKb / 1024), rssFrom: withTime ? '/usr/bin/time' : 'VmHWM, sampled' }
 }
 
+// By name: a column added to the report (Failure reason) must not shift what is checked.
+const ROW = REPORT_HEADER.indexOf('Row')
+const JOB = REPORT_HEADER.indexOf('Job')
+
 /** Every line: the header, then rows 2… in order, each number the one sealed for its row, blank for the rows moved. */
 async function check(out: string, jobId: string) {
   const c = { lines: 0, numbers: 0, blank: 0, wrong: 0 }
@@ -172,7 +176,7 @@ async function check(out: string, jobId: string) {
     }
     const f = line.split(',')
     const i = expected - 2
-    const ok = f.length === REPORT_HEADER.length && Number(f[8]) === expected && f[7] === jobId && f[0] === (i < MOVED ? '' : csvCell(phone(i)))
+    const ok = f.length === REPORT_HEADER.length && Number(f[ROW]) === expected && f[JOB] === jobId && f[0] === (i < MOVED ? '' : csvCell(phone(i)))
     expected++
     if (!ok) c.wrong++
     else if (f[0]) c.numbers++
@@ -200,27 +204,29 @@ async function main() {
     if (!/no job/.test(idle.stderr)) throw new Error(`herald report of no job: ${idle.stderr || `exit ${idle.code}`}`)
     progress(`herald report of no job: ${r1(idle.seconds)} s, ${idle.peakRssMb} MB peak`)
     progress('herald report --job: running')
+    const loadBefore = loadavg()[0] // the machine may be shared: its 1-minute load is reported with the figures
     const run = await runHerald(target.env, ['report', '--service', serviceId, '--job', jobId, '--out', out], out)
     if (run.code !== 0) throw new Error(`herald report exited with ${run.code}: ${run.stderr}`)
     const bytes = statSync(out).size
     progress(`herald report --job: ${r1(run.seconds)} s, ${run.peakRssMb} MB peak; checking the file`)
     const c = await check(out, jobId)
     const rowsPerS = Math.round(N / run.seconds)
-    const met = { rows_per_s: rowsPerS >= 100_000, rss: run.peakRssMb < 200 }
+    const met = { rows_per_s: rowsPerS >= 150_000, rss: run.peakRssMb < 200 }
     const pass = c.lines === N + 1 && c.wrong === 0 && c.numbers === N - MOVED && c.blank === MOVED
     const result = {
       db: kind, rows: N, in_history: MOVED, file_mb: r1(bytes / 2 ** 20), seconds: r1(run.seconds), rows_per_s: rowsPerS,
+      load_1m: [r1(loadBefore), r1(loadavg()[0])],
       streaming_s: r1(run.streamSeconds), streaming_rows_per_s: Math.round(N / run.streamSeconds), cpu_s: run.cpuSeconds, peak_rss_mb: run.peakRssMb, peak_rss_from: run.rssFrom,
       no_rows: { seconds: r1(idle.seconds), cpu_s: idle.cpuSeconds, peak_rss_mb: idle.peakRssMb },
       lines: c.lines, numbers_checked: c.numbers, blank_numbers: c.blank, wrong_lines: c.wrong, check: pass ? 'pass' : 'FAIL',
-      targets: '≥ 100,000 rows/s (start to exit), peak RSS < 200 MB', met,
+      targets: '≥ 150,000 rows/s (start to exit), peak RSS < 200 MB', met,
     }
     console.log(JSON.stringify(result, null, 2))
     if (!args.json) {
-      console.log('\n| db | rows | s (start to exit) | rows/s | streaming rows/s | CPU s | peak RSS MB | no rows: s, MB | file MB | check | targets |')
-      console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |')
+      console.log('\n| db | rows | s (start to exit) | rows/s | streaming rows/s | CPU s | peak RSS MB | no rows: s, MB | file MB | load (1 min) | check | targets |')
+      console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |')
       console.log(`| ${kind} | ${thousands(N)} | ${result.seconds} | ${thousands(rowsPerS)} | ${thousands(result.streaming_rows_per_s)} | ${run.cpuSeconds ?? '?'} | ${run.peakRssMb} | `
-        + `${result.no_rows.seconds}, ${idle.peakRssMb} | ${result.file_mb} | ${result.check} | rows/s ${met.rows_per_s ? 'met' : 'NOT met'}, RSS ${met.rss ? 'met' : 'NOT met'} |`)
+        + `${result.no_rows.seconds}, ${idle.peakRssMb} | ${result.file_mb} | ${result.load_1m.join(' → ')} | ${result.check} | rows/s ${met.rows_per_s ? 'met' : 'NOT met'}, RSS ${met.rss ? 'met' : 'NOT met'} |`)
     }
     if (!pass) process.exitCode = 1
   } finally {

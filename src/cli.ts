@@ -24,6 +24,15 @@ const fraction = (v: string) => {
   return n
 }
 
+// Started by the launcher (src/launch.ts) with a channel to it: if the launcher dies without passing a
+// signal on (SIGKILL), this process dies the same way rather than run on unseen.
+if (process.channel) {
+  process.channel.unref()
+  const orphaned = () => process.kill(process.pid, 'SIGKILL')
+  process.once('disconnect', orphaned)
+  if (!process.connected) orphaned() // it died while this module was loading
+}
+
 // `herald files | head`: a closed pipe ends the output, not in a stack trace.
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {
   if (err.code === 'EPIPE') process.exit(0)
@@ -35,10 +44,18 @@ const program = new Command('herald')
   .description('Lab results in, cases synced, residents notified. Configuration: environment variables (see README).')
   .showHelpAfterError()
 
-program.command('start').description('run Herald on its embedded default: serve the database to other herald commands and run every engine')
-  .action(async () => (await runCli()).runCommand({}, true))
+const role = (v: string) => {
+  if (!['api', 'engines', 'all'].includes(v)) throw new InvalidArgumentError('must be api, engines or all')
+  return v
+}
+const ROLE_HELP = 'api: the HTTP server (API, console, webhooks) and no engines; engines: every engine (or --engines) and no HTTP server; all: both'
 
-program.command('run').description('run engines in the foreground')
+program.command('start').description('run Herald on its embedded default: serve the database to other herald commands and run every engine')
+  .option('--role <role>', ROLE_HELP, role, 'all')
+  .action(async (opts) => (await runCli()).runCommand(opts, true))
+
+program.command('run').description('run engines (and the HTTP server when HERALD_HTTP_PORT is set) in the foreground')
+  .option('--role <role>', ROLE_HELP, role)
   .option('--engines <list>', 'comma-separated engine names (default: all)')
   .option('--until-idle', 'exit once no engine has work left')
   .action(async (opts) => (await runCli()).runCommand(opts))
@@ -47,7 +64,12 @@ program.command('migrate').description('apply database migrations that are missi
   .action(async () => (await import('./cli/context.ts')).withDb(async ({ db }) => {
     const applied = await (await import('./db/migrate.ts')).migrate(db)
     console.log(applied.length ? `applied ${applied.join(', ')}` : 'nothing to apply: the schema is current')
-  }))
+  }, { migrating: true }))
+
+const dbCommand = program.command('db').description('database changes an operator makes on purpose, never on start (see docs/operations.md)')
+dbCommand.command('partition-by-day').description('partition notifications and their history by day, once they pass ~50 million rows or 100 GB (online; a moment\'s lock)')
+  .option('--days-ahead <n>', 'day partitions to create ahead of today (the nightly run keeps 7)', positive, 7)
+  .action(async (opts) => (await import('./cli/db.ts')).partitionByDayCommand(opts))
 
 const usersCli = () => import('./cli/users.ts')
 const user = program.command('user').description("the console's users: create (the first with --admin), reset a password, grant permissions")

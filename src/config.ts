@@ -3,6 +3,7 @@
  * A bad value stops Herald with a message naming the variable and what is wrong with it.
  */
 import { randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { resolve } from 'node:path'
 
@@ -16,6 +17,12 @@ export class ConfigError extends Error {
 export interface Config {
   /** PostgreSQL server; when absent Herald runs on PGlite in `dataDir`. */
   databaseUrl: string | undefined
+  /** Connections each process opens to DATABASE_URL (HERALD_DB_POOL; docs/operations.md sizes it). */
+  dbPool: number
+  /** A read replica for reports (HERALD_REPORTS_DATABASE_URL): CSV reports read there, nothing is written. */
+  reportsDatabaseUrl: string | undefined
+  /** Apply pending migrations at start (HERALD_AUTO_MIGRATE, default true); off: only `herald migrate` does, and a process refuses to start behind it. */
+  autoMigrate: boolean
   /** Folder of the embedded database, the default inbox and runtime files. */
   dataDir: string
   /** Where export files arrive: a folder or s3://bucket/prefix. */
@@ -37,6 +44,8 @@ export interface Config {
   /** The console at `/` of the HTTP server (HERALD_CONSOLE); unset: on in `herald start`, off in `herald run`. */
   console: boolean | undefined
   httpHost: string
+  /** A stop (SIGTERM/SIGINT) drains HTTP, then the engines, within this long; past it the process exits 1 (HERALD_DRAIN_SECONDS). */
+  drainSeconds: number
   commcare: CommCareConfig
   exposure: ExposureConfig
   messaging: MessagingConfig
@@ -181,9 +190,39 @@ function port(env: Env, name: string): number {
   return value
 }
 
+/** The settings that are secrets: each may come from a file instead, named by NAME_FILE (see withSecretFiles). */
+export const SECRETS = ['DATABASE_URL', 'HERALD_REPORTS_DATABASE_URL', 'HERALD_SECRET_KEY', 'HERALD_COMMCARE_API_KEY',
+  'HERALD_COMMCARE_FORWARDER_PASSWORD', 'HERALD_ENX_API_KEY', 'HERALD_TWILIO_AUTH_TOKEN', 'HERALD_VONAGE_API_SECRET', 'HERALD_EMAIL_SMTP_URL']
+
+/**
+ * A secret's value: NAME, or the contents of the file NAME_FILE names (its final line break dropped).
+ * Files are how Docker and Kubernetes secrets and systemd credentials arrive, and unlike the
+ * environment they are not shown by `ps e`, `docker inspect` or /proc/PID/environ.
+ */
+export function fromEnvOrFile(env: Env, name: string): string | undefined {
+  const file = env[`${name}_FILE`]?.trim()
+  if (!file) return env[name]
+  if (env[name]?.trim()) throw new ConfigError(`${name}_FILE`, `is set and so is ${name}: set one of them`)
+  let value: string
+  try {
+    value = readFileSync(file, 'utf8').replace(/[\r\n]+$/, '')
+  } catch (err) {
+    throw new ConfigError(`${name}_FILE`, `cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
+  }
+  if (!value.trim()) throw new ConfigError(`${name}_FILE`, `${file} is empty`)
+  return value
+}
+
+/** The environment with each secret read from its file where NAME_FILE is set: the rest of the config reads env alone. */
+function withSecretFiles(env: Env): Env {
+  if (!SECRETS.some((name) => env[`${name}_FILE`])) return env
+  return { ...env, ...Object.fromEntries(SECRETS.map((name) => [name, fromEnvOrFile(env, name)])) }
+}
+
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
 
 export function loadConfig(env: Env = process.env): Config {
+  env = withSecretFiles(env)
   const dataDir = resolve(env.HERALD_DATA_DIR || '.herald')
   const inboxRaw = env.HERALD_INBOX || resolve(dataDir, 'inbox')
   const inbox = inboxRaw.startsWith('s3://') ? inboxRaw : resolve(inboxRaw)
@@ -196,6 +235,9 @@ export function loadConfig(env: Env = process.env): Config {
   }
   return Object.freeze({
     databaseUrl: url(env, 'DATABASE_URL', ['postgres:', 'postgresql:']),
+    dbPool: int(env, 'HERALD_DB_POOL', 8, 1),
+    reportsDatabaseUrl: url(env, 'HERALD_REPORTS_DATABASE_URL', ['postgres:', 'postgresql:']),
+    autoMigrate: bool(env, 'HERALD_AUTO_MIGRATE', true),
     dataDir,
     inbox,
     pollIntervalMs: int(env, 'HERALD_POLL_INTERVAL_MS', 5000, 100),
@@ -211,6 +253,7 @@ export function loadConfig(env: Env = process.env): Config {
     httpPort: env.HERALD_HTTP_PORT ? port(env, 'HERALD_HTTP_PORT') : undefined,
     console: env.HERALD_CONSOLE?.trim() ? bool(env, 'HERALD_CONSOLE', true) : undefined,
     httpHost: env.HERALD_HTTP_HOST?.trim() || '127.0.0.1',
+    drainSeconds: int(env, 'HERALD_DRAIN_SECONDS', 30, 1),
     commcare: commcareConfig(env),
     exposure: exposureConfig(env),
     messaging: messagingConfig(env, dataDir),

@@ -3,11 +3,11 @@
  * a key file only on the embedded default), and case sync's settings for a real project space.
  */
 import { execFile } from 'node:child_process'
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { afterAll, describe, expect, it } from 'vitest'
-import { ConfigError, loadConfig } from '../src/config.ts'
+import { ConfigError, loadConfig, SECRETS } from '../src/config.ts'
 import { secretKey } from '../src/privacy/keys.ts'
 import { tempDir } from './helpers/files.ts'
 
@@ -49,6 +49,52 @@ describe('HERALD_SECRET_KEY', () => {
     expect(err?.code).toBe(2)
     expect(err?.stderr).toMatch(/^herald: configuration error: HERALD_SECRET_KEY: is required when DATABASE_URL is set/)
     expect(existsSync(join(tmp.dir, 'cli', 'secret.key'))).toBe(false)
+  })
+})
+
+describe('secrets from files (NAME_FILE, as Docker secrets and systemd credentials arrive)', () => {
+  const file = (name: string, text: string) => {
+    const path = join(tmp.dir, name)
+    writeFileSync(path, text)
+    return path
+  }
+
+  it('reads the secret from the file, its final line break dropped, and checks it as the variable', () => {
+    const config = loadConfig({ HERALD_SECRET_KEY_FILE: file('key', `${KEY}\n`), DATABASE_URL_FILE: file('db', `${PG}\r\n`),
+      HERALD_COMMCARE_URL: 'http://127.0.0.1:1', HERALD_COMMCARE_USER: 'u', HERALD_COMMCARE_ROOT_DOMAIN: 'd',
+      HERALD_COMMCARE_API_KEY_FILE: file('commcare', 'cc-key') })
+    expect(config.exposure.secretKey).toBe(KEY)
+    expect(config.databaseUrl).toBe(PG)
+    expect(config.commcare.apiKey).toBe('cc-key')
+    expect(() => loadConfig({ HERALD_SECRET_KEY_FILE: file('short', 'short\n') })).toThrow(/^HERALD_SECRET_KEY: must be at least 32 characters/)
+    // Required with DATABASE_URL: from a file as from the variable.
+    expect(() => loadConfig({ DATABASE_URL_FILE: file('db2', PG) })).toThrow(/^HERALD_SECRET_KEY: is required when DATABASE_URL is set/)
+  })
+
+  it('refuses a missing or empty file, or both ways at once, naming the variable and never the secret', () => {
+    const missing = join(tmp.dir, 'no-such-file')
+    expect(() => loadConfig({ HERALD_SECRET_KEY_FILE: missing })).toThrow(`HERALD_SECRET_KEY_FILE: cannot read ${missing} (ENOENT)`)
+    expect(() => loadConfig({ HERALD_SECRET_KEY_FILE: file('empty', '\n') })).toThrow(/^HERALD_SECRET_KEY_FILE: .* is empty$/)
+    const both = () => loadConfig({ HERALD_SECRET_KEY: KEY, HERALD_SECRET_KEY_FILE: file('key2', KEY) })
+    expect(both).toThrow('HERALD_SECRET_KEY_FILE: is set and so is HERALD_SECRET_KEY: set one of them')
+    expect(() => loadConfig({ DATABASE_URL: PG, DATABASE_URL_FILE: file('db3', PG) })).toThrow(/^DATABASE_URL_FILE: is set and so is DATABASE_URL/)
+  })
+
+  it('covers every credential Herald holds', () => {
+    for (const name of ['DATABASE_URL', 'HERALD_SECRET_KEY', 'HERALD_TWILIO_AUTH_TOKEN', 'HERALD_VONAGE_API_SECRET', 'HERALD_ENX_API_KEY',
+      'HERALD_COMMCARE_API_KEY', 'HERALD_COMMCARE_FORWARDER_PASSWORD', 'HERALD_EMAIL_SMTP_URL']) expect(SECRETS).toContain(name)
+    const config = loadConfig({ HERALD_SMS_PROVIDERS: 'vonage', HERALD_VONAGE_API_KEY: 'k', HERALD_VONAGE_API_SECRET_FILE: file('vonage', 'v-secret\n'),
+      HERALD_EMAIL_PROVIDER: 'smtp', HERALD_EMAIL_FROM: 'a@example.org', HERALD_EMAIL_SMTP_URL_FILE: file('smtp', 'smtp://u:p@127.0.0.1:1\n') })
+    expect(config.messaging.vonageApiSecret).toBe('v-secret')
+    expect(config.email.smtpUrl).toBe('smtp://u:p@127.0.0.1:1')
+  })
+
+  it('stops herald with exit 2 when the file cannot be read', async () => {
+    const env = { ...process.env, HERALD_SECRET_KEY: '', HERALD_SECRET_KEY_FILE: join(tmp.dir, 'absent.key'), HERALD_DATA_DIR: join(tmp.dir, 'cli-file') }
+    const run = promisify(execFile)(process.execPath, [new URL('../bin/herald.js', import.meta.url).pathname, 'migrate'], { env })
+    const err = await run.then(() => undefined, (e: { code: number; stderr: string }) => e)
+    expect(err?.code).toBe(2)
+    expect(err?.stderr).toMatch(/^herald: configuration error: HERALD_SECRET_KEY_FILE: cannot read .*absent\.key \(ENOENT\)/)
   })
 })
 

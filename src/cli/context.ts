@@ -1,7 +1,7 @@
 /** What every command needs: the config, a logger, and the database opened and migrated. */
 import { loadConfig, type Config } from '../config.ts'
 import { connect } from '../db/connect.ts'
-import { migrate } from '../db/migrate.ts'
+import { migrate, pendingMigrations } from '../db/migrate.ts'
 import type { Db } from '../db/types.ts'
 import { createLogger, type Logger } from '../log.ts'
 
@@ -11,12 +11,22 @@ export interface Context {
   db: Db
 }
 
-export async function withDb<T>(fn: (ctx: Context) => Promise<T>, opts: { serve?: boolean } = {}): Promise<T> {
+/**
+ * `migrating`: this is `herald migrate`, which applies what is pending itself whatever
+ * HERALD_AUTO_MIGRATE says. With HERALD_AUTO_MIGRATE=off (a fleet: one release step migrates, docs/operations.md) every
+ * other command refuses to run behind the schema rather than apply a migration from N processes at once.
+ */
+export async function withDb<T>(fn: (ctx: Context) => Promise<T>, opts: { serve?: boolean; migrating?: boolean } = {}): Promise<T> {
   const config = loadConfig()
   const log = createLogger(config.logLevel)
   const db = await connect(config, opts)
   try {
-    await migrate(db)
+    if (opts.migrating) { /* the command migrates, and says what it applied */ }
+    else if (config.autoMigrate) await migrate(db)
+    else {
+      const pending = await pendingMigrations(db)
+      if (pending.length) throw new Error(`the database is behind this release: ${pending.length} migration(s) pending (${pending.join(', ')}); run herald migrate first`)
+    }
     return await fn({ config, log, db })
   } finally {
     await db.close()

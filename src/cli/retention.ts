@@ -2,6 +2,7 @@
 import { createWriteStream } from 'node:fs'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
+import { reportsDb } from '../db/connect.ts'
 import { computeFacts, monthlyUsage } from '../messaging/facts/facts.ts'
 import { reportCsv, ReportNotFound } from '../messaging/reports/report.ts'
 import { retentionCutoffs, runRetention, setRetention } from '../messaging/retention/retention.ts'
@@ -88,12 +89,15 @@ export async function reportCommand(o: { service: string; job?: string; from?: s
   return withDb(async ({ db, config }) => {
     const service = await findService(db, o.service)
     const scope = o.job ? { serviceId: service.id, jobId: o.job } : { serviceId: service.id, from: from!, to: to! }
-    const csv = reportCsv(db, new Sealer(secretKey(config)), scope)
+    const replica = reportsDb(config, db)
+    const csv = reportCsv(replica.db, new Sealer(secretKey(config)), scope)
     try {
       await pipeline(Readable.from(csv), o.out ? createWriteStream(o.out) : process.stdout, { end: !!o.out })
     } catch (err) {
       if (err instanceof ReportNotFound) throw new Error(err.message)
       throw err
+    } finally {
+      await replica.close()
     }
     if (o.out) console.error(`report written to ${o.out}`)
   })

@@ -1,4 +1,5 @@
 /** `herald start` (the embedded default, served to other terminals) and `herald run` (engines in the foreground). */
+import { once } from 'node:events'
 import { mkdirSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { commcareClient, casesyncInEngine, casesyncOutEngine, fetchCounties } from '../casesync/index.ts'
@@ -9,7 +10,8 @@ import type { Db } from '../db/types.ts'
 import type { Engine } from '../engine/engine.ts'
 import { Counters } from '../engine/engine.ts'
 import { serveMetrics } from '../engine/metrics.ts'
-import { runEngines, type RunFailures } from '../engine/runner.ts'
+import { EngineLoops, runEngines, type RunFailures } from '../engine/runner.ts'
+import { Health } from '../http/health.ts'
 import { startHttpServer, type Routes } from '../http/server.ts'
 import { ingestEngine } from '../ingest/index.ts'
 import { linkEngine } from '../link/index.ts'
@@ -192,19 +194,33 @@ export class RunFailed extends Error {
   }
 }
 
-export async function runCommand(opts: { engines?: string; untilIdle?: boolean }, serve = false) {
+/** What a process runs: the HTTP server (API, console, webhooks, forwarder), the engines, or both. */
+export type Role = 'api' | 'engines' | 'all'
+export const ROLES: Role[] = ['api', 'engines', 'all']
+
+/** An engine whose loop has not come round for this many poll intervals (at least a minute) fails /readyz. */
+const STALL_POLLS = 12
+const STALL_MIN_MS = 60_000
+
+export async function runCommand(opts: { engines?: string; untilIdle?: boolean; role?: Role }, serve = false) {
+  const role = opts.role ?? 'all'
+  if (role === 'api' && (opts.engines || opts.untilIdle)) throw new Error('--role api runs no engines: --engines and --until-idle are for --role engines or all')
   await withDb(async ({ config, db, log }) => {
-    const httpPort = config.httpPort ?? (serve ? START_HTTP_PORT : undefined)
-    const { outside, sandboxes, publicUrl, stop } = await startOutside(config, serve, log, httpPort)
+    // The port the API has, here or on another process: receipts and the forwarder are addressed to it.
+    const apiPort = config.httpPort ?? (serve ? START_HTTP_PORT : undefined)
+    const httpPort = role === 'engines' ? undefined : apiPort
+    if (role === 'api' && !httpPort) throw new Error('--role api serves HTTP: set HERALD_HTTP_PORT')
+    const { outside, sandboxes, publicUrl, stop } = await startOutside(config, serve, log, apiPort)
     if (outside.sms.length) await registerProviders(db, outside.sms.map((p) => p.name))
-    const built = engineNames(opts.engines).map((n) => [n, ENGINES[n](config, log, outside)] as const)
+    const built = role === 'api' ? [] : engineNames(opts.engines).map((n) => [n, ENGINES[n](config, log, outside)] as const)
     const off = built.filter(([, e]) => typeof e === 'string')
     if (opts.engines && off.length > 0) throw new Error(off.map(([n, why]) => `${n}: ${why}`).join('; '))
     const engines = built.map(([, e]) => e).filter((e): e is Engine => typeof e !== 'string')
-    if (!config.inbox.startsWith('s3://')) mkdirSync(config.inbox, { recursive: true })
-    const signal = stopSignal(log)
+    if (engines.length && !config.inbox.startsWith('s3://')) mkdirSync(config.inbox, { recursive: true })
+    const loops = new EngineLoops(engines.map((e) => e.name))
+    const health = new Health(db, { loops: engines.length ? loops : undefined, stallMs: Math.max(STALL_POLLS * config.pollIntervalMs, STALL_MIN_MS) })
     const counters = new Counters()
-    const metrics = config.metricsPort ? await serveMetrics(counters, config.metricsPort, '127.0.0.1', db) : undefined
+    const metrics = config.metricsPort ? await serveMetrics(counters, config.metricsPort, '127.0.0.1', db, health) : undefined
     const routes: Routes[] = [messagingRoutes(config, db, log)]
     const withConsole = Boolean(httpPort) && (config.console ?? serve)
     if (withConsole) routes.push(consoleFor(config, db, log))
@@ -212,9 +228,9 @@ export async function runCommand(opts: { engines?: string; untilIdle?: boolean }
     if (publicUrl) routes.push(receiptRoutes({ db, log, publicUrl, secret: secretKey(config), twilioAuthToken: config.exposure.twilioAuthToken }))
     if (publicUrl) routes.push(inboundRoutes({ db, sealer: messagingKeys(config).sealer, log, publicUrl, secret: secretKey(config), twilioAuthToken: config.exposure.twilioAuthToken }))
     if (outside.commcare && config.commcare.forwarder) routes.push(forwarderRoutes({ db, client: outside.commcare, commcare: config.commcare, log }))
-    const http = httpPort ? await startHttpServer(config.httpHost, httpPort, routes, log) : undefined
+    const http = httpPort ? await startHttpServer(config.httpHost, httpPort, routes, log, health) : undefined
     if (serve) {
-      console.log(`Herald is running: engines ${engines.map((e) => e.name).join(', ')}.`)
+      console.log(`Herald is running (role ${role}): engines ${engines.map((e) => e.name).join(', ') || 'none'}.`)
       const where = db.kind === 'pglite-server' ? `PGlite in ${config.dataDir}/pgdata, shared with herald commands in other terminals` : describeDb(db, config)
       console.log(`  database  ${where}`)
       console.log(`  inbox     ${config.inbox}  (drop ECLRS export files here)`)
@@ -228,13 +244,32 @@ export async function runCommand(opts: { engines?: string; untilIdle?: boolean }
       if (metrics) console.log(`  metrics   http://127.0.0.1:${config.metricsPort}/metrics`)
       console.log('  stop      Ctrl-C')
     }
+    // A stop drains: /readyz says so at once, HTTP answers what is in flight and takes nothing new, then
+    // the engines stop at their next batch boundary; all within HERALD_DRAIN_SECONDS, or exit 1 naming what did not finish.
+    const enginesStop = new AbortController()
+    let httpClosed: Promise<void> | undefined
+    let httpDone = !http
+    const closeHttp = () => (httpClosed ??= (http ? http.close() : Promise.resolve()).then(() => { httpDone = true }))
+    const drain = () => {
+      health.draining = true
+      setTimeout(() => {
+        const unfinished = [...(httpDone ? [] : ['HTTP requests in flight']), ...[...loops.running].map((e) => `engine ${e}`)]
+        log.error({ unfinished }, `the drain did not finish within ${config.drainSeconds} s (HERALD_DRAIN_SECONDS): ${unfinished.join(', ') || 'closing connections'}; exiting`)
+        process.exit(1)
+      }, config.drainSeconds * 1000).unref()
+      void closeHttp().finally(() => enginesStop.abort())
+    }
+    const stopping = stopSignal(log)
+    if (stopping.aborted) drain()
+    else stopping.addEventListener('abort', drain, { once: true })
     await loadCountiesAtStart(db, outside, serve, log)
-    let failures
+    let failures: RunFailures = new Map()
     try {
-      failures = await runEngines(db, engines, { untilIdle: opts.untilIdle, pollIntervalMs: config.pollIntervalMs, signal, counters, log })
+      if (role === 'api') await once(enginesStop.signal, 'abort')
+      else failures = await runEngines(db, engines, { untilIdle: opts.untilIdle, pollIntervalMs: config.pollIntervalMs, signal: enginesStop.signal, counters, log, loops })
     } finally {
+      await closeHttp()
       metrics?.close()
-      await http?.close()
       await stop()
     }
     log.info({ counts: counters.snapshot() }, 'engines stopped')

@@ -4,10 +4,17 @@ import { PostgresDb } from './postgres.ts'
 import type { Db } from './types.ts'
 
 export async function connect(config: Config, opts: { serve?: boolean } = {}): Promise<Db> {
-  if (config.databaseUrl) return new PostgresDb('postgres', { connectionString: config.databaseUrl, max: 8 })
+  if (config.databaseUrl) return new PostgresDb('postgres', { connectionString: config.databaseUrl, max: config.dbPool })
   // PGlite loads only when it is used: a command on PostgreSQL need not carry it.
   const { openEmbedded } = await import('./embedded.ts')
   return openEmbedded(config.dataDir, opts)
+}
+
+/** The read replica reports read from (HERALD_REPORTS_DATABASE_URL), else the database itself. Never migrated: the primary is. */
+export function reportsDb(config: Config, db: Db): { db: Db; close: () => Promise<void> } {
+  if (!config.reportsDatabaseUrl) return { db, close: async () => {} }
+  const replica = new PostgresDb('postgres', { connectionString: config.reportsDatabaseUrl, max: 4 })
+  return { db: replica, close: () => replica.close() }
 }
 
 export function describeDb(db: Db, config: Config): string {

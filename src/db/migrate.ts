@@ -42,3 +42,10 @@ export async function migrate(db: Db): Promise<string[]> {
   }
   return applied
 }
+
+/** The migrations not applied to this database, read only (a replica, a process that must not migrate, /readyz). */
+export async function pendingMigrations(db: Pick<Db, 'query'>): Promise<string[]> {
+  const [table] = await db.query<{ t: string | null }>("SELECT to_regclass('schema_migrations')::text AS t")
+  const done = new Set(table?.t ? (await db.query<{ version: number }>('SELECT version FROM schema_migrations')).map((r) => r.version) : [])
+  return migrations().filter((m) => !done.has(m.version)).map((m) => m.name)
+}

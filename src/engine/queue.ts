@@ -5,7 +5,8 @@
  * and a QueueSpec beside the engine says which rows are its work and how it retries. Everything
  * else is here, once:
  *
- *   claim      due rows, FOR UPDATE SKIP LOCKED, each with a lease (claimed_by, claimed_until)
+ *   claim      due rows, FOR UPDATE SKIP LOCKED, each with a lease (claimed_by, claimed_until); with
+ *              `hold`, moved to their in-flight state by the same statement (the gate and the claim in one)
  *   claimInTx  due rows locked by the caller's transaction: the transaction is the lease (link, receipts)
  *   hold       the effect gate: moves rows to their in-flight state only while this worker's lease is live
  *   heartbeat  extends this worker's leases; says which rows are still its own
@@ -109,6 +110,13 @@ export interface ClaimOptions {
   params?: unknown[]
   /** More columns to return, over alias `t` (subselects may join other tables). */
   returning?: string
+  /**
+   * claim only: the effect gate in the claim itself, for an engine that hands each row over as soon
+   * as it has it (send): SET over alias `t` (status = 'sending'), applied by the statement that takes
+   * the claim, so the rows it returns are this worker's and no longer due, in one write. Rows not
+   * started after all go back with release(…, undo).
+   */
+  hold?: string
 }
 
 /** The caller's extra condition, its $n moved past the statement's own parameters. */
@@ -133,6 +141,7 @@ export async function claim<R extends Record<string, any> = Record<string, any>>
        UPDATE ${spec.table} t SET claimed_by = $1, claimed_until = now() + make_interval(secs => $3),
          attempts = t.attempts + (t.claimed_by IS NOT NULL)::int,
          last_error = CASE WHEN t.claimed_by IS NOT NULL THEN 'lease ran out: its worker stopped renewing it' ELSE t.last_error END
+         ${opts.hold ? `, ${opts.hold}` : ''}
        FROM ranked WHERE t.${spec.key} = ranked.k
        RETURNING ranked.rank, t.${spec.key}::text AS id, t.attempts${opts.returning ? `, ${opts.returning}` : ''})
      SELECT * FROM claimed ORDER BY rank`,
@@ -256,11 +265,14 @@ export async function fail(q: Queryable, spec: QueueSpec, worker: string | null,
   return rows.map((x) => ({ id: x.id, attempts: x.attempts, failed: x.failed, retryAt: x.retry_at ? new Date(x.retry_at) : null }))
 }
 
-/** Gives back rows this worker claimed and did not start (a graceful stop): due again at once, no attempt spent. */
-export async function release(q: Queryable, spec: QueueSpec, worker: string, ids: string[]): Promise<number> {
+/**
+ * Gives back rows this worker claimed and did not start (a graceful stop): due again at once, no
+ * attempt spent. `undo`: SET that takes back a claim's `hold` (status = 'created').
+ */
+export async function release(q: Queryable, spec: QueueSpec, worker: string, ids: string[], undo?: string): Promise<number> {
   if (ids.length === 0) return 0
   const rows = await q.query(
-    `UPDATE ${spec.table} t SET claimed_by = NULL, claimed_until = NULL
+    `UPDATE ${spec.table} t SET claimed_by = NULL, claimed_until = NULL${undo ? `, ${undo}` : ''}
      WHERE t.${spec.key} = ANY($1::${spec.keyType}[]) AND t.claimed_by = $2 RETURNING t.${spec.key}`, [ids, worker])
   return rows.length
 }

@@ -23,6 +23,34 @@ export interface RunOptions {
   signal: AbortSignal
   counters?: Counters
   log: Logger
+  /** Each loop's last sign of life, for /readyz. */
+  loops?: EngineLoops
+}
+
+/**
+ * When each engine's loop last came round (a round begun or ended, a sleep begun), and which loops
+ * are still running: /readyz calls an engine stalled when its loop has not come round for a while
+ * (a round stuck on a call that never returns), and a drain that runs out of time names the loops
+ * that have not stopped.
+ */
+export class EngineLoops {
+  private readonly seen = new Map<string, number>()
+  readonly running = new Set<string>()
+
+  constructor(readonly engines: string[]) {}
+
+  mark(engine: string): void {
+    this.seen.set(engine, Date.now())
+  }
+
+  /** Engines not heard from for longer than `maxAgeMs`, with how long (those not started yet: null). */
+  stalled(maxAgeMs: number, now = Date.now()): { engine: string; seconds: number | null }[] {
+    return this.engines.flatMap((engine): { engine: string; seconds: number | null }[] => {
+      const at = this.seen.get(engine)
+      if (at === undefined) return [{ engine, seconds: null }]
+      return now - at > maxAgeMs ? [{ engine, seconds: Math.round((now - at) / 1000) }] : []
+    })
+  }
 }
 
 /** Runs one round of an engine; returns how many items it took, and how many of those failed (FAILED_OUTCOMES). */
@@ -51,25 +79,36 @@ export async function runEngines(db: Db, engines: Engine[], opts: RunOptions): P
   }
   await Promise.all(
     engines.map(async (engine) => {
-      while (!opts.signal.aborted) {
-        let claimed = 0
-        idle.delete(engine.name) // busy until a round of its own finds nothing
-        try {
-          const r = await runOnce(db, engine, opts)
-          claimed = r.taken - r.failed
-          if (r.failed > 0) note(engine.name, 0, r.failed)
-        } catch (err) {
-          opts.log.error({ engine: engine.name, err: errorText(err) }, 'engine round failed')
-          note(engine.name, 1, 0)
-        }
-        // Work done by one engine may be work for another (a pipeline): after it, every engine must
-        // find nothing again before the run is idle.
-        if (claimed > 0) idle.clear()
-        else idle.add(engine.name)
-        if (opts.untilIdle && engines.every((e) => idle.has(e.name))) return
-        if (claimed === 0) await sleep(opts.untilIdle ? 50 : opts.pollIntervalMs, undefined, { signal: opts.signal }).catch(() => {})
+      opts.loops?.running.add(engine.name)
+      try {
+        await loop(engine)
+      } finally {
+        opts.loops?.running.delete(engine.name)
       }
     }),
   )
   return failures
+
+  async function loop(engine: Engine) {
+    while (!opts.signal.aborted) {
+      opts.loops?.mark(engine.name)
+      let claimed = 0
+      idle.delete(engine.name) // busy until a round of its own finds nothing
+      try {
+        const r = await runOnce(db, engine, opts)
+        claimed = r.taken - r.failed
+        if (r.failed > 0) note(engine.name, 0, r.failed)
+      } catch (err) {
+        opts.log.error({ engine: engine.name, err: errorText(err) }, 'engine round failed')
+        note(engine.name, 1, 0)
+      }
+      // Work done by one engine may be work for another (a pipeline): after it, every engine must
+      // find nothing again before the run is idle.
+      if (claimed > 0) idle.clear()
+      else idle.add(engine.name)
+      if (opts.untilIdle && engines.every((e) => idle.has(e.name))) return
+      opts.loops?.mark(engine.name)
+      if (claimed === 0) await sleep(opts.untilIdle ? 50 : opts.pollIntervalMs, undefined, { signal: opts.signal }).catch(() => {})
+    }
+  }
 }

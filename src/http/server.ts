@@ -1,6 +1,9 @@
 /**
  * Herald's HTTP server (Fastify): the routes other systems call, such as CommCare's case forwarder.
- * Started by `herald start` and `herald run` when HERALD_HTTP_PORT is set.
+ * Started by `herald start` and `herald run` when HERALD_HTTP_PORT is set (not with `--role engines`).
+ * With a Health: /healthz and /readyz, and a drain: once `health.draining` is set, requests arriving on
+ * open connections are refused with 503 and every answer closes its connection, so `app.close()`
+ * returns as soon as the requests in flight are answered.
  * Bad input is always a 4xx and no answer carries an internal code (FST_ERR_*, SQLSTATE) or a stack:
  * routes outside the messaging API's scope (receipts, the forwarder) get this file's error handler.
  */
@@ -8,6 +11,7 @@ import { STATUS_CODES } from 'node:http'
 import type { Socket } from 'node:net'
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import { errorText, type Logger } from '../log.ts'
+import { HEALTHZ, readyAnswer, type Health } from './health.ts'
 
 export type Routes = (app: FastifyInstance) => void
 
@@ -48,9 +52,29 @@ function clientError(err: NodeJS.ErrnoException, socket: Socket) {
   socket.destroy()
 }
 
-export async function startHttpServer(host: string, port: number, routes: Routes[], log?: Logger): Promise<FastifyInstance> {
-  const app = Fastify({ logger: false, bodyLimit: 10 * 1024 * 1024, http: { maxHeaderSize: MAX_HEADER_BYTES }, clientErrorHandler: clientError })
+/** /healthz and /readyz (outside every scope: no auth, no hooks of the API or the console), and the drain. */
+function healthRoutes(app: FastifyInstance, health: Health) {
+  app.get('/healthz', async (_req, reply) => reply.header('cache-control', 'no-store').send(HEALTHZ))
+  app.get('/readyz', async (_req, reply) => {
+    const { code, body } = await readyAnswer(health)
+    return reply.code(code).header('cache-control', 'no-store').send(body)
+  })
+  app.addHook('onRequest', async (req, reply) => {
+    if (!health.draining || req.url === '/healthz' || req.url === '/readyz') return
+    return reply.code(503).header('connection', 'close')
+      .send({ status_code: 503, errors: [{ error: 'ServiceUnavailableError', message: 'This server is stopping; send the request again (to another server)' }] })
+  })
+  app.addHook('onSend', async (_req, reply) => {
+    if (health.draining) reply.header('connection', 'close')
+  })
+}
+
+export async function startHttpServer(host: string, port: number, routes: Routes[], log?: Logger, health?: Health): Promise<FastifyInstance> {
+  // Our own 503 while draining (healthRoutes): Fastify's would answer /readyz without saying why.
+  const app = Fastify({ logger: false, bodyLimit: 10 * 1024 * 1024, http: { maxHeaderSize: MAX_HEADER_BYTES }, clientErrorHandler: clientError,
+    return503OnClosing: !health })
   app.setErrorHandler(plainErrors(log))
+  if (health) healthRoutes(app, health)
   for (const r of routes) r(app)
   await app.listen({ host, port })
   return app

@@ -15,6 +15,7 @@ import { ingestBatch, prepareBatch, type FileProgress, type RowError, type Tally
 import { COLUMNS, headerVersion, type Version } from './eclrs/columns.ts'
 import { readRecords, type RawRecord } from './eclrs/records.ts'
 import { finish, renew, type InboxFile } from './inbox.ts'
+import { ChecksumSet, loadSighted } from './sightings.ts'
 
 export interface IngestOptions {
   workerId: string
@@ -137,6 +138,7 @@ async function ingestClaimed(db: Db, store: ObjectStore, inbox: InboxFile, opts:
     const progress: FileProgress = {
       fileId: file.id, version, inboxId: inbox.id, workerId: opts.workerId, leaseSeconds: opts.leaseSeconds,
       accounted: file.total_rows, totals, byCounty: file.by_county,
+      sighted: file.total_rows > 0 ? await loadSighted(db, file.id) : new ChecksumSet(),
     }
     let skip = file.total_rows // rows a previous run already committed
     let batch: RawRecord[] = []

@@ -5,7 +5,8 @@
  * (queue.ts: inboxQueue); new objects in HERALD_INBOX (a folder or s3://bucket/prefix) are
  * registered by polling. Writes files (content identity, version,
  * totals new / seen / duplicate / error, also per county), lab_rows (each distinct row once, typed),
- * lab_row_keys (row identity, last sighting) and ingest_errors (unusable rows with line and reason).
+ * lab_row_keys (row identity, last sighting: a file's sightings go to ingest_sightings and are folded
+ * in after its last commit, see sightings.ts) and ingest_errors (unusable rows with line and reason).
  * Outcome per inbox file: ingested, already_ingested, rejected, released (stopped; resumes), or
  * retry / failed after an error (the spec's backoff; failed after its last attempt, with the error
  * kept on the inbox row, until `herald ingest PATH` or `herald queue retry ingest`).
@@ -18,6 +19,7 @@ import { displayName } from '../storage/local.ts'
 import { storeFor, type ObjectStore } from '../storage/index.ts'
 import { ingestFile, type IngestOptions, type IngestResult } from './file.ts'
 import { claim, discover, fail, IngestConflict, release, type InboxFile } from './inbox.ts'
+import { foldSightings } from './sightings.ts'
 
 // A local file must be left alone this long before it is taken: it may still be being copied in.
 const SETTLE_MS = 2000
@@ -42,6 +44,8 @@ export async function processInboxFile(db: Db, store: ObjectStore, item: InboxFi
     const result = await ingestFile(db, store, item, opts)
     if (result.outcome === 'released') await release(db, [item.id], opts.workerId)
     logResult(log, result)
+    // The file's rows and counts are committed: its sightings are folded after, outside its time.
+    if (result.outcome === 'ingested') await fold(db, log)
     return result
   } catch (err) {
     const error = errorText(err)
@@ -53,6 +57,16 @@ export async function processInboxFile(db: Db, store: ObjectStore, item: InboxFi
     if (next === 'conflict') log.warn({ file: displayName(item.uri), inbox_id: item.id, err: error }, 'ingest lost its claim')
     else log.error({ file: displayName(item.uri), inbox_id: item.id, attempt: item.attempts, next, err: error }, 'ingest failed')
     return { outcome: next, error }
+  }
+}
+
+/** Folds pending sightings (sightings.ts); a failure leaves them for the next fold. */
+export async function fold(db: Db, log: Logger) {
+  try {
+    const { files, keys } = await foldSightings(db)
+    if (files > 0) log.info({ files, keys }, 'ingest sightings folded')
+  } catch (err) {
+    log.warn({ err: errorText(err) }, 'ingest sightings not folded yet')
   }
 }
 
@@ -71,7 +85,11 @@ export function ingestEngine(config: Config, log: Logger, location = config.inbo
       if (signal.aborted) return {}
       // PGlite opened by this process alone: no other worker can be alive, whatever its lease says.
       const item = await claim(db, config.workerId, config.claimLeaseSeconds, undefined, db.kind === 'pglite')
-      if (!item) return {}
+      // Nothing to ingest: the time to fold what a process that died after a file's last commit left.
+      if (!item) {
+        await fold(db, log)
+        return {}
+      }
       // Claims go in order, so this may be a file someone named to `herald ingest` from elsewhere.
       const from = item.uri.startsWith('s3://') === location.startsWith('s3://') ? store : storeFor(item.uri, config)
       // A stop reaches the file's next batch boundary: it is released there, resumable (outcome `released`).

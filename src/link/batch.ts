@@ -69,8 +69,10 @@ export async function linkBatch(tx: Queryable, limit: number, only?: number[]): 
 }
 
 /**
- * Locks the rows' keys (link_locks, see keys.ts) without waiting; returns the rows whose keys are
- * all ours. A key with no row yet (a row ingested before link_locks existed) gets one here.
+ * Locks the rows' keys (link_locks, see keys.ts) without waiting for their holders; returns the rows
+ * whose keys are all ours. A key with no row yet gets one here: ingest writes none (issue 19), so
+ * every new person's keys start here. Inserted in one sorted order by every batch: the one wait
+ * left, for another batch inserting the same key at the same moment, cannot form a circle.
  */
 async function lockRows(tx: Queryable, claimed: LinkRow[]): Promise<LinkRow[]> {
   const ids = new Map(claimed.map((r) => [r, lockKeys(r).map(lockId)]))
@@ -80,7 +82,7 @@ async function lockRows(tx: Queryable, claimed: LinkRow[]): Promise<LinkRow[]> {
   const mine = new Set(locked.map((l) => l.key))
   if (mine.size < wanted.length) {
     // Keys not got: held by another batch, or with no row yet. Inserting the latter makes them ours;
-    // DO NOTHING skips the former without waiting for their holder.
+    // DO NOTHING skips the former without waiting for their holder (the row is deferred).
     const added = await tx.query<{ key: string }>(
       'INSERT INTO link_locks (key) SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING RETURNING key::text',
       [wanted.filter((k) => !mine.has(k))])

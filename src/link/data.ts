@@ -54,7 +54,8 @@ export function caseProps(row: LinkRow, external: string, county: County): Props
     last_name: last,
     full_name: full,
     name: full,
-    initials: first && last ? first[0] + last[0] : '',
+    // By code point: a name starting outside the basic plane (an emoji) must not give half a surrogate pair, which PostgreSQL refuses.
+    initials: first && last ? String.fromCodePoint(first.codePointAt(0)!, last.codePointAt(0)!) : '',
     name_and_id: full ? `${full} (${external})` : '',
     dob: t.date_of_birth ?? '',
     dob_known: t.date_of_birth ? 'yes' : 'no',

@@ -5,7 +5,8 @@
  * advisory locks would do, but they live in a fixed shared table (max_locks_per_transaction ×
  * connections, about 6,400 by default) that two batches of thousands of rows exhaust ("out of
  * shared memory"). Row locks cost no shared memory, so each key has a row in link_locks, written
- * when ingest stores the row, and a batch locks those rows (FOR UPDATE SKIP LOCKED).
+ * by the first link batch (or case import) that needs it, and a batch locks those rows (FOR UPDATE
+ * SKIP LOCKED).
  */
 import { createHash } from 'node:crypto'
 

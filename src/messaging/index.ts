@@ -20,6 +20,7 @@ import { jobRoutes } from './api/jobs.ts'
 import { reportRoutes } from './api/reports.ts'
 import { messagingApi } from './api/routes.ts'
 import { storeFor } from '../storage/index.ts'
+import { reportsDb } from '../db/connect.ts'
 import { KeySecrets } from './keys.ts'
 
 /** The keys of messaging, from HERALD_SECRET_KEY (or the data folder's key). */
@@ -36,8 +37,11 @@ export function messagingRoutes(config: Config, db: Db, log: Logger) {
   const region = config.exposure.defaultRegion
   const api = messagingApi({ db, dir, sealer, auth, region, emailFrom: config.email.from })
   const jobs = jobRoutes({ db, dir, sealer, auth, region, store: storeFor(config.messaging.jobStore, config) })
-  const reports = reportRoutes({ db, sealer, auth })
+  // Reports are the long reads: on a read replica when one is set, so they never slow the primary.
+  const replica = reportsDb(config, db)
+  const reports = reportRoutes({ db, reportsDb: replica.db, sealer, auth })
   return (app: FastifyInstance) => {
+    app.addHook('onClose', () => replica.close())
     void app.register(async (scope) => {
       notifyErrors(scope, log)
       authenticateFirst(scope, auth)

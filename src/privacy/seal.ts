@@ -45,7 +45,7 @@ export class Sealer {
 
   open(sealed: Buffer): string {
     if (sealed[0] !== VERSION) throw new Error(`sealed value of unknown key version ${sealed[0]}`)
-    const d = createDecipheriv('aes-256-gcm', this.encKey, sealed.subarray(1, 13))
+    const d = createDecipheriv('aes-256-gcm', this.encKey, sealed.subarray(1, 13), { authTagLength: 16 }) // a short tag is refused, not checked short
     d.setAuthTag(sealed.subarray(sealed.length - 16))
     return Buffer.concat([d.update(sealed.subarray(13, sealed.length - 16)), d.final()]).toString('utf8')
   }

@@ -7,6 +7,7 @@ import { convertRow } from '../../src/ingest/generate.ts'
 import { claim, fail, finish, IngestConflict, register, release } from '../../src/ingest/inbox.ts'
 import { processInboxFile } from '../../src/ingest/index.ts'
 import { inboxQueue } from '../../src/ingest/queue.ts'
+import { foldSightings } from '../../src/ingest/sightings.ts'
 import { createLogger } from '../../src/log.ts'
 import { storeFor, type StoredObject } from '../../src/storage/index.ts'
 import { createTestDb, type TestDb } from '../helpers/db.ts'
@@ -24,7 +25,7 @@ beforeAll(async () => {
 })
 afterAll(async () => t.drop())
 beforeEach(async () => {
-  await db.exec('TRUNCATE inbox_files, files, lab_rows, lab_row_keys, ingest_errors, queue_events RESTART IDENTITY CASCADE')
+  await db.exec('TRUNCATE inbox_files, files, lab_rows, lab_row_keys, ingest_sightings, ingest_errors, queue_events RESTART IDENTITY CASCADE')
   ;({ dir, cleanup } = tempDir())
   return cleanup
 })
@@ -47,8 +48,12 @@ describe('ingest', () => {
     expect(counts(await one(copyFixture('v2_new_records.txt', dir)))).toEqual({ rows: 3, new: 0, seen: 3, duplicate: 0, error: 0 })
     expect(counts(await one(copyFixture('v3_new_records.txt', dir)))).toEqual({ rows: 3, new: 0, seen: 3, duplicate: 0, error: 0 })
     // Stored once (rows that only add columns are kept apart, seen_before); the v2 and v3 rows leave
-    // their own checksums as keys, all last sighted by file 3.
+    // their own checksums as keys, all last sighted by file 3: so says lab_row_last_seen while the
+    // sightings wait for their fold, and lab_row_keys once they are folded.
     expect((await db.query('SELECT count(*) AS n FROM lab_rows WHERE NOT seen_before'))[0].n).toBe(3)
+    const pending = await db.query('SELECT last_file_id FROM lab_row_last_seen')
+    expect(pending.map((k) => k.last_file_id)).toEqual(Array(9).fill(3))
+    await foldSightings(db)
     const keys = await db.query('SELECT last_file_id FROM lab_row_keys')
     expect(keys.map((k) => k.last_file_id)).toEqual(Array(9).fill(3))
   })

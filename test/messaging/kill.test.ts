@@ -49,7 +49,7 @@ describe.runIf(onPostgres)('messaging engines killed at random moments, two work
     const receipts = await receiptServer(db, SECRET, 'token')
     onTestFinished(() => Promise.all([twilio.close(), vonage.close(), receipts.close()]).then(() => {}))
     const outside = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('HERALD_')))
-    const env = { ...outside, DATABASE_URL: w.t.url, HERALD_SECRET_KEY: SECRET, HERALD_LOG_LEVEL: 'silent', HERALD_POLL_INTERVAL_MS: '100',
+    const env = { ...outside, DATABASE_URL: w.t.url, HERALD_SECRET_KEY: SECRET, HERALD_FROM_SOURCE: '1', HERALD_LOG_LEVEL: 'silent', HERALD_POLL_INTERVAL_MS: '100',
       HERALD_SMS_PROVIDERS: 'twilio,vonage', HERALD_TWILIO_URL: twilio.url, HERALD_TWILIO_ACCOUNT_SID: 'ACtest', HERALD_TWILIO_AUTH_TOKEN: 'token',
       HERALD_VONAGE_URL: vonage.url, HERALD_VONAGE_API_KEY: 'vk', HERALD_VONAGE_API_SECRET: 'vs', HERALD_PUBLIC_URL: receipts.url,
       HERALD_SEND_CONCURRENCY: '8', HERALD_JOB_STORE: jobStore, HERALD_PHONE_REGION: 'US',

@@ -1,6 +1,7 @@
 /** Reports: a job's and a service's notifications as CSV, numbers decrypted row by row while kept, blank after retention; every row once across pages. */
 import { describe, expect, it } from 'vitest'
 import { parse } from 'csv-parse/sync'
+import fc from 'fast-check'
 import { createLogger } from '../../src/log.ts'
 import { jobsEngine } from '../../src/messaging/jobs/jobs.ts'
 import { REPORT_HEADER, reportCsv } from '../../src/messaging/reports/report.ts'
@@ -14,6 +15,8 @@ const log = createLogger('silent')
 const store = new LocalStore(jobStore)
 const rowsOf = (csv: string) => parse(csv, { columns: true }) as Record<string, string>[]
 const retain = (asOf: Date) => runRetention(w.t.db, { store, log, asOf })
+const HISTORY = `id, service_id, template_id, template_version, notification_type, api_key_id, key_type, job_id, job_row, reference,
+  international, status, billable_units, rate_multiplier, provider, created_at, sent_at, completed_at, updated_at`
 
 async function uploadJob(n: number) {
   const csv = ['phone number,name,ref', ...Array.from({ length: n }, (_, i) => `(212) 555-${String(2000 + i)},P${i},R${i}`)].join('\n')
@@ -87,5 +90,38 @@ describe('reports', () => {
     expect(rows.slice(shown).every((r) => r['Phone number'] === '')).toBe(true)
     expect(new Set(rows.map((r) => r['Created at'])).size).toBe(n)
     expect(ids).toHaveLength(n)
+  })
+
+  it("gives a job's rows once each, in row order, in pages of row numbers: a row never made, rows in history, a row added while it runs", async () => {
+    const jobId = await uploadJob(6) // rows 2…7
+    await w.t.db.query(`DELETE FROM notifications WHERE job_id = $1 AND job_row = 4`, [jobId])
+    await w.t.db.query(`WITH moved AS (DELETE FROM notifications WHERE job_id = $1 AND job_row < 4 RETURNING ${HISTORY})
+      INSERT INTO notification_history (${HISTORY}) SELECT ${HISTORY} FROM moved`, [jobId])
+    const csv = reportCsv(w.t.db, sealer, { serviceId: w.service.id, jobId }, 2)
+    const chunks = [(await csv.next()).value as string, (await csv.next()).value as string] // the header, then rows 2 and 3
+    await seedNotifications(w.t.db, w.service, w.template.id, [{ at: new Date(), phone: '+12125559999', jobId, jobRow: 12 }])
+    for await (const chunk of csv) chunks.push(chunk)
+    expect(rowsOf(chunks.join('')).map((r) => [r.Row, r['Phone number'], r.Job])).toEqual([
+      ['2', '', jobId], ['3', '', jobId], ['5', '(212) 555-2003', jobId], ['6', '(212) 555-2004', jobId], ['7', '(212) 555-2005', jobId],
+      ['12', "'+12125559999", jobId]])
+  })
+})
+
+describe('opening the numbers a report shows (Sealer.open)', () => {
+  const values = ['', '+12125550100', '(212) 555-0100', 'x'.repeat(16), 'y'.repeat(17), 'z'.repeat(32), 'zoë.ünï😀@example.com', 'q'.repeat(300)]
+
+  it('opens every value sealed, whatever its length and characters', () => {
+    expect(values.map((v) => sealer.open(sealer.seal(v)))).toEqual(values)
+    fc.assert(fc.property(fc.string({ unit: 'binary', maxLength: 80 }), (t) => sealer.open(sealer.seal(t)) === t))
+  })
+
+  it('throws for a value changed anywhere: its key version, nonce, text or tag; and for a shortened tag', () => {
+    const sealed = sealer.seal('+12125550100')
+    for (let at = 0; at < sealed.length; at++) {
+      const changed = Buffer.from(sealed)
+      changed[at] ^= 0x10
+      expect(() => sealer.open(changed), `byte ${at}`).toThrow()
+    }
+    expect(() => sealer.open(sealed.subarray(0, sealed.length - 4))).toThrow() // a 12-byte "tag" is not checked as one
   })
 })

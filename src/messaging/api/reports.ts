@@ -37,7 +37,8 @@ async function sendCsv(reply: FastifyReply, csv: AsyncGenerator<string>, filenam
   return reply.type('text/csv; charset=utf-8').header('content-disposition', `attachment; filename="${filename}"`).send(Readable.from(rest()))
 }
 
-export function reportRoutes(deps: { db: Db; sealer: Sealer; auth: Authenticator }) {
+/** `reportsDb`: where the CSV reports read (a read replica, or the database itself); usage reads the primary's facts. */
+export function reportRoutes(deps: { db: Db; reportsDb: Db; sealer: Sealer; auth: Authenticator }) {
   const caller = (req: FastifyRequest) => deps.auth.callerOf(req)
   return (app: FastifyInstance) => {
     app.get<{ Querystring: { year?: string } }>('/v2/usage', async (req) => {
@@ -50,7 +51,7 @@ export function reportRoutes(deps: { db: Db; sealer: Sealer; auth: Authenticator
     app.get<{ Params: { id: string } }>('/v2/jobs/:id/report', async (req, reply) => {
       const { service } = await caller(req)
       if (!UUID.test(req.params.id)) throw validation('job_id is not a valid UUID')
-      return sendCsv(reply, reportCsv(deps.db, deps.sealer, { serviceId: service.id, jobId: req.params.id.toLowerCase() }), `job-${req.params.id}.csv`)
+      return sendCsv(reply, reportCsv(deps.reportsDb, deps.sealer, { serviceId: service.id, jobId: req.params.id.toLowerCase() }), `job-${req.params.id}.csv`)
     })
 
     app.get<{ Querystring: { from?: string; to?: string } }>('/v2/reports/notifications', async (req, reply) => {
@@ -60,7 +61,7 @@ export function reportRoutes(deps: { db: Db; sealer: Sealer; auth: Authenticator
       if (!errors.length && to! < from!) errors.push('to is before from')
       if (errors.length) throw validation(errors)
       const scope: ReportScope = { serviceId: service.id, from: from!, to: to! }
-      return sendCsv(reply, reportCsv(deps.db, deps.sealer, scope), `notifications-${from}-to-${to}.csv`)
+      return sendCsv(reply, reportCsv(deps.reportsDb, deps.sealer, scope), `notifications-${from}-to-${to}.csv`)
     })
   }
 }

@@ -6,12 +6,14 @@
  * process died is taken over when the lease runs out. Done, the row is due again at the next
  * HERALD_NIGHTLY_AT in HERALD_TIMEZONE, computed in SQL from local dates, so a clock change moves
  * the instant and not the hour. nightly_runs keeps each night's summary. Facts come first so the
- * days they recompute still hold every notification.
+ * days they recompute still hold every notification. Before both, on tables partitioned by day
+ * (herald db partition-by-day), the days ahead get their partitions.
  */
 import { randomUUID } from 'node:crypto'
 import type { Db, Queryable } from '../../db/types.ts'
 import type { Engine } from '../../engine/engine.ts'
 import { claim, fail, finish, heartbeat, release } from '../../engine/queue.ts'
+import { ensureDayPartitions } from '../../db/optional/partition-by-day.ts'
 import { errorText, type Logger } from '../../log.ts'
 import type { ObjectStore } from '../../storage/types.ts'
 import { computeFacts } from '../facts/facts.ts'
@@ -50,6 +52,8 @@ export interface NightlyOptions {
   checkEveryMs?: number
   /** Retention's batch (tests). */
   batch?: number
+  /** Day partitions kept ahead of today, once the tables are partitioned (herald db partition-by-day); default 7. */
+  partitionDaysAhead?: number
 }
 
 export function nightlyEngine(opts: NightlyOptions): Engine {
@@ -77,6 +81,21 @@ export function nightlyEngine(opts: NightlyOptions): Engine {
 
   async function run(db: Db, signal: AbortSignal): Promise<Record<string, number>> {
     const { log } = opts
+    /**
+     * Partitioned tables (docs/operations.md): tomorrow's rows need their day's partition before they
+     * arrive, or they land in the DEFAULT one. Days ahead, so a night that fails here (a lock not had
+     * within its timeout) is made good by the next; it never stops facts and retention.
+     */
+    const dayPartitions = async () => {
+      try {
+        const r = await ensureDayPartitions(db, { timezone: opts.timezone, daysAhead: opts.partitionDaysAhead })
+        if (r.created.length || r.boundsDropped.length) log.info({ created: r.created, boundsDropped: r.boundsDropped }, 'nightly run: day partitions')
+        return r.created.length
+      } catch (err) {
+        log.error({ err: errorText(err) }, 'nightly run: day partitions not created; tried again next night')
+        return 0
+      }
+    }
     const [{ night }] = await db.query(`SELECT (${NIGHT})::text AS night`, params)
     // A night resumed (stopped, or taken over from a process that died) starts again: facts replace whole days, retention moves what is left.
     await db.query(`INSERT INTO nightly_runs (task, night) VALUES ('messaging', $1)
@@ -97,6 +116,7 @@ export function nightlyEngine(opts: NightlyOptions): Engine {
         stop.abort()
       }
     }
+    const partitions = await dayPartitions()
     let facts, retention
     try {
       facts = await computeFacts(db, {}, renew, stop.signal)
@@ -115,6 +135,7 @@ export function nightlyEngine(opts: NightlyOptions): Engine {
       return { [lost ? 'lost' : 'stopped']: 1 }
     }
     const summary = {
+      ...(partitions ? { partitions } : {}),
       facts,
       archived: retention.reduce((n, s) => n + s.archived, 0),
       deleted: retention.reduce((n, s) => n + s.deleted, 0),

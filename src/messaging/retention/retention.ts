@@ -5,6 +5,8 @@
  * ones are deleted. Each batch moves in one statement (DELETE … RETURNING feeding the INSERT), so a
  * reader of notifications_all_time_view sees a notification once, before or after, never twice or
  * not at all. A bulk job's file goes from the object store once its rows are past retention.
+ * The history's conflict is named by its key's constraint, not its columns: (id), or (id, created_at)
+ * once the tables are partitioned by day (src/db/optional/partition-by-day.ts); created_at never changes.
  */
 import type { Db } from '../../db/types.ts'
 import type { Logger } from '../../log.ts'
@@ -69,7 +71,7 @@ export async function runRetention(db: Db, opts: RetentionOptions): Promise<Serv
            SELECT id FROM notifications WHERE service_id = $1 AND notification_type = $2 AND created_at < $3 AND key_type <> 'test'
            ORDER BY created_at LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING ${HISTORY_COLUMNS}),
          kept AS (INSERT INTO notification_history (${HISTORY_COLUMNS}) SELECT ${HISTORY_COLUMNS} FROM moved
-           ON CONFLICT (id) DO UPDATE SET status = excluded.status, billable_units = excluded.billable_units, rate_multiplier = excluded.rate_multiplier,
+           ON CONFLICT ON CONSTRAINT notification_history_pkey DO UPDATE SET status = excluded.status, billable_units = excluded.billable_units, rate_multiplier = excluded.rate_multiplier,
              provider = excluded.provider, sent_at = excluded.sent_at, completed_at = excluded.completed_at, updated_at = excluded.updated_at,
              failure_reason = excluded.failure_reason, failure_code = excluded.failure_code
            RETURNING 1)

@@ -15,7 +15,7 @@ export function handOverQueue(engine: string, type: 'sms' | 'email'): QueueSpec 
     failedScope: `notification_type = '${type}'`,
     order: 'created_at',
     since: 'created_at',
-    // Renewed by heartbeats while a round runs: a round of 4 × concurrency notifications, each up to two provider calls.
+    // Texts are claimed a chunk at a time and offered to a provider only while their lease is live (send/engine.ts); emails renew theirs by heartbeats.
     leaseSeconds: 120,
     // Only failures where the provider surely took nothing (no connection, 429 or throttling, 5xx, an SMTP 4xx) are retried.
     retry: { maxAttempts: 10, baseSeconds: 15, factor: 2, capSeconds: 3600, jitter: 0.1 },

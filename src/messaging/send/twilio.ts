@@ -13,10 +13,13 @@ const RECIPIENT = new Set([21211, 21214, 21408, 21610, 21612, 21614, 21635])
 
 export class TwilioSms implements SmsProvider {
   readonly name = 'twilio'
-  private readonly agent = new Agent({ keepAliveTimeout: 30_000, connections: 64 })
+  private readonly agent: Agent
   private readonly auth: string
 
-  constructor(private readonly opts: { url: string; accountSid: string; authToken: string; timeoutMs: number; callbackUrl?: (id: string) => string }) {
+  constructor(private readonly opts: { url: string; accountSid: string; authToken: string; timeoutMs: number; callbackUrl?: (id: string) => string
+    /** Keep-alive connections to the provider: at least the send concurrency, or calls queue for one (default 64). */
+    connections?: number }) {
+    this.agent = new Agent({ keepAliveTimeout: 30_000, connections: opts.connections ?? 64 })
     this.auth = `Basic ${Buffer.from(`${opts.accountSid}:${opts.authToken}`).toString('base64')}`
   }
 

@@ -15,9 +15,13 @@ interface Part { status: string; 'message-id'?: string; 'error-text'?: string }
 
 export class VonageSms implements SmsProvider {
   readonly name = 'vonage'
-  private readonly agent = new Agent({ keepAliveTimeout: 30_000, connections: 64 })
+  private readonly agent: Agent
 
-  constructor(private readonly opts: { url: string; apiKey: string; apiSecret: string; timeoutMs: number; callbackUrl?: (id: string) => string }) {}
+  constructor(private readonly opts: { url: string; apiKey: string; apiSecret: string; timeoutMs: number; callbackUrl?: (id: string) => string
+    /** Keep-alive connections to the provider: at least the send concurrency, or calls queue for one (default 64). */
+    connections?: number }) {
+    this.agent = new Agent({ keepAliveTimeout: 30_000, connections: opts.connections ?? 64 })
+  }
 
   async send(sms: OutgoingSms): Promise<string> {
     const form = new URLSearchParams({
