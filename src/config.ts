@@ -39,6 +39,8 @@ export interface Config {
   workerId: string
   /** Serve engine counters at http://127.0.0.1:PORT/metrics (Prometheus text) from start and run. */
   metricsPort: number | undefined
+  /** Where /metrics, /healthz and /readyz listen (HERALD_METRICS_HOST, default loopback; 0.0.0.0 for a scraper in another container). */
+  metricsHost: string
   /** Herald's HTTP server (CommCare's case forwarder posts to /commcare/cases); off when unset. */
   httpPort: number | undefined
   /** The console at `/` of the HTTP server (HERALD_CONSOLE); unset: on in `herald start`, off in `herald run`. */
@@ -250,6 +252,7 @@ export function loadConfig(env: Env = process.env): Config {
     // sharing a host's name space are all pid 1), so the default adds a random part.
     workerId: env.HERALD_WORKER_ID || `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`,
     metricsPort: env.HERALD_METRICS_PORT ? port(env, 'HERALD_METRICS_PORT') : undefined,
+    metricsHost: env.HERALD_METRICS_HOST?.trim() || '127.0.0.1',
     httpPort: env.HERALD_HTTP_PORT ? port(env, 'HERALD_HTTP_PORT') : undefined,
     console: env.HERALD_CONSOLE?.trim() ? bool(env, 'HERALD_CONSOLE', true) : undefined,
     httpHost: env.HERALD_HTTP_HOST?.trim() || '127.0.0.1',

@@ -135,3 +135,16 @@ describe('HERALD_COMMCARE_* for a real project space', () => {
     expect(loadConfig({}).commcare.userId).toBe('herald')
   })
 })
+
+describe('the settings a fleet sizes (docs/operations.md)', () => {
+  it('has defaults for one process, and refuses a bad value naming the variable', () => {
+    const one = loadConfig({ DATABASE_URL: '' })
+    expect([one.dbPool, one.reportsDatabaseUrl, one.autoMigrate, one.metricsHost]).toEqual([8, undefined, true, '127.0.0.1'])
+    const fleet = loadConfig({ DATABASE_URL: PG, HERALD_SECRET_KEY: KEY, HERALD_DB_POOL: '4', HERALD_REPORTS_DATABASE_URL: `${PG}_replica`,
+      HERALD_AUTO_MIGRATE: 'off', HERALD_METRICS_HOST: '0.0.0.0' })
+    expect([fleet.dbPool, fleet.reportsDatabaseUrl, fleet.autoMigrate, fleet.metricsHost]).toEqual([4, `${PG}_replica`, false, '0.0.0.0'])
+    expect(() => loadConfig({ HERALD_DB_POOL: '0' })).toThrow(/^HERALD_DB_POOL: must be at least 1/)
+    expect(() => loadConfig({ HERALD_AUTO_MIGRATE: 'sometimes' })).toThrow(/^HERALD_AUTO_MIGRATE: must be on or off/)
+    expect(() => loadConfig({ HERALD_REPORTS_DATABASE_URL: 'mysql://x' })).toThrow(/^HERALD_REPORTS_DATABASE_URL/)
+  })
+})

@@ -220,7 +220,7 @@ export async function runCommand(opts: { engines?: string; untilIdle?: boolean; 
     const loops = new EngineLoops(engines.map((e) => e.name))
     const health = new Health(db, { loops: engines.length ? loops : undefined, stallMs: Math.max(STALL_POLLS * config.pollIntervalMs, STALL_MIN_MS) })
     const counters = new Counters()
-    const metrics = config.metricsPort ? await serveMetrics(counters, config.metricsPort, '127.0.0.1', db, health) : undefined
+    const metrics = config.metricsPort ? await serveMetrics(counters, config.metricsPort, config.metricsHost, db, health) : undefined
     const routes: Routes[] = [messagingRoutes(config, db, log)]
     const withConsole = Boolean(httpPort) && (config.console ?? serve)
     if (withConsole) routes.push(consoleFor(config, db, log))
