@@ -13,7 +13,7 @@ import { startLookupSandbox } from '../../src/sandbox/lookup/server.ts'
 import { startVerificationSandbox } from '../../src/sandbox/verification/server.ts'
 import { linkRows } from '../helpers/casesync.ts'
 import { createTestDb, onPostgres, type TestDb } from '../helpers/db.ts'
-import { SECRET } from '../helpers/exposure.ts'
+import { lookupPhone, SECRET } from '../helpers/exposure.ts'
 import { row, tempDir } from '../helpers/files.ts'
 import { count, loadCounties } from '../helpers/link.ts'
 
@@ -30,8 +30,6 @@ afterAll(async () => {
   tmp.cleanup()
 })
 
-/** Phones by the lookup sandbox's ranges: mostly mobile, some landline, invalid, 429 once, 500 once. */
-const phoneOf = (i: number) => `555${String(i).padStart(3, '0')}${[0, 1, 2, 3, 4, 0, 1, 5, 80, 85, 90][i % 11]}`.padEnd(10, '1')
 
 describe.runIf(onPostgres)('exposure killed at random moments (PostgreSQL)', () => {
   it('never texts a phone twice, and brings every eligible person to issued or not sent', { timeout: 600_000 }, async () => {
@@ -52,7 +50,7 @@ describe.runIf(onPostgres)('exposure killed at random moments (PostgreSQL)', () 
           // People keep arriving: some crashes land in intake too.
           await linkRows(t.db, tmp.dir, Array.from({ length: 6 }, () => {
             const k = people++
-            return row(3, { PIDPATIENTKEY: `CRASH-${k}`, PIDCOUNTYCODE: '1', PIDHOMEPHONE: phoneOf(k) })
+            return row(3, { PIDPATIENTKEY: `CRASH-${k}`, PIDCOUNTYCODE: '1', PIDHOMEPHONE: lookupPhone(k) })
           }))
         }
         const child = spawn(process.execPath, [BIN, ...engines], { env, stdio: ['ignore', 'ignore', 'pipe'] })

@@ -27,7 +27,7 @@ import { startSmsSandbox, type SmsLedgerEntry } from '../../src/sandbox/sms/serv
 import { startVerificationSandbox } from '../../src/sandbox/verification/server.ts'
 import { labResults, patients, startSandbox } from '../helpers/casesync.ts'
 import { createTestDb, onPostgres, type TestDb } from '../helpers/db.ts'
-import { SECRET } from '../helpers/exposure.ts'
+import { lookupPhone, SECRET } from '../helpers/exposure.ts'
 import { exportText, row, tempDir } from '../helpers/files.ts'
 import { BIN, Worker, freePort, killSeed, receiptServer, settled, sleep } from '../helpers/kill.ts'
 import { count, loadCounties } from '../helpers/link.ts'
@@ -53,8 +53,6 @@ afterAll(async () => {
   tmp.cleanup()
 })
 
-/** Phones by the lookup sandbox's ranges (as test/exposure/kill.test.ts): mostly mobile, some landline, invalid, 429 once, 500 once. */
-const exposurePhone = (i: number) => `555${String(i).padStart(3, '0')}${[0, 1, 2, 3, 4, 0, 1, 5, 80, 85, 90][i % 11]}`.padEnd(10, '1')
 /** A number the SMS sandbox delivers to (its last four pick the fate: 10xx–69xx delivered), one per text. */
 const smsPhone = (k: number) => `+1 212 ${201 + Math.floor(k / 100)} ${10 + (k % 60)}${String(k % 100).padStart(2, '0')}`
 
@@ -141,7 +139,7 @@ describe.runIf(onPostgres)('a fleet of five processes killed at random (PostgreS
         if (exports < EXPORTS && Date.now() - lastExport > (FLEET_SECONDS * 600) / EXPORTS) {
           const rows = Array.from({ length: ROWS_PER_EXPORT }, () => {
             const k = people++
-            return row(3, { PIDPATIENTKEY: `FLEET-${k}`, PIDCOUNTYCODE: '1', PIDHOMEPHONE: exposurePhone(k), OBRACCESSIONNUM: `FLEETACC${k}` })
+            return row(3, { PIDPATIENTKEY: `FLEET-${k}`, PIDCOUNTYCODE: '1', PIDHOMEPHONE: lookupPhone(k), OBRACCESSIONNUM: `FLEETACC${k}` })
           })
           const name = `fleet-${exports++}.txt`
           writeFileSync(join(staging, name), exportText(3, rows))

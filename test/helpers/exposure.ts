@@ -55,6 +55,9 @@ export async function exposureWorld(opts: {
 }
 
 /** Retries waiting in the future are due now (tests do not wait out backoffs). */
+/** A phone in the lookup sandbox's ranges by i: mostly mobile, some landline, invalid, a 429 once, a 500 once (src/sandbox/lookup/README.md). */
+export const lookupPhone = (i: number) => `555${String(i).padStart(3, '0')}${[0, 1, 2, 3, 4, 0, 1, 5, 80, 85, 90][i % 11]}`.padEnd(10, '1')
+
 export const dueNow = (db: Db) => db.query('UPDATE exposure_notices SET retry_at = now() WHERE retry_at IS NOT NULL')
 
 export const states = async (db: Db) =>
