@@ -16,11 +16,15 @@ export interface Migration {
   sql: string
 }
 
+// Read once per process: the files are part of the release, and /readyz asks on every probe.
+let read: Migration[] | undefined
+
 export function migrations(): Migration[] {
-  return readdirSync(DIR)
+  read ??= readdirSync(DIR)
     .filter((f) => /^\d+_.+\.sql$/.test(f))
     .sort()
     .map((f) => ({ version: Number.parseInt(f, 10), name: f.replace(/\.sql$/, ''), sql: readFileSync(DIR + f, 'utf8') }))
+  return read
 }
 
 /** Applies what is missing; returns the names applied. */

@@ -27,7 +27,8 @@ export interface TestDb {
   drop(): Promise<void>
 }
 
-async function admin<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
+/** A statement on the server's maintenance connection (CREATE/DROP DATABASE…). */
+export async function admin<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
   const c = new pg.Client({ connectionString: process.env.DATABASE_URL })
   await c.connect()
   try {

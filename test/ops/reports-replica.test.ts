@@ -5,7 +5,6 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { FastifyInstance } from 'fastify'
-import pg from 'pg'
 import { parse } from 'csv-parse/sync'
 import { loadConfig } from '../../src/config.ts'
 import { startHttpServer } from '../../src/http/server.ts'
@@ -13,24 +12,15 @@ import { createLogger } from '../../src/log.ts'
 import { messagingRoutes } from '../../src/messaging/index.ts'
 import { KeySecrets } from '../../src/messaging/keys.ts'
 import { createKey, createService, createTemplate } from '../../src/messaging/services.ts'
-import { createTestDb, onPostgres, TEST_SECRET_KEY, type TestDb } from '../helpers/db.ts'
+import { admin, createTestDb, onPostgres, TEST_SECRET_KEY, type TestDb } from '../helpers/db.ts'
 import { seedNotifications } from '../helpers/notifications.ts'
 import { createSigner } from 'fast-jwt'
 
-const ADMIN = process.env.DATABASE_URL
 let t: TestDb
 let replica: string
 const servers: FastifyInstance[] = []
 
-async function admin(sql: string) {
-  const c = new pg.Client({ connectionString: ADMIN })
-  await c.connect()
-  try {
-    await c.query(sql)
-  } finally {
-    await c.end()
-  }
-}
+const sql = (text: string) => admin((c) => c.query(text))
 
 beforeAll(async () => {
   if (!onPostgres) return
@@ -38,7 +28,7 @@ beforeAll(async () => {
 })
 afterAll(async () => {
   for (const s of servers) await s.close()
-  if (replica) await admin(`DROP DATABASE IF EXISTS ${replica} WITH (FORCE)`)
+  if (replica) await sql(`DROP DATABASE IF EXISTS ${replica} WITH (FORCE)`)
   await t?.drop()
 })
 
@@ -54,8 +44,8 @@ describe.skipIf(!onPostgres)('reports on a read replica (PostgreSQL: PGlite has 
     // The copy: CREATE DATABASE … TEMPLATE needs the primary without connections for a moment.
     const primary = new URL(t.url!).pathname.slice(1)
     replica = `${primary}_replica`
-    await admin(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '${primary}' AND pid <> pg_backend_pid()`)
-    await admin(`CREATE DATABASE ${replica} TEMPLATE ${primary}`)
+    await sql(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '${primary}' AND pid <> pg_backend_pid()`)
+    await sql(`CREATE DATABASE ${replica} TEMPLATE ${primary}`)
     await seedNotifications(t.db, service, template.id, [3, 4].map((i) => ({ at: at(i), phone: `+121255500${10 + i}` })))
 
     const readOnly = new URL(t.url!)
