@@ -9,6 +9,29 @@ import type { Db, Queryable, Row } from './types.ts'
 // bigint (ids, counts) as JS numbers: Herald's ids and counts stay far below 2^53.
 pg.types.setTypeParser(20, (v) => Number(v))
 
+/**
+ * Two statements that lock overlapping rows in different orders (a finish and a hold over the same
+ * texts after a lease ran out; an operator's UPDATE across a busy table) deadlock, and PostgreSQL
+ * aborts one of them. A statement run on its own (autocommit) that was aborted so had no effect at
+ * all, so it is simply run again: a finish lost that way would leave texts already handed over with
+ * no provider reference. Inside a transaction this cannot be done here (the transaction is aborted):
+ * the caller retries the whole transaction, as link's batches do.
+ */
+const DEADLOCK = '40P01'
+const DEADLOCK_TRIES = 4
+
+async function againOnDeadlock<T>(run: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await run()
+    } catch (err) {
+      if ((err as { code?: string }).code !== DEADLOCK || attempt >= DEADLOCK_TRIES) throw err
+      // The other party holds its locks until it ends: wait a moment, more each time, jittered.
+      await new Promise((resolve) => setTimeout(resolve, attempt * (20 + Math.random() * 30)))
+    }
+  }
+}
+
 function queryable(client: pg.PoolClient | pg.Pool, useCopy: boolean): Queryable {
   return {
     async query<R extends Row>(sql: string, params: unknown[] = []) {
@@ -58,9 +81,10 @@ export class PostgresDb implements Db {
    */
   query<R extends Row = Row>(sql: string, params?: unknown[]) {
     if (this.kind === 'pglite-server' && params?.length) return this.transaction((tx) => tx.query<R>(sql, params))
-    return this.base.query<R>(sql, params)
+    return againOnDeadlock(() => this.base.query<R>(sql, params))
   }
   exec(sql: string) {
+    // Not retried: a script may commit part of its work before a later statement is aborted.
     return this.base.exec(sql)
   }
   async copyInto(table: string, columns: string[], rows: unknown[][]) {
