@@ -138,6 +138,8 @@ export interface CommCareConfig {
   timeoutMs: number
   /** Seconds between polls of a domain for changes. */
   pollSeconds: number
+  /** Domains polled at once by one worker. */
+  pollConcurrency: number
   /** Basic auth CommCare's case forwarder must send to POST /commcare/cases; no forwarder when unset. */
   forwarder: { user: string; password: string } | undefined
   /**
@@ -417,6 +419,7 @@ function commcareConfig(env: Env): CommCareConfig {
     concurrency: int(env, 'HERALD_COMMCARE_CONCURRENCY', 16, 1),
     timeoutMs: int(env, 'HERALD_COMMCARE_TIMEOUT_MS', 30_000, 100),
     pollSeconds: int(env, 'HERALD_COMMCARE_POLL_SECONDS', 60, 1),
+    pollConcurrency: int(env, 'HERALD_COMMCARE_POLL_CONCURRENCY', 4, 1),
     forwarder: fwdUser && fwdPassword ? Object.freeze({ user: fwdUser, password: fwdPassword }) : undefined,
     labResultIndex: oneOf(env, 'HERALD_COMMCARE_LAB_RESULT_INDEX', ['child', 'extension'] as const, 'child'),
     formName: env.HERALD_COMMCARE_FORM_NAME?.trim() || 'Herald case sync',

@@ -24,9 +24,11 @@ export function casesyncOutEngine(config: Config, log: Logger, client: CommCareC
 }
 
 /**
- * Each round polls every participating domain that is due, one claimed cursor at a time, until none
- * is or it is stopped. Outcomes: importCase's, and `poll_failed` for each poll that failed (backed
- * off; `herald run --until-idle` exits non-zero on it).
+ * Each round polls every participating domain that is due, `pollConcurrency` domains at a time
+ * (HERALD_COMMCARE_POLL_CONCURRENCY: a poll mostly waits on CommCare, and one domain at a time fell
+ * behind the poll interval with New York's 56 domains), each claimed cursor by one loop, until none
+ * is due or it is stopped. Outcomes: importCase's, and `poll_failed` for each poll that failed
+ * (backed off; `herald run --until-idle` exits non-zero on it).
  */
 export function casesyncInEngine(config: Config, log: Logger, client: CommCareClient): Engine {
   return {
@@ -39,19 +41,23 @@ export function casesyncInEngine(config: Config, log: Logger, client: CommCareCl
       const opts = { worker: config.workerId, pollSeconds: config.commcare.pollSeconds, pullSince: config.commcare.pullSince, signal }
       const total: Record<string, number> = {}
       // Each domain at most once a round, whatever its retry_at says after (a 429 may ask for no wait at all).
+      // The loops share `left`; the claim's lease keeps two of them from taking one domain.
       const left = new Set(domains)
-      for (let cursor; !signal.aborted && left.size > 0 && (cursor = await claimCursor(db, config.workerId, [...left]));) {
-        const domain = cursor.domain
-        left.delete(domain)
-        try {
-          const counts = await pollCursor(db, client, cursor, counties, opts)
-          for (const [k, n] of Object.entries(counts)) total[k] = (total[k] ?? 0) + n
-        } catch (err) {
-          const status = err instanceof CommCareError ? err.status : undefined
-          log.warn({ domain, status, err: status === undefined ? errorText(err) : undefined }, 'polling CommCare failed; next poll will try again')
-          total.poll_failed = (total.poll_failed ?? 0) + 1
+      const loop = async () => {
+        for (let cursor; !signal.aborted && left.size > 0 && (cursor = await claimCursor(db, config.workerId, [...left]));) {
+          const domain = cursor.domain
+          left.delete(domain)
+          try {
+            const counts = await pollCursor(db, client, cursor, counties, opts)
+            for (const [k, n] of Object.entries(counts)) total[k] = (total[k] ?? 0) + n
+          } catch (err) {
+            const status = err instanceof CommCareError ? err.status : undefined
+            log.warn({ domain, status, err: status === undefined ? errorText(err) : undefined }, 'polling CommCare failed; next poll will try again')
+            total.poll_failed = (total.poll_failed ?? 0) + 1
+          }
         }
       }
+      await Promise.all(Array.from({ length: Math.min(config.commcare.pollConcurrency, domains.length) }, loop))
       const changed = Object.entries(total).filter(([k]) => k !== 'unchanged' && k !== 'ignored')
       if (changed.length > 0) log.info(total, 'pulled changes from CommCare')
       return total

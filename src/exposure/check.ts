@@ -8,11 +8,9 @@
  */
 import type { ExposureConfig } from '../config.ts'
 import type { Db } from '../db/types.ts'
-import { heartbeat } from '../engine/queue.ts'
 import { ServiceError, type LineType, type LookupClient } from './clients.ts'
 import { normalisePhone, type ExposureKeys } from './keys.ts'
 import type { Change, Notice } from './notices.ts'
-import { checkQueue } from './queue.ts'
 import { optedOutAnywhere } from '../messaging/inbound/optouts.ts'
 
 /** Not sent: the resident replied STOP to a service of the department (src/messaging/inbound/optouts.ts). */
@@ -22,10 +20,13 @@ const VOIP = new Set(['fixedVoip', 'nonFixedVoip'])
 
 /**
  * Decides each notice, `lookupConcurrency` at a time. Told to stop, it starts no more: the notices
- * not started are returned in `unstarted`, for the caller to release.
+ * not started are returned in `unstarted`, for the caller to release. A lookup starts only before
+ * `until` (ms): the claim's lease end as this process sees it, less the lookup's timeout, so every
+ * lookup ends while the notice is still this worker's (a lookup another worker took over would be
+ * paid twice; nothing is texted here). A notice reached after it is returned in `unstarted` too.
  */
 export async function checkPhones(
-  db: Db, notices: Notice[], config: ExposureConfig, key: ExposureKeys, lookup: LookupClient | undefined, worker: string, signal: AbortSignal,
+  db: Db, notices: Notice[], config: ExposureConfig, key: ExposureKeys, lookup: LookupClient | undefined, until: number, signal: AbortSignal,
 ): Promise<{ changes: Change[]; unstarted: Notice[] }> {
   const e164 = new Map(notices.map((n) => [n.id, n.phone ? normalisePhone(n.phone, config.defaultRegion) : null]))
   // Cache rows and uuids made before migration 014 keep their key (keys.ts says how).
@@ -36,6 +37,7 @@ export async function checkPhones(
   const optedOut = await optedOutAnywhere(db, [...new Set([...e164.values()].filter((p): p is string => !!p))].map((p) => key.optOutHash(p)))
   const fresh = new Map<string, LineType>() // by hash: two people may share a number
 
+  const late: Notice[] = []
   const decide = async (n: Notice): Promise<Change | undefined> => {
     const phone = e164.get(n.id)
     if (!n.phone) return { id: n.id, state: 'not_sent', reason: 'no_phone', event: { kind: 'not_sent', detail: { reason: 'no_phone' } } }
@@ -44,10 +46,10 @@ export async function checkPhones(
     const hash = hashOf(phone)
     let answer = known.get(hash.toString('hex'))
     if (!answer && lookup) {
-      // A lookup only for a notice this worker still holds (renewing its lease for the call): one
-      // another worker took over after our lease ran out is its to check. Nothing is texted here,
-      // so this saves a paid lookup rather than a second text.
-      if (!(await heartbeat(db, checkQueue, worker, [n.id])).has(n.id)) return undefined
+      if (Date.now() > until) {
+        late.push(n)
+        return undefined
+      }
       try {
         answer = await lookup.lineType(phone)
         fresh.set(hash.toString('hex'), answer)
@@ -92,5 +94,5 @@ export async function checkPhones(
        ON CONFLICT (phone_hash) DO UPDATE SET valid = excluded.valid, line_type = excluded.line_type, checked_at = now()`,
       [[...fresh.keys()], [...fresh.values()].map((a) => a.valid), [...fresh.values()].map((a) => a.lineType)])
   }
-  return { changes, unstarted: notices.slice(next) }
+  return { changes, unstarted: [...late, ...notices.slice(next)] }
 }

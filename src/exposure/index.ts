@@ -8,6 +8,7 @@
  */
 import type { Config } from '../config.ts'
 import type { Engine } from '../engine/engine.ts'
+import { leaseEnd } from '../engine/queue.ts'
 import type { Logger } from '../log.ts'
 import { secretKey } from '../privacy/keys.ts'
 import { checkPhones } from './check.ts'
@@ -31,9 +32,10 @@ export function exposureEngines(config: Config, log: Logger, services: { lookup?
     name: 'exposure-check',
     batchSize: cfg.lookupConcurrency * 4,
     async step(db, signal) {
+      const until = leaseEnd(checkQueue) - config.commcare.timeoutMs
       const notices = await claimNotices(db, checkQueue, worker, cfg.lookupConcurrency * 4)
       if (notices.length === 0) return {}
-      const { changes, unstarted } = await checkPhones(db, notices, cfg, key, services.lookup, worker, signal)
+      const { changes, unstarted } = await checkPhones(db, notices, cfg, key, services.lookup, until, signal)
       const counts = await record(db, checkQueue, worker, changes)
       if (unstarted.length > 0) counts.released = await releaseNotices(db, checkQueue, worker, unstarted)
       return counts

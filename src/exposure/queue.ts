@@ -29,8 +29,9 @@ const notices = (engine: string, state: string, failedScope: string): QueueSpec 
   ready: `state = '${state}'`,
   order: 'id',
   since: 'updated_at',
-  // Longer than a lookup or a batch-issue request can take (their timeout): the effect gate renews
-  // it before each, so a request never outlives its lease.
+  // Longer than a lookup or a batch-issue request can take (their timeout): issue's effect gate renews
+  // it before each request; check starts a lookup only while the lease, as it sees it, outlasts the
+  // lookup's timeout (check.ts). Either way a request never outlives its lease.
   leaseSeconds: 300,
   // 30 s doubling, at most an hour; twelve attempts ≈ 5.5 hours of an outage before "not sent".
   // Each step has its own twelve: finish() resets attempts when a notice moves on (notices.ts).

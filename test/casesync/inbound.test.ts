@@ -126,6 +126,21 @@ describe('inbound case sync', () => {
     expect(await count(db, 'commcare_cursors', 'claimed_by IS NULL AND retry_at IS NULL')).toBe(domains.length)
   })
 
+  it('polls HERALD_COMMCARE_POLL_CONCURRENCY domains at once, each once a round', async () => {
+    const s = await startSandbox({ latencyMs: 150 })
+    for (const [setting, most] of [['1', 1], ['4', 4]] as const) {
+      await db.query('UPDATE commcare_cursors SET retry_at = NULL')
+      s.stats.maxInFlight = 0
+      const cs = casesync(s, { HERALD_COMMCARE_POLL_CONCURRENCY: setting })
+      const before = s.stats.requests
+      await cs.in.step(db, new AbortController().signal)
+      const domains = await count(db, 'commcare_cursors')
+      expect(domains).toBeGreaterThan(4)
+      expect(s.stats.requests - before).toBe(domains) // one page each, every domain once
+      expect(s.stats.maxInFlight).toBe(most)
+    }
+  })
+
   it('updates a known case with what investigators wrote, without importing its new lab results', async () => {
     const s = await startSandbox()
     const cs = casesync(s)

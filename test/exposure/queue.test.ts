@@ -6,7 +6,7 @@ import type { Db } from '../../src/db/types.ts'
 import { events, failedRows, retry } from '../../src/engine/queue.ts'
 import { issueBatch } from '../../src/exposure/issue.ts'
 import { claimNotices, record } from '../../src/exposure/notices.ts'
-import { intakeQueue, issueQueue } from '../../src/exposure/queue.ts'
+import { checkQueue, intakeQueue, issueQueue } from '../../src/exposure/queue.ts'
 import { linkRows } from '../helpers/casesync.ts'
 import { dueNow, exposureWorld, states } from '../helpers/exposure.ts'
 import { row } from '../helpers/files.ts'
@@ -99,6 +99,18 @@ describe('exposure on the work queue', () => {
     expect(w.lookup.stats.requests).toBe(1)
     expect(await db.query(`SELECT state, count(*)::int AS n FROM exposure_notices WHERE claimed_by IS NULL GROUP BY 1 ORDER BY 1`))
       .toEqual([{ state: 'pending', n: 3 }, { state: 'phone_checked', n: 1 }])
+  })
+
+  it('starts no lookup its lease (as this worker sees it) may not outlast, and gives those notices back', async () => {
+    // A lookup may take the whole timeout: with one as long as the lease, none can start in time.
+    const w = await exposureWorld({ env: { HERALD_COMMCARE_TIMEOUT_MS: String(checkQueue.leaseSeconds * 1000) } })
+    await linkRows(db, dir, mobiles(4, 1350))
+    const a = w.worker('A')
+    await a.intake.step(db, live())
+    expect(await a.check.step(db, live())).toEqual({ released: 4 })
+    expect(w.lookup.stats.requests).toBe(0)
+    expect(await db.query(`SELECT state, count(*)::int AS n FROM exposure_notices WHERE claimed_by IS NULL AND attempts = 0 GROUP BY 1`))
+      .toEqual([{ state: 'pending', n: 4 }])
   })
 
   it('backs off a mark that fails at intake while the others become notices, and fails it for good after its attempts', async () => {

@@ -10,7 +10,7 @@
  * temporary-failure). Test keys never reach a provider: their outcome is simulated by number.
  */
 import type { Engine } from '../../engine/engine.ts'
-import { claim, fail, finish, release, type QueueSpec } from '../../engine/queue.ts'
+import { claim, fail, finish, leaseEnd, release, type QueueSpec } from '../../engine/queue.ts'
 import type { Db, Queryable } from '../../db/types.ts'
 import type { Logger } from '../../log.ts'
 import type { Sealer } from '../../privacy/seal.ts'
@@ -27,8 +27,6 @@ import { sendQueue } from './queue.ts'
 const TIMEOUT_HOURS = 72
 // Chunks a round claims at most before it returns its counts to the runner.
 const ROUND_CHUNKS = 64
-// A text is offered to a provider no later than this before its lease ends (a quarter of shorter leases): clocks, a slow call's start.
-const LEASE_MARGIN_MS = 5000
 
 /** Test keys: a number ending 0002 fails for good, 0003 fails for now, any other is delivered (as GOV.UK Notify's 7700900002/3). */
 export function simulatedStatus(e164: string): 'delivered' | 'permanent-failure' | 'temporary-failure' {
@@ -121,8 +119,7 @@ export function sendEngine(opts: { providers: SmsProvider[]; sealer: Sealer; reg
           reorder = false
           order = await providerOrder(db, providers.map((p) => p.name), opts.recoverySeconds)
         }
-        // The lease's end as this process sees it, taken before the claim so it is never late.
-        const until = Date.now() + spec.leaseSeconds * 1000 - Math.min(LEASE_MARGIN_MS, spec.leaseSeconds * 250)
+        const until = leaseEnd(spec)
         // The effect gate, in the claim: the rows it returns are this worker's and already `sending`,
         // so no other worker can claim them again, whatever becomes of this one.
         const rows = await claim(db, spec, workerId, chunk, { hold: `status = 'sending', updated_at = now()`, returning: CLAIMED })

@@ -32,7 +32,7 @@ export interface CommCareSandboxOptions {
 export interface CommCareSandbox {
   readonly url: string
   knobs: { latencyMs: number; failureRate: number; rateLimit?: RateLimit }
-  readonly stats: { requests: number; submissions: number; rejected: number; status429: number; status5xx: number }
+  readonly stats: { requests: number; submissions: number; rejected: number; status429: number; status5xx: number; inFlight: number; maxInFlight: number }
   cases(domain?: string): SandboxCase[]
   getCase(domain: string, caseId: string): SandboxCase | undefined
   edit(domain: string, caseId: string, properties: Record<string, string>, opts?: { closed?: boolean }): SandboxCase
@@ -55,7 +55,7 @@ export async function startCommCareSandbox(opts: CommCareSandboxOptions): Promis
   const forwarder = opts.forwardTo ? new Forwarder(opts.forwardTo) : undefined
   const store = new CaseStore(countyLookup(countyList), (c) => forwarder?.send(c))
   const app = Fastify({ logger: false, forceCloseConnections: true, bodyLimit: 16 * 1024 * 1024, routerOptions: { ignoreTrailingSlash: true, maxParamLength: 500 } })
-  const stats = { requests: 0, submissions: 0, rejected: 0, status429: 0, status5xx: 0 }
+  const stats = { requests: 0, submissions: 0, rejected: 0, status429: 0, status5xx: 0, inFlight: 0, maxInFlight: 0 }
   const sandbox: CommCareSandbox = {
     url: '',
     knobs: { latencyMs: opts.latencyMs ?? 0, failureRate: opts.failureRate ?? 0, rateLimit: opts.rateLimit },
@@ -99,6 +99,8 @@ function knobs(app: FastifyInstance, sandbox: CommCareSandbox, opts: CommCareSan
   app.addHook('onRequest', async (req, reply) => {
     if (!isApi(req.url)) return
     stats.requests++
+    // API requests answered at once (a client's concurrency, seen from here), and the most there were.
+    stats.maxInFlight = Math.max(stats.maxInFlight, ++stats.inFlight)
     if (req.headers.authorization !== expected) return reply.code(401).send({ error: 'Authorization: ApiKey <user>:<key> required' })
     const rl = sandbox.knobs.rateLimit
     if (rl && rl.burst > 0 && counted++ % (rl.every + rl.burst) >= rl.every) {
@@ -115,6 +117,7 @@ function knobs(app: FastifyInstance, sandbox: CommCareSandbox, opts: CommCareSan
   })
   app.addHook('onResponse', async (req, reply) => {
     if (!isApi(req.url)) return
+    stats.inFlight--
     if (reply.statusCode === 429) stats.status429++
     if (reply.statusCode >= 500) stats.status5xx++
   })
