@@ -15,7 +15,7 @@ import type { Engine } from '../engine/engine.ts'
 import { claimInTx, fail } from '../engine/queue.ts'
 import type { Config } from '../config.ts'
 import { errorText, type Logger } from '../log.ts'
-import { linkBatch, type BatchResult } from './batch.ts'
+import { linkBatch, prepareLocks, type BatchResult } from './batch.ts'
 import { NoCountyList } from './counties.ts'
 import { linkQueue } from './queue.ts'
 
@@ -39,6 +39,7 @@ function tally(result: BatchResult): Record<string, number> {
 export async function linkOnce(db: Db, limit: number, log: Logger, signal?: AbortSignal): Promise<Record<string, number>> {
   for (let attempt = 1; ; attempt++) {
     try {
+      await prepareLocks(db, limit)
       return tally(await db.transaction((tx) => linkBatch(tx, limit)))
     } catch (err) {
       if (err instanceof NoCountyList) throw err

@@ -1,5 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { Db } from '../../src/db/types.ts'
+import { linkBatch, prepareLocks } from '../../src/link/batch.ts'
+import { linkOnce } from '../../src/link/index.ts'
+import { createLogger } from '../../src/log.ts'
 import { createTestDb, onPostgres, type TestDb } from '../helpers/db.ts'
 import { exportText, row, tempDir, writeExport } from '../helpers/files.ts'
 import { ingestPath } from '../helpers/ingest.ts'
@@ -54,5 +57,36 @@ describe.runIf(onPostgres)('four link workers on rows of the same people (Postgr
     const decided = await t.db.query(`SELECT count(DISTINCT lab_row_id)::int AS rows, count(*) FILTER (WHERE kind IN ('person_matched', 'person_created'))::int AS found
       FROM link_events`)
     expect(decided).toEqual([{ rows: 480, found: 480 }])
+  })
+
+  it('a batch with rows of a new person another batch holds defers them without waiting for it', { timeout: 30_000 }, async () => {
+    const { dir, cleanup } = tempDir()
+    // One new person, two rows: the first batch takes one, the second batch the other.
+    const rows = [0, 1].map((r) => row(3, { PIDPATIENTKEY: 'NEW-1', PIDLASTNAME: 'WAITLESS', PIDFIRSTNAME: 'ADA',
+      PIDDATEOFBIRTH: '02FEB1961:00:00:00.000000', PIDCOUNTYCODE: '1', OBRACCESSIONNUM: `NW-${r}`, MSHMESSAGEMASTERKEY: `NW-${r}` }))
+    await ingestPath(t.db, writeExport(dir, 'new.txt', exportText(3, rows)))
+    cleanup()
+    const other = t.connectAgain()
+    // Worker A, as linkOnce runs a batch: the keys first, then the batch's transaction, held open.
+    await prepareLocks(t.db, 1)
+    let release!: () => void
+    const held = new Promise<void>((r) => (release = r))
+    let holding!: () => void
+    const holds = new Promise<void>((r) => (holding = r))
+    const a = t.db.transaction(async (tx) => {
+      const result = await linkBatch(tx, 1)
+      holding()
+      await held
+      return result
+    })
+    await holds
+    // Worker B meanwhile: its row's keys are A's, committed and locked: deferred at once. Had A inserted
+    // them in its transaction, B's insert of the same keys would wait for A to commit.
+    const b = await Promise.race([linkOnce(other, 10, createLogger('silent')), new Promise((r) => setTimeout(() => r('waited'), 10_000))])
+    release()
+    expect((await a).outcomes.size).toBe(1)
+    expect(b).toEqual({ deferred: 1 })
+    expect(await linkAll(other)).toMatchObject({ linked: 1 })
+    expect(await count(t.db, 'people', "match_last = 'WAITLESS'")).toBe(1)
   })
 })
