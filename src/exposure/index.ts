@@ -32,6 +32,8 @@ export function exposureEngines(config: Config, log: Logger, services: { lookup?
     name: 'exposure-check',
     batchSize: cfg.lookupConcurrency * 4,
     async step(db, signal) {
+      // The last moment a lookup may start: its lease's end less the lookup's timeout (run.ts gives the
+      // lookup client HERALD_COMMCARE_TIMEOUT_MS, as every outside client), read before the claim.
       const until = leaseEnd(checkQueue) - config.commcare.timeoutMs
       const notices = await claimNotices(db, checkQueue, worker, cfg.lookupConcurrency * 4)
       if (notices.length === 0) return {}
