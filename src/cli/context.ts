@@ -21,9 +21,9 @@ export async function withDb<T>(fn: (ctx: Context) => Promise<T>, opts: { serve?
   const log = createLogger(config.logLevel)
   const db = await connect(config, opts)
   try {
-    if (opts.migrating) { /* the command migrates, and says what it applied */ }
-    else if (config.autoMigrate) await migrate(db)
-    else {
+    // `herald migrate` applies what is pending itself, and says what it applied.
+    if (!opts.migrating && config.autoMigrate) await migrate(db)
+    if (!opts.migrating && !config.autoMigrate) {
       const pending = await pendingMigrations(db)
       if (pending.length) throw new Error(`the database is behind this release: ${pending.length} migration(s) pending (${pending.join(', ')}); run herald migrate first`)
     }

@@ -196,7 +196,6 @@ export class RunFailed extends Error {
 
 /** What a process runs: the HTTP server (API, console, webhooks, forwarder), the engines, or both. */
 export type Role = 'api' | 'engines' | 'all'
-export const ROLES: Role[] = ['api', 'engines', 'all']
 
 /** An engine whose loop has not come round for this many poll intervals (at least a minute) fails /readyz. */
 const STALL_POLLS = 12

@@ -3,34 +3,27 @@
  * and posted forms are not yet recorded, then run again: every case is in CommCare once, none twice.
  * PostgreSQL only: PGlite keeps its database inside the process that was killed.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { spawn, execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { join } from 'node:path'
 import { labResults, linkRows, patients, startSandbox } from '../helpers/casesync.ts'
-import { createTestDb, onPostgres, type TestDb } from '../helpers/db.ts'
-import { row, tempDir } from '../helpers/files.ts'
+import { onPostgres } from '../helpers/db.ts'
+import { BIN, processWorld } from '../helpers/kill.ts'
+import { row } from '../helpers/files.ts'
 import { count, loadCounties } from '../helpers/link.ts'
 
 const run = promisify(execFile)
-const BIN = new URL('../../bin/herald.js', import.meta.url).pathname
 const CASES = 300
-let t: TestDb
-const tmp = tempDir()
-beforeAll(async () => {
-  if (onPostgres) t = await createTestDb()
-})
-afterAll(async () => {
-  await t?.drop()
-  tmp.cleanup()
-})
+const w = processWorld()
+const { tmp } = w
 
 describe.runIf(onPostgres)('a case sync worker killed mid-run (PostgreSQL)', () => {
   it('posts every case again that it had not recorded, and CommCare holds each once', async () => {
-    await loadCounties(t.db)
-    await linkRows(t.db, tmp.dir, Array.from({ length: CASES }, (_, i) => row(3, { PIDPATIENTKEY: `KILL-${i}`, PIDCOUNTYCODE: '1' })))
+    await loadCounties(w.t.db)
+    await linkRows(w.t.db, tmp.dir, Array.from({ length: CASES }, (_, i) => row(3, { PIDPATIENTKEY: `KILL-${i}`, PIDCOUNTYCODE: '1' })))
     const sandbox = await startSandbox({ latencyMs: 30 })
-    const env = { ...process.env, DATABASE_URL: t.url, HERALD_LOG_LEVEL: 'silent', HERALD_POLL_INTERVAL_MS: '100',
+    const env = { ...process.env, DATABASE_URL: w.t.url, HERALD_LOG_LEVEL: 'silent', HERALD_POLL_INTERVAL_MS: '100',
       HERALD_COMMCARE_URL: sandbox.url, HERALD_COMMCARE_USER: 'herald', HERALD_COMMCARE_API_KEY: 'sandbox',
       HERALD_COMMCARE_ROOT_DOMAIN: 'ny-covid', HERALD_COMMCARE_CONCURRENCY: '8',
       HERALD_INBOX: join(tmp.dir, 'inbox'), HERALD_DATA_DIR: join(tmp.dir, '.herald') }
@@ -38,15 +31,15 @@ describe.runIf(onPostgres)('a case sync worker killed mid-run (PostgreSQL)', () 
     for (let i = 0; i < 1000 && sandbox.stats.submissions < 100; i++) await new Promise((r) => setTimeout(r, 10))
     child.kill('SIGKILL')
     await new Promise((r) => child.on('exit', r))
-    const recorded = await count(t.db, 'index_cases', 'synced_at IS NOT NULL')
+    const recorded = await count(w.t.db, 'index_cases', 'synced_at IS NOT NULL')
     expect(patients(sandbox).length).toBeGreaterThan(recorded) // posted, never recorded: the crash window
-    expect(await count(t.db, 'case_sync_queue')).toBeGreaterThan(0)
+    expect(await count(w.t.db, 'case_sync_queue')).toBeGreaterThan(0)
 
     // The killed worker's leases must run out before another takes its jobs.
-    await t.db.query('UPDATE case_sync_queue SET claimed_until = now() WHERE claimed_until IS NOT NULL')
+    await w.t.db.query('UPDATE case_sync_queue SET claimed_until = now() WHERE claimed_until IS NOT NULL')
     await run(process.execPath, [BIN, 'run', '--engines', 'casesync-out', '--until-idle'], { env })
-    expect(await count(t.db, 'case_sync_queue')).toBe(0)
-    expect(await count(t.db, 'index_cases', 'synced_at IS NOT NULL')).toBe(CASES)
+    expect(await count(w.t.db, 'case_sync_queue')).toBe(0)
+    expect(await count(w.t.db, 'index_cases', 'synced_at IS NOT NULL')).toBe(CASES)
     const inCommCare = patients(sandbox)
     expect(inCommCare).toHaveLength(CASES)
     expect(new Set(inCommCare.map((p) => p.properties.external_id)).size).toBe(CASES)

@@ -12,7 +12,7 @@
  * HERALD_KILL_SEED=N replays the choices (process timing still varies).
  * PostgreSQL only: PGlite keeps its database inside one process.
  */
-import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest'
+import { describe, expect, it, onTestFinished } from 'vitest'
 import { execFile } from 'node:child_process'
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -26,10 +26,10 @@ import { startLookupSandbox } from '../../src/sandbox/lookup/server.ts'
 import { startSmsSandbox, type SmsLedgerEntry } from '../../src/sandbox/sms/server.ts'
 import { startVerificationSandbox } from '../../src/sandbox/verification/server.ts'
 import { labResults, patients, startSandbox } from '../helpers/casesync.ts'
-import { createTestDb, onPostgres, type TestDb } from '../helpers/db.ts'
+import { onPostgres } from '../helpers/db.ts'
 import { lookupPhone, SECRET } from '../helpers/exposure.ts'
-import { exportText, row, tempDir } from '../helpers/files.ts'
-import { BIN, Worker, freePort, killSeed, receiptServer, settled, sleep } from '../helpers/kill.ts'
+import { exportText, row } from '../helpers/files.ts'
+import { BIN, Worker, processWorld, freePort, killSeed, receiptServer, settled, sleep } from '../helpers/kill.ts'
 import { count, loadCounties } from '../helpers/link.ts'
 
 const run = promisify(execFile)
@@ -43,15 +43,8 @@ const JOB_ROWS = 150
 const STANDING = new Set(['casesync-in', 'nightly'])
 const QUEUE_TABLES = [...new Set(QUEUES.map((q) => q.table))]
 
-let t: TestDb
-const tmp = tempDir()
-beforeAll(async () => {
-  if (onPostgres) t = await createTestDb()
-})
-afterAll(async () => {
-  await t?.drop()
-  tmp.cleanup()
-})
+const w = processWorld()
+const { tmp } = w
 
 /** A number the SMS sandbox delivers to (its last four pick the fate: 10xx–69xx delivered), one per text. */
 const smsPhone = (k: number) => `+1 212 ${201 + Math.floor(k / 100)} ${10 + (k % 60)}${String(k % 100).padStart(2, '0')}`
@@ -60,7 +53,7 @@ describe.runIf(onPostgres)('a fleet of five processes killed at random (PostgreS
   it('accounts for every lab row, case, code and text exactly once', { timeout: (3 * FLEET_SECONDS + 900) * 1000 }, async () => {
     const began = Date.now()
     const { seed, random } = killSeed('fleet test')
-    const db = t.db
+    const db = w.t.db
     await loadCounties(db)
     const commcare = await startSandbox({ latencyMs: 20 })
     const enx = await startVerificationSandbox({ apiKey: 'enx-key', latencyMs: 20, failures: { internal_server_error: 0.05 }, seed })
@@ -75,7 +68,7 @@ describe.runIf(onPostgres)('a fleet of five processes killed at random (PostgreS
     mkdirSync(staging, { recursive: true })
     const jobStore = join(tmp.dir, 'jobs')
     const outside = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('HERALD_') || k === 'HERALD_FROM_SOURCE'))
-    const env = { ...outside, DATABASE_URL: t.url, HERALD_SECRET_KEY: SECRET, HERALD_LOG_LEVEL: 'silent', HERALD_POLL_INTERVAL_MS: '200',
+    const env = { ...outside, DATABASE_URL: w.t.url, HERALD_SECRET_KEY: SECRET, HERALD_LOG_LEVEL: 'silent', HERALD_POLL_INTERVAL_MS: '200',
       HERALD_INBOX: inbox, HERALD_DATA_DIR: join(tmp.dir, '.herald'), HERALD_JOB_STORE: jobStore, HERALD_PHONE_REGION: 'US',
       HERALD_COMMCARE_URL: commcare.url, HERALD_COMMCARE_USER: 'herald', HERALD_COMMCARE_API_KEY: 'sandbox', HERALD_COMMCARE_ROOT_DOMAIN: 'ny-covid',
       HERALD_ENX_URL: enx.url, HERALD_ENX_API_KEY: 'enx-key', HERALD_LOOKUP_URL: lookup.url, HERALD_TWILIO_ACCOUNT_SID: 'ACtest', HERALD_TWILIO_AUTH_TOKEN: 'token',

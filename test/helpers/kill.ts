@@ -3,7 +3,7 @@
  * SIGKILLed and started again, and Herald's receipt routes in the test process (so receipts reach
  * the database whichever worker is down).
  */
-import { expect } from 'vitest'
+import { afterAll, beforeAll, expect } from 'vitest'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { createServer } from 'node:net'
@@ -11,6 +11,8 @@ import type { Db } from '../../src/db/types.ts'
 import { createLogger } from '../../src/log.ts'
 import { receiptRoutes } from '../../src/messaging/receipts/routes.ts'
 import { mulberry32 } from '../../src/sandbox/random.ts'
+import { createTestDb, onPostgres, type TestDb } from './db.ts'
+import { tempDir } from './files.ts'
 import { serveAtOwnUrl } from './http.ts'
 
 export const BIN = new URL('../../bin/herald.js', import.meta.url).pathname
@@ -21,6 +23,23 @@ export function killSeed(test: string): { seed: number; random: () => number } {
   const seed = process.env.HERALD_KILL_SEED ? Number(process.env.HERALD_KILL_SEED) : Math.floor(Math.random() * 2 ** 31)
   console.log(`${test}: HERALD_KILL_SEED=${seed}`)
   return { seed, random: mulberry32(seed) }
+}
+
+/**
+ * What a kill test's processes share: a database on the PostgreSQL server, created before the file's
+ * tests and dropped after (none on PGlite, where these tests do not run), and a temporary folder.
+ */
+export function processWorld(): { readonly t: TestDb; readonly tmp: { dir: string } } {
+  let t: TestDb | undefined
+  const tmp = tempDir()
+  beforeAll(async () => {
+    if (onPostgres) t = await createTestDb()
+  })
+  afterAll(async () => {
+    await t?.drop()
+    tmp.cleanup()
+  })
+  return { get t() { return t! }, tmp }
 }
 
 /** A loopback port free now. */

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { readFileSync, unlinkSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Db } from '../../src/db/types.ts'
@@ -10,24 +10,15 @@ import { inboxQueue } from '../../src/ingest/queue.ts'
 import { foldSightings } from '../../src/ingest/sightings.ts'
 import { createLogger } from '../../src/log.ts'
 import { storeFor, type StoredObject } from '../../src/storage/index.ts'
-import { createTestDb, type TestDb } from '../helpers/db.ts'
-import { copyFixture, exportText, row, tempDir, writeExport } from '../helpers/files.ts'
+import { copyFixture, exportText, row, writeExport } from '../helpers/files.ts'
 import { counts, ingestPath, options, testConfig } from '../helpers/ingest.ts'
+import { freshDbEachTest } from '../helpers/link.ts'
 
-let t: TestDb
 let db: Db
 let dir: string
-let cleanup: () => void
-
-beforeAll(async () => {
-  t = await createTestDb()
-  db = t.db
-})
-afterAll(async () => t.drop())
-beforeEach(async () => {
-  await db.exec('TRUNCATE inbox_files, files, lab_rows, lab_row_keys, ingest_sightings, ingest_errors, queue_events RESTART IDENTITY CASCADE')
-  ;({ dir, cleanup } = tempDir())
-  return cleanup
+freshDbEachTest((d, x) => {
+  db = d
+  dir = x
 })
 
 const one = async (path: string, extra = {}) => (await ingestPath(db, path, extra))[0]

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { loadConfig } from '../../src/config.ts'
 import type { Db } from '../../src/db/types.ts'
 import { ingestFile } from '../../src/ingest/file.ts'
@@ -8,24 +8,16 @@ import { fileSummary } from '../../src/ingest/report.ts'
 import { ChecksumSet, foldSightings } from '../../src/ingest/sightings.ts'
 import { createLogger } from '../../src/log.ts'
 import { storeFor } from '../../src/storage/index.ts'
-import { createTestDb, TEST_SECRET_KEY, type TestDb } from '../helpers/db.ts'
+import { TEST_SECRET_KEY } from '../helpers/db.ts'
 import { exportText, row, tempDir, writeExport } from '../helpers/files.ts'
 import { counts, ingestPath, options, testConfig } from '../helpers/ingest.ts'
+import { freshDbEachTest } from '../helpers/link.ts'
 
-let t: TestDb
 let db: Db
 let dir: string
-let cleanup: () => void
-
-beforeAll(async () => {
-  t = await createTestDb()
-  db = t.db
-})
-afterAll(async () => t.drop())
-beforeEach(async () => {
-  await db.exec('TRUNCATE inbox_files, files, lab_rows, lab_row_keys, ingest_sightings, ingest_errors, queue_events RESTART IDENTITY CASCADE')
-  ;({ dir, cleanup } = tempDir())
-  return cleanup
+freshDbEachTest((d, x) => {
+  db = d
+  dir = x
 })
 
 const one = async (name: string, rows: string[][], batchRows = 2) =>
