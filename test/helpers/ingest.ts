@@ -27,3 +27,20 @@ export async function ingestPath(db: Db, location: string, extra: Partial<Ingest
 }
 
 export const counts = (r: IngestResult) => ({ rows: r.rows, ...r.totals })
+
+/**
+ * A file about to crash: `path` registered and claimed by worker `doomed` with a 1 s lease, and a Db
+ * whose `failAt`-th transaction fails as a lost connection would, so ingesting the file with it
+ * leaves the batches before that one committed.
+ */
+export async function crashingAt(db: Db, path: string, failAt: number) {
+  const store = storeFor(path, testConfig)
+  const objects = []
+  for await (const o of store.list()) objects.push(o)
+  const [id] = await register(db, objects)
+  const item = (await claim(db, 'doomed', 1, [id]))!
+  let n = 0
+  const dying: Db = { ...db, kind: db.kind, query: db.query.bind(db), exec: db.exec.bind(db), copyInto: db.copyInto.bind(db), close: db.close.bind(db),
+    transaction: (fn) => (++n === failAt ? Promise.reject(new Error('connection lost')) : db.transaction(fn)) }
+  return { store, item, dying }
+}

@@ -11,7 +11,7 @@ import { foldSightings } from '../../src/ingest/sightings.ts'
 import { createLogger } from '../../src/log.ts'
 import { storeFor, type StoredObject } from '../../src/storage/index.ts'
 import { copyFixture, exportText, row, writeExport } from '../helpers/files.ts'
-import { counts, ingestPath, options, testConfig } from '../helpers/ingest.ts'
+import { counts, crashingAt, ingestPath, options, testConfig } from '../helpers/ingest.ts'
 import { freshDbEachTest } from '../helpers/link.ts'
 
 let db: Db
@@ -182,16 +182,8 @@ describe('ingest', () => {
 
   it('after a crash mid-file, a rerun counts every row exactly once', async () => {
     const rows = Array.from({ length: 50 }, () => row(3))
-    const path = writeExport(dir, 'big.txt', exportText(3, [...rows, rows[3], rows[40]]))
-    const store = storeFor(path, testConfig)
-    const objects = []
-    for await (const o of store.list()) objects.push(o)
-    const [id] = await register(db, objects)
-    const item = (await claim(db, 'doomed', 1, [id]))!
     // The connection dies during the fourth batch: three batches (30 rows) are committed.
-    let n = 0
-    const dying: Db = { ...db, kind: db.kind, query: db.query.bind(db), exec: db.exec.bind(db), copyInto: db.copyInto.bind(db), close: db.close.bind(db),
-      transaction: (fn) => (++n === 4 ? Promise.reject(new Error('connection lost')) : db.transaction(fn)) }
+    const { store, item, dying } = await crashingAt(db, writeExport(dir, 'big.txt', exportText(3, [...rows, rows[3], rows[40]])), 4)
     await expect(ingestFile(dying, store, item, options({ workerId: 'doomed', leaseSeconds: 1, batchRows: 10 }))).rejects.toThrow('connection lost')
     expect((await db.query('SELECT total_rows FROM files'))[0].total_rows).toBe(30)
 
@@ -204,7 +196,7 @@ describe('ingest', () => {
     expect(await claim(db, 'rescuer', 60)).toBeUndefined()
     await new Promise((r) => setTimeout(r, 1100))
     const again = (await claim(db, 'rescuer', 60))!
-    expect(again.id).toBe(id)
+    expect(again.id).toBe(item.id)
     const r = await ingestFile(db, store, again, options({ workerId: 'rescuer', batchRows: 10 }))
     expect(counts(r)).toEqual({ rows: 52, new: 50, seen: 0, duplicate: 2, error: 0 })
     expect((await db.query('SELECT count(*) AS n FROM lab_rows'))[0].n).toBe(50)

@@ -10,7 +10,7 @@ import { createLogger } from '../../src/log.ts'
 import { storeFor } from '../../src/storage/index.ts'
 import { TEST_SECRET_KEY } from '../helpers/db.ts'
 import { exportText, row, tempDir, writeExport } from '../helpers/files.ts'
-import { counts, ingestPath, options, testConfig } from '../helpers/ingest.ts'
+import { counts, crashingAt, ingestPath, options, testConfig } from '../helpers/ingest.ts'
 import { freshDbEachTest } from '../helpers/link.ts'
 
 let db: Db
@@ -108,16 +108,8 @@ describe('sightings', () => {
   it('of the batches committed before a crash count: a repeat after the resume is a duplicate', async () => {
     const rows = Array.from({ length: 30 }, () => row(3))
     await one('a.txt', rows, 10)
-    const path = writeExport(dir, 'b.txt', exportText(3, [...rows, rows[5], rows[25]]))
-    const store = storeFor(path, testConfig)
-    const objects = []
-    for await (const o of store.list()) objects.push(o)
-    const [id] = await register(db, objects)
-    const item = (await claim(db, 'doomed', 1, [id]))!
     // The connection dies during the third batch: rows 0–19 are committed, sighted and not folded.
-    let n = 0
-    const dying: Db = { ...db, kind: db.kind, query: db.query.bind(db), exec: db.exec.bind(db), copyInto: db.copyInto.bind(db), close: db.close.bind(db),
-      transaction: (fn) => (++n === 3 ? Promise.reject(new Error('connection lost')) : db.transaction(fn)) }
+    const { store, item, dying } = await crashingAt(db, writeExport(dir, 'b.txt', exportText(3, [...rows, rows[5], rows[25]])), 3)
     await expect(ingestFile(dying, store, item, options({ workerId: 'doomed', leaseSeconds: 1, batchRows: 10 }))).rejects.toThrow('connection lost')
     expect(await pending()).toBe(20)
     await new Promise((r) => setTimeout(r, 1100))
